@@ -1,0 +1,137 @@
+//! The sandbox helper: `<exe> __sandbox`, a fresh single-threaded process spawned by
+//! [`run`](crate::run).
+//!
+//! 1. `PR_SET_PDEATHSIG(SIGKILL)`: if rbuild dies, so does the helper (and, through the
+//!    init's own death signal, the whole sandbox);
+//! 2. takes the control channel off fd 0 (into a close-on-exec fd), puts `/dev/null` on fd 0,
+//!    marks every other inherited fd close-on-exec, reads the spec;
+//! 3. `unshare(CLONE_NEWPID | NEWUTS | NEWIPC [| NEWNET])`, sets the hostname, brings `lo`
+//!    up for `Network::None` (UTS, IPC and net namespaces apply to the caller at once);
+//! 4. forks once: the child is PID 1 of the new pid namespace (the [`init`](crate::init));
+//!    the helper stays in the host's mount namespace and waits for it. When PID 1 exits the
+//!    kernel kills everything else in its pid namespace (pid_namespaces(7)), so nothing
+//!    outlives the step, and its mount namespace (with every sandbox mount) goes with it;
+//! 5. reports `Exited`/`Signaled` on the channel and exits with the shell-style code.
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::{ForkResult, Pid};
+
+use crate::error::{OsError, SetupError};
+use crate::protocol::{self, Report};
+use crate::spec::{ExitStatus, Network, SandboxSpec};
+
+/// Exit code of the helper (and of the init) when setup fails; the host relies on the
+/// `SetupFailed` report, not on this code.
+const SETUP_FAILED: i32 = 125;
+
+/// The helper's entry point: the main binary calls it when `argv[1] == "__sandbox"`, before
+/// starting any thread (tokio included). Never returns.
+pub fn sandbox_main() -> ! {
+    std::process::exit(helper_main())
+}
+
+fn helper_main() -> i32 {
+    // The spawning thread's death kills us (prctl(2)); only our own process is affected.
+    let pdeathsig = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let channel = match take_channel() {
+        Ok(channel) => channel,
+        Err(error) => {
+            // No channel to report on: stderr is all there is.
+            eprintln!("rbuild sandbox helper: cannot take the control channel from fd 0: {error}");
+            return SETUP_FAILED;
+        }
+    };
+    let result = pdeathsig
+        .map_err(|e| prepare_error("set the parent-death signal", e.into()))
+        .and_then(|()| sandbox(&channel));
+    let (report, code) = match result {
+        Ok(status) => (Report::Exited(status), status.shell_code()),
+        Err(error) => (Report::SetupFailed(error), SETUP_FAILED),
+    };
+    // If the host is gone there is nobody left to tell.
+    let _ = protocol::send(&channel, &report);
+    code
+}
+
+fn prepare_error(step: &str, source: OsError) -> SetupError {
+    SetupError::Prepare {
+        step: step.to_owned(),
+        source,
+    }
+}
+
+/// Moves the channel (fd 0) to a close-on-exec fd, so the command never inherits it.
+fn take_channel() -> std::io::Result<UnixStream> {
+    let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
+    Ok(UnixStream::from(fd))
+}
+
+fn read_spec(mut channel: &UnixStream) -> Result<SandboxSpec, SetupError> {
+    let mut json = Vec::new();
+    channel
+        .read_to_end(&mut json)
+        .map_err(|e| SetupError::ReadSpec { source: e.into() })?;
+    serde_json::from_slice(&json).map_err(|e| SetupError::ParseSpec {
+        reason: e.to_string(),
+    })
+}
+
+fn sandbox(channel: &UnixStream) -> Result<ExitStatus, SetupError> {
+    nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
+    crate::sys::cloexec_from(3)
+        .map_err(|e| prepare_error("mark inherited fds close-on-exec", e.into()))?;
+    let spec = read_spec(channel)?;
+    let null = std::fs::File::open("/dev/null")
+        .map_err(|e| prepare_error("open /dev/null for the command's stdin", e.into()))?;
+    nix::unistd::dup2_stdin(&null)
+        .map_err(|e| prepare_error("redirect stdin to /dev/null", e.into()))?;
+    drop(null);
+
+    let mut namespaces =
+        CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if spec.network == Network::None {
+        namespaces |= CloneFlags::CLONE_NEWNET;
+    }
+    nix::sched::unshare(namespaces).map_err(|e| SetupError::Unshare {
+        namespaces: format!("{namespaces:?}"),
+        source: e.into(),
+    })?;
+    nix::unistd::sethostname(&spec.hostname).map_err(|e| SetupError::SetHostname {
+        hostname: spec.hostname.clone(),
+        source: e.into(),
+    })?;
+    if spec.network == Network::None {
+        crate::sys::loopback_up().map_err(|e| SetupError::LoopbackUp { source: e.into() })?;
+    }
+
+    match crate::sys::fork().map_err(|e| SetupError::Fork { source: e.into() })? {
+        ForkResult::Child => {
+            let error = crate::init::run(&spec, channel);
+            let _ = protocol::send(channel, &Report::SetupFailed(error));
+            std::process::exit(SETUP_FAILED)
+        }
+        ForkResult::Parent { child } => wait_for(child),
+    }
+}
+
+/// Waits for PID 1. By the time it is reaped, the kernel has killed and reaped the rest of
+/// its pid namespace.
+fn wait_for(child: Pid) -> Result<ExitStatus, SetupError> {
+    loop {
+        match nix::sys::wait::waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::Exited(code)),
+            Ok(WaitStatus::Signaled(_, signal, _)) => {
+                return Ok(ExitStatus::Signaled(signal as i32))
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(prepare_error("wait for the sandbox init", e.into())),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` inside the sandbox.
+//!
+//! The files are written to a small tmpfs staged at `/dev/.rbuild-etc` before `pivot_root`
+//! (the host's `/etc/resolv.conf` is read while the host root is still reachable), then
+//! bind-mounted after `pivot_root`, when paths (and symlinks) resolve inside the rootfs. A
+//! file is bound only over a regular file the image already has: nothing is ever created in
+//! `/etc`, so none of this lands in the layer, and writes by the command go to the tmpfs copy,
+//! never to the host's files. The staging tmpfs is then detached; the binds keep it alive.
+//!
+//! - `hostname`: the spec's hostname;
+//! - `hosts`: `127.0.0.1 localhost <hostname>` and the IPv6 loopback names;
+//! - `resolv.conf`: a copy of the host's, with `Network::Host` only (there is nothing to
+//!   resolve with `Network::None`, so the image's file stays).
+
+use std::io::Read;
+use std::path::Path;
+
+use nix::mount::{MntFlags, MsFlags};
+
+use super::mounts::{mkdir, mount, MountError};
+use crate::spec::{Network, SandboxSpec};
+
+/// The staging directory, relative to the rootfs.
+const STAGING: &str = "dev/.rbuild-etc";
+
+/// Largest host resolv.conf copied.
+const MAX_RESOLV_CONF: u64 = 1 << 20;
+
+/// The content of the sandbox's `/etc/hosts`.
+pub(crate) fn hosts_content(hostname: &str) -> String {
+    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+}
+
+/// Writes the files to bind into the staging tmpfs (inside the already mounted `/dev` of the
+/// merged rootfs) and returns their names.
+pub(crate) fn stage(merged: &Path, spec: &SandboxSpec) -> Result<Vec<&'static str>, MountError> {
+    let dir = merged.join(STAGING);
+    mkdir(&dir, 0o755)?;
+    let secure = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(
+        "tmpfs",
+        &dir,
+        Some("tmpfs"),
+        secure,
+        Some("mode=755,size=1m"),
+    )?;
+    let mut files = vec![
+        ("hostname", format!("{}\n", spec.hostname).into_bytes()),
+        ("hosts", hosts_content(&spec.hostname).into_bytes()),
+    ];
+    if spec.network == Network::Host {
+        if let Some(resolv) = read_host_file(Path::new("/etc/resolv.conf"))? {
+            files.push(("resolv.conf", resolv));
+        }
+    }
+    let mut names = Vec::new();
+    for (name, content) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, content).map_err(|e| MountError::Create {
+            path,
+            source: e.into(),
+        })?;
+        names.push(name);
+    }
+    Ok(names)
+}
+
+fn read_host_file(path: &Path) -> Result<Option<Vec<u8>>, MountError> {
+    let fail = |e: std::io::Error| MountError::ReadHostFile {
+        path: path.to_owned(),
+        source: e.into(),
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(fail(e)),
+    };
+    let mut content = Vec::new();
+    file.take(MAX_RESOLV_CONF)
+        .read_to_end(&mut content)
+        .map_err(fail)?;
+    Ok(Some(content))
+}
+
+/// After `pivot_root`: binds each staged file over `/etc/<name>` when that is an existing
+/// regular file, then detaches and removes the staging directory.
+pub(crate) fn bind_staged(names: &[&str]) -> Result<(), MountError> {
+    let staging = Path::new("/").join(STAGING);
+    for name in names {
+        let target = Path::new("/etc").join(name);
+        if !std::fs::metadata(&target).is_ok_and(|meta| meta.is_file()) {
+            continue;
+        }
+        let source = staging.join(name);
+        mount(
+            &source.to_string_lossy(),
+            &target,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )?;
+    }
+    nix::mount::umount2(&staging, MntFlags::MNT_DETACH).map_err(|e| MountError::Unmount {
+        target: staging.clone(),
+        source: e.into(),
+    })?;
+    std::fs::remove_dir(&staging).map_err(|e| MountError::Remove {
+        path: staging,
+        source: e.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_lists_the_hostname() {
+        assert_eq!(
+            hosts_content("buildkitsandbox"),
+            "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        );
+    }
+}

@@ -1,0 +1,427 @@
+//! The root filesystem of the sandbox: the overlay, /proc, /sys, /dev, and `pivot_root`.
+//!
+//! Everything here runs in the init (PID 1 of the new pid namespace) after it has unshared
+//! its own mount namespace and made every mount private, so none of these mounts is ever
+//! visible on the host, and all of them vanish with the namespace when the init exits.
+//!
+//! Mount points: `/proc`, `/dev` and `/sys` are created in the merged rootfs when the image
+//! lacks them (a `FROM scratch` step), which puts empty dirs in the upper dir. The init
+//! reports their names ([`Report::CreatedMountpoints`](crate::protocol::Report)) and the host
+//! side removes them from the upper dir after the run, so the layer only holds what the
+//! command changed. Everything else we mount over (`/dev` contents, the `/etc` files) lives
+//! on tmpfs or on existing files, so it never reaches the upper dir.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::stat::Mode;
+use serde::{Deserialize, Serialize};
+
+use crate::error::OsError;
+use crate::spec::{Layout, Network, SandboxSpec};
+
+/// The most bytes of mount options mount(2) copies (one page, NUL included).
+const MAX_OPTIONS: usize = 4095;
+
+/// The mount points the init creates when the image lacks them; the host removes exactly
+/// these names (and only when still empty) from the upper dir.
+pub(crate) const MOUNTPOINTS: [&str; 3] = ["proc", "dev", "sys"];
+
+/// Host device nodes bind-mounted into the sandbox's `/dev`.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Building the sandbox's root filesystem failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum MountError {
+    /// Even with layers named by fd numbers, the overlay options exceed a page.
+    #[error("overlay options are {len} bytes, more than mount(2) accepts ({MAX_OPTIONS})")]
+    OverlayOptionsTooLong {
+        /// Their length with absolute paths.
+        len: usize,
+    },
+    /// Opening a layer directory failed (only done when the options are too long for
+    /// absolute paths).
+    #[error("cannot open layer directory {}", path.display())]
+    OpenLayer {
+        /// The layer.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: OsError,
+    },
+    /// The overlay mount itself failed.
+    #[error("cannot mount the overlay rootfs at {} with options {options}", target.display())]
+    Overlay {
+        /// The mount point.
+        target: PathBuf,
+        /// The options string passed to mount(2).
+        options: String,
+        /// The cause.
+        #[source]
+        source: OsError,
+    },
+    /// A mount (or bind, or remount) failed.
+    #[error("cannot mount {what} at {}", target.display())]
+    Mount {
+        /// What was mounted: a filesystem type, or `bind <source>`.
+        what: String,
+        /// The mount point.
+        target: PathBuf,
+        /// The cause.
+        #[source]
+        source: OsError,
+    },
+    /// Unmounting a staging mount failed.
+    #[error("cannot unmount {}", target.display())]
+    Unmount {
+        /// The mount point.
+        target: PathBuf,
+        /// The cause.
+        #[source]
+        source: OsError,
+    },
+    /// A mount point exists in the image but is not a directory (or is a symlink, which
+    /// would resolve outside the rootfs before `pivot_root`).
+    #[error("{} exists in the image but is not a directory", path.display())]
+    NotADirectory {
+        /// The path in the merged rootfs.
+        path: PathBuf,
+    },
+    /// Creating a directory, file or symlink for the sandbox failed.
+    #[error("cannot create {}", path.display())]
+    Create {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: OsError,
+    },
+    /// Removing the staging directory failed.
+    #[error("cannot remove {}", path.display())]
+    Remove {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: OsError,
+    },
+    /// Reading a host file to pass into the sandbox (`/etc/resolv.conf`) failed.
+    #[error("cannot read host file {}", path.display())]
+    ReadHostFile {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: OsError,
+    },
+    /// `pivot_root(2)` into the rootfs, or detaching the old root, failed.
+    #[error("cannot pivot_root into {}", new_root.display())]
+    PivotRoot {
+        /// The new root.
+        new_root: PathBuf,
+        /// The cause.
+        #[source]
+        source: OsError,
+    },
+}
+
+impl MountError {
+    /// A suggestion for the user, when the error has a usual cause.
+    #[must_use]
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            MountError::Overlay { source, .. } if source.is(Errno::EINVAL) => Some(
+                "the kernel refused the overlay: upper and work dirs must be on one filesystem \
+                 that can hold an overlay upper dir (not overlayfs itself), and no layer may \
+                 contain another; `dmesg` shows the kernel's reason",
+            ),
+            MountError::Overlay { source, .. } if source.is(Errno::ENODEV) => {
+                Some("this kernel has no overlay filesystem (modprobe overlay)")
+            }
+            _ => None,
+        }
+    }
+}
+
+fn err_create(path: &Path) -> impl FnOnce(std::io::Error) -> MountError + '_ {
+    move |e| MountError::Create {
+        path: path.to_owned(),
+        source: e.into(),
+    }
+}
+
+/// Escapes a path for the overlay options: `\`, `,` and `:` get a backslash (the kernel
+/// unescapes layer paths; `,` separates options and `:` separates lower dirs).
+fn escape(path: &Path, out: &mut Vec<u8>) {
+    for &byte in path.as_os_str().as_bytes() {
+        if matches!(byte, b'\\' | b',' | b':') {
+            out.push(b'\\');
+        }
+        out.push(byte);
+    }
+}
+
+/// `lowerdir=l1:l2,upperdir=u,workdir=w`, lower dirs topmost first, paths as given.
+pub(crate) fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> OsString {
+    let mut out = b"lowerdir=".to_vec();
+    for (i, lower) in lowers.iter().enumerate() {
+        if i > 0 {
+            out.push(b':');
+        }
+        escape(lower, &mut out);
+    }
+    out.extend_from_slice(b",upperdir=");
+    escape(upper, &mut out);
+    out.extend_from_slice(b",workdir=");
+    escape(work, &mut out);
+    OsString::from_vec(out)
+}
+
+/// Mounts the overlay of the spec's layers on `layout.merged`.
+///
+/// mount(2) copies at most a page of options. When the absolute paths do not fit (many
+/// layers with long store paths), each layer is opened as an `O_PATH` fd and named by its
+/// number, relative to `/proc/self/fd` as the cwd: the kernel resolves relative layer paths
+/// against the mounting process's cwd, and the magic links lead to the opened dirs. That is a
+/// few bytes per layer, so hundreds of layers fit.
+pub(crate) fn mount_overlay(spec: &SandboxSpec, layout: &Layout) -> Result<(), MountError> {
+    let lowers = if spec.lower_dirs.is_empty() {
+        std::slice::from_ref(&layout.empty_lower)
+    } else {
+        &spec.lower_dirs[..]
+    };
+    let options = overlay_options(lowers, &spec.upper_dir, &layout.overlay_work);
+    if options.len() <= MAX_OPTIONS {
+        return mount_overlay_with(&layout.merged, &options);
+    }
+    let mut fds = Vec::with_capacity(lowers.len() + 2);
+    for path in lowers.iter().chain([&spec.upper_dir, &layout.overlay_work]) {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd =
+            nix::fcntl::open(path, flags, Mode::empty()).map_err(|e| MountError::OpenLayer {
+                path: path.clone(),
+                source: e.into(),
+            })?;
+        fds.push(fd);
+    }
+    let names: Vec<PathBuf> = fds
+        .iter()
+        .map(|fd| PathBuf::from(fd.as_raw_fd().to_string()))
+        .collect();
+    let (lower_names, rest) = names.split_at(lowers.len());
+    let short = overlay_options(lower_names, &rest[0], &rest[1]);
+    if short.len() > MAX_OPTIONS {
+        return Err(MountError::OverlayOptionsTooLong { len: options.len() });
+    }
+    let in_fd_dir = |e: Errno| MountError::Overlay {
+        target: layout.merged.clone(),
+        options: short.to_string_lossy().into_owned(),
+        source: e.into(),
+    };
+    nix::unistd::chdir("/proc/self/fd").map_err(in_fd_dir)?;
+    let mounted = mount_overlay_with(&layout.merged, &short);
+    nix::unistd::chdir("/").map_err(in_fd_dir)?;
+    mounted
+}
+
+fn mount_overlay_with(merged: &Path, options: &OsStr) -> Result<(), MountError> {
+    nix::mount::mount(
+        Some("overlay"),
+        merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options),
+    )
+    .map_err(|e| MountError::Overlay {
+        target: merged.to_owned(),
+        options: options.to_string_lossy().into_owned(),
+        source: e.into(),
+    })
+}
+
+/// Creates the missing mount points of [`MOUNTPOINTS`] in the merged rootfs and returns
+/// their names. Existing ones must be real directories: a symlink would be followed on the
+/// host side of `pivot_root`.
+pub(crate) fn create_mountpoints(merged: &Path) -> Result<Vec<String>, MountError> {
+    let mut created = Vec::new();
+    for name in MOUNTPOINTS {
+        let path = merged.join(name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(MountError::NotADirectory { path }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&path)
+                    .map_err(err_create(&path))?;
+                created.push(name.to_owned());
+            }
+            Err(e) => return Err(err_create(&path)(e)),
+        }
+    }
+    Ok(created)
+}
+
+/// mount(2) with a typed error.
+pub(crate) fn mount(
+    source: &str,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), MountError> {
+    nix::mount::mount(Some(source), target, fstype, flags, data).map_err(|e| MountError::Mount {
+        what: fstype.map_or_else(|| format!("bind {source}"), str::to_owned),
+        target: target.to_owned(),
+        source: e.into(),
+    })
+}
+
+/// Mounts /proc, /sys and /dev in the merged rootfs (whose mount points exist).
+pub(crate) fn mount_special(merged: &Path, network: Network) -> Result<(), MountError> {
+    let secure = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    // A fresh proc: we are PID 1 of the new pid namespace, so it shows only the sandbox.
+    mount("proc", &merged.join("proc"), Some("proc"), secure, None)?;
+    mount_sys(&merged.join("sys"), network, secure)?;
+    mount_dev(&merged.join("dev"))
+}
+
+/// sysfs, read-only. It shows the network devices of the mounting process's netns (only
+/// `lo` with `Network::None`). Should the kernel refuse it, fall back to a read-only
+/// recursive bind of the host's /sys.
+fn mount_sys(target: &Path, network: Network, secure: MsFlags) -> Result<(), MountError> {
+    let sysfs_error = match mount(
+        "sysfs",
+        target,
+        Some("sysfs"),
+        secure | MsFlags::MS_RDONLY,
+        None,
+    ) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    if network == Network::None {
+        return Err(sysfs_error);
+    }
+    let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | secure;
+    mount(
+        "/sys",
+        target,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .and_then(|()| mount("/sys", target, None, ro, None))
+    .map_err(|_| sysfs_error)
+}
+
+/// A minimal /dev: tmpfs with the host's harmless device nodes bound in, a private devpts,
+/// /dev/shm and the usual symlinks (what runc and BuildKit provide).
+fn mount_dev(dev: &Path) -> Result<(), MountError> {
+    let tmpfs = Some("tmpfs");
+    mount(
+        "tmpfs",
+        dev,
+        tmpfs,
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    for name in DEVICES {
+        let host = Path::new("/dev").join(name);
+        if !host.exists() {
+            continue; // not every host has every node (e.g. /dev/tty in some containers)
+        }
+        let node = dev.join(name);
+        std::fs::File::create(&node).map_err(err_create(&node))?;
+        mount(&host.to_string_lossy(), &node, None, MsFlags::MS_BIND, None)?;
+    }
+    let pts = dev.join("pts");
+    mkdir(&pts, 0o755)?;
+    let pts_opts = Some("newinstance,ptmxmode=0666,mode=0620,gid=5");
+    mount(
+        "devpts",
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        pts_opts,
+    )?;
+    let shm = dev.join("shm");
+    mkdir(&shm, 0o755)?;
+    let secure = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount("shm", &shm, tmpfs, secure, Some("mode=1777,size=65536k"))?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let path = dev.join(link);
+        std::os::unix::fs::symlink(target, &path).map_err(err_create(&path))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn mkdir(path: &Path, mode: u32) -> Result<(), MountError> {
+    std::fs::DirBuilder::new()
+        .mode(mode)
+        .create(path)
+        .map_err(err_create(path))
+}
+
+/// Makes `merged` the root: `pivot_root(".", ".")` stacks the old root on top of the new
+/// one, and a lazy unmount of "." then drops it (the trick documented in `pivot_root(2)`).
+/// Every mount is private already, so the unmount does not propagate to the host.
+pub(crate) fn pivot(merged: &Path) -> Result<(), MountError> {
+    let fail = |e: Errno| MountError::PivotRoot {
+        new_root: merged.to_owned(),
+        source: e.into(),
+    };
+    nix::unistd::chdir(merged).map_err(fail)?;
+    nix::unistd::pivot_root(".", ".").map_err(fail)?;
+    nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(fail)?;
+    nix::unistd::chdir("/").map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_escaped_and_ordered() {
+        let lowers = [PathBuf::from("/l/top"), PathBuf::from("/l/a,b:c\\d")];
+        let options = overlay_options(&lowers, Path::new("/u"), Path::new("/w"));
+        assert_eq!(
+            options,
+            "lowerdir=/l/top:/l/a\\,b\\:c\\\\d,upperdir=/u,workdir=/w"
+        );
+    }
+
+    #[test]
+    fn fd_named_layers_fit_a_page() {
+        // 200 layers named by fd numbers (the fallback for long paths).
+        let lowers: Vec<PathBuf> = (100..300).map(|fd| PathBuf::from(fd.to_string())).collect();
+        let options = overlay_options(&lowers, Path::new("300"), Path::new("301"));
+        assert!(options.len() <= MAX_OPTIONS, "{}", options.len());
+        assert!(options.to_string_lossy().starts_with("lowerdir=100:101:"));
+    }
+
+    #[test]
+    fn overlay_errors_have_hints() {
+        let err = MountError::Overlay {
+            target: "/m".into(),
+            options: String::new(),
+            source: Errno::EINVAL.into(),
+        };
+        assert!(err
+            .hint()
+            .is_some_and(|h| h.contains("same") || h.contains("one filesystem")));
+    }
+}

@@ -1,0 +1,58 @@
+//! rbuild-executor: runs one `RUN` step in a sandbox.
+//!
+//! [`run`] executes a [`SandboxSpec`] and returns the command's [`ExitStatus`], streaming its
+//! stdout and stderr to a callback as they arrive. The sandbox is built by a helper process,
+//! the caller's own binary re-executed as `<exe> __sandbox` ([`sandbox_main`]), so the
+//! caller's multi-threaded process is never forked:
+//!
+//! - new mount, pid, UTS and IPC namespaces (and a network namespace with only `lo`, up, for
+//!   [`Network::None`]);
+//! - an overlay rootfs (`lower_dirs` topmost first, `upper_dir` receiving the step's diff),
+//!   entered with `pivot_root`; a fresh `/proc`, read-only `/sys`, a minimal `/dev`;
+//! - the command is PID 1 (`echo $$` prints 1); when it exits, everything it started is
+//!   killed by the kernel, and every mount vanishes with the mount namespace, even if rbuild
+//!   itself is killed (the helper and the init have `PR_SET_PDEATHSIG`).
+//!
+//! The upper dir holds only what the command changed: mount points the sandbox had to create
+//! (`/proc`, `/dev`, `/sys` in a `FROM scratch` rootfs) are removed from it afterwards, and
+//! `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` are bound over existing files only.
+//!
+//! The main binary must dispatch to the helper before starting tokio or any thread:
+//!
+//! ```no_run
+//! # fn start_tokio_and_the_cli() {}
+//! // The first statement of the binary's `main`:
+//! if std::env::args_os().nth(1).is_some_and(|arg| arg == rbuild_executor::HELPER_ARG) {
+//!     rbuild_executor::sandbox_main(); // never returns
+//! }
+//! start_tokio_and_the_cli();
+//! ```
+//!
+//! and then, from a blocking thread:
+//!
+//! ```no_run
+//! # use rbuild_executor::*;
+//! # fn demo(spec: &SandboxSpec) -> Result<(), ExecError> {
+//! let status = run(spec, std::path::Path::new("/proc/self/exe"), &mut |stream, bytes| {
+//!     eprint!("[{stream}] {}", String::from_utf8_lossy(bytes));
+//! })?;
+//! assert!(status.success());
+//! # Ok(()) }
+//! ```
+//!
+//! Needs root (or `CAP_SYS_ADMIN`), overlayfs and Linux 5.11+.
+
+mod error;
+mod helper;
+mod init;
+mod protocol;
+mod run;
+mod spec;
+mod sys;
+
+pub use error::{ExecError, OsError, SetupError};
+pub use helper::sandbox_main;
+pub use init::{CommandError, MountError, UserError};
+pub use protocol::HELPER_ARG;
+pub use run::run;
+pub use spec::{ExitStatus, Network, OutputStream, SandboxSpec};

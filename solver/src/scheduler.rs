@@ -1,0 +1,255 @@
+//! Runs the part of a graph a target needs, with every independent vertex in parallel.
+//!
+//! Keys first: every needed vertex's cache key is derived before anything executes (sources'
+//! content digests are computed concurrently). Then the target is resolved top-down: a vertex
+//! whose key hits the cache is done without looking at its inputs at all; otherwise its inputs
+//! are resolved concurrently (each as its own task) and it executes once they are all there.
+//! Each vertex runs at most once per build, whoever asks for it first; executions are bounded
+//! by a semaphore (`max_parallelism`). The first failure cancels executions that have not
+//! started yet; running ones finish (a sandboxed step cannot be torn down half-way safely).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::future::try_join_all;
+use petgraph::graphmap::DiGraphMap;
+use tokio::sync::{mpsc, OnceCell, Semaphore};
+
+use crate::ir::{Graph, GraphError, Input, Op, OpId, SourceSpan};
+use crate::key::CacheKey;
+use crate::progress::{Progress, ProgressEvent};
+use crate::worker::{ExecContext, Worker};
+
+/// How a solve runs.
+#[derive(Clone, Debug)]
+pub struct SolveOptions {
+    /// Most vertices executing at once (default: number of CPUs).
+    pub max_parallelism: usize,
+    /// Ignore cached results of every non-source vertex (`--no-cache`).
+    pub no_cache: bool,
+}
+
+impl Default for SolveOptions {
+    fn default() -> Self {
+        SolveOptions {
+            max_parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            no_cache: false,
+        }
+    }
+}
+
+/// Why a solve failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SolveError<E: std::error::Error + 'static> {
+    /// The graph itself is invalid.
+    #[error("invalid build graph")]
+    Graph(#[from] GraphError),
+    /// A vertex failed.
+    #[error("{name}")]
+    Vertex {
+        /// The failing vertex.
+        id: OpId,
+        /// Its display name (`[2/4] RUN make`).
+        name: String,
+        /// Where it comes from in the Dockerfile.
+        span: Option<SourceSpan>,
+        /// What the worker reported.
+        #[source]
+        source: Arc<E>,
+    },
+    /// The build was cancelled before this vertex could start (another one failed).
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl<E: std::error::Error + 'static> Clone for SolveError<E> {
+    fn clone(&self) -> Self {
+        match self {
+            // GraphError is produced before any sharing happens; re-validating is not needed to
+            // clone it, so report it as a cancellation of the shared copy.
+            SolveError::Graph(_) | SolveError::Cancelled => SolveError::Cancelled,
+            SolveError::Vertex { id, name, span, source } => {
+                SolveError::Vertex { id: *id, name: name.clone(), span: span.clone(), source: source.clone() }
+            }
+        }
+    }
+}
+
+type VertexResult<W> = Result<<W as Worker>::Output, SolveError<<W as Worker>::Error>>;
+type BoxFut<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Solves build graphs with a worker.
+#[derive(Debug)]
+pub struct Solver<W: Worker> {
+    worker: Arc<W>,
+    opts: SolveOptions,
+}
+
+struct Run<W: Worker> {
+    worker: Arc<W>,
+    graph: Arc<Graph>,
+    opts: SolveOptions,
+    keys: HashMap<OpId, CacheKey>,
+    cells: HashMap<OpId, Arc<OnceCell<VertexResult<W>>>>,
+    permits: Semaphore,
+    cancelled: AtomicBool,
+    tx: Option<mpsc::UnboundedSender<ProgressEvent>>,
+}
+
+impl<W: Worker> Solver<W> {
+    /// A solver over `worker`.
+    pub fn new(worker: Arc<W>, opts: SolveOptions) -> Solver<W> {
+        Solver { worker, opts }
+    }
+
+    /// Builds `target` and returns its result. Progress goes to `tx` when given.
+    pub async fn solve(
+        &self,
+        graph: Arc<Graph>,
+        target: Input,
+        tx: Option<mpsc::UnboundedSender<ProgressEvent>>,
+    ) -> VertexResult<W> {
+        graph.validate()?;
+        let order = needed_in_order(&graph, target.op)?;
+        let keys = self.derive_keys(&graph, &order, tx.as_ref()).await?;
+        let cells = order.iter().map(|id| (*id, Arc::new(OnceCell::new()))).collect();
+        let run = Arc::new(Run {
+            worker: self.worker.clone(),
+            graph,
+            opts: self.opts.clone(),
+            keys,
+            cells,
+            permits: Semaphore::new(self.opts.max_parallelism.max(1)),
+            cancelled: AtomicBool::new(false),
+            tx,
+        });
+        run.resolve(target.op).await
+    }
+
+    /// The cache key of every vertex in `order` (inputs first).
+    async fn derive_keys(
+        &self,
+        graph: &Graph,
+        order: &[OpId],
+        tx: Option<&mpsc::UnboundedSender<ProgressEvent>>,
+    ) -> Result<HashMap<OpId, CacheKey>, SolveError<W::Error>> {
+        let contents = try_join_all(order.iter().map(|id| {
+            let op = graph.op(id);
+            let progress = Progress::new(*id, tx.cloned());
+            async move {
+                let Some(op) = op else { return Ok(None) };
+                self.worker.content_key(*id, op, &progress).await.map_err(|e| vertex_error(graph, *id, e))
+            }
+        }))
+        .await?;
+        let mut keys = HashMap::with_capacity(order.len());
+        for (id, content) in order.iter().zip(contents) {
+            let Some(op) = graph.op(id) else { continue };
+            let input_keys: Vec<CacheKey> = op.inputs().iter().filter_map(|i| keys.get(&i.op).copied()).collect();
+            keys.insert(*id, CacheKey::derive(id, &input_keys, content.as_ref()));
+        }
+        Ok(keys)
+    }
+}
+
+/// The vertices `target` depends on (itself included), inputs before readers.
+fn needed_in_order(graph: &Graph, target: OpId) -> Result<Vec<OpId>, GraphError> {
+    let mut g: DiGraphMap<OpId, ()> = DiGraphMap::new();
+    let mut stack = vec![target];
+    g.add_node(target);
+    while let Some(id) = stack.pop() {
+        let op = graph.op(&id).ok_or(GraphError::MissingInput { op: id, input: id })?;
+        for input in op.inputs() {
+            if !g.contains_node(input.op) {
+                stack.push(input.op);
+            }
+            g.add_edge(input.op, id, ());
+        }
+    }
+    // The builder only accepts inputs that already exist, so a cycle cannot be built; a graph
+    // that has one anyway is reported as invalid.
+    petgraph::algo::toposort(&g, None).map_err(|c| GraphError::MissingInput { op: c.node_id(), input: c.node_id() })
+}
+
+fn vertex_error<E: std::error::Error + 'static>(graph: &Graph, id: OpId, e: E) -> SolveError<E> {
+    let meta = graph.meta(&id);
+    SolveError::Vertex {
+        id,
+        name: meta.map(|m| m.name.clone()).unwrap_or_else(|| id.to_string()),
+        span: meta.and_then(|m| m.span.clone()),
+        source: Arc::new(e),
+    }
+}
+
+impl<W: Worker> Run<W> {
+    fn resolve(self: Arc<Self>, id: OpId) -> BoxFut<VertexResult<W>> {
+        Box::pin(async move {
+            let Some(cell) = self.cells.get(&id).cloned() else {
+                return Err(SolveError::Cancelled);
+            };
+            cell.get_or_init(|| self.clone().compute(id)).await.clone()
+        })
+    }
+
+    async fn compute(self: Arc<Self>, id: OpId) -> VertexResult<W> {
+        let graph = self.graph.clone();
+        let Some(op) = graph.op(&id) else { return Err(SolveError::Cancelled) };
+        let key = self.keys.get(&id).copied().unwrap_or(CacheKey([0; 32]));
+        let name = graph.meta(&id).map(|m| m.name.clone()).unwrap_or_default();
+        let progress = Progress::new(id, self.tx.clone());
+        let is_source = matches!(op, Op::Source(_));
+        let ignore_cache = !is_source && (self.opts.no_cache || graph.meta(&id).is_some_and(|m| m.ignore_cache));
+
+        if !ignore_cache {
+            match self.worker.load(&key, op).await {
+                Ok(Some(out)) => {
+                    progress.send(ProgressEvent::Cached { id, name });
+                    return Ok(out);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(vertex_error(&graph, id, e)),
+            }
+        }
+
+        // Inputs concurrently, each on its own task.
+        let handles: Vec<_> = op.inputs().into_iter().map(|i| tokio::spawn(self.clone().resolve(i.op))).collect();
+        let mut inputs = Vec::with_capacity(handles.len());
+        for h in handles {
+            match h.await {
+                Ok(Ok(out)) => inputs.push(out),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(SolveError::Cancelled),
+            }
+        }
+
+        let _permit = self.permits.acquire().await.map_err(|_| SolveError::Cancelled)?;
+        if self.cancelled.load(Ordering::SeqCst) {
+            return Err(SolveError::Cancelled);
+        }
+        progress.send(ProgressEvent::Started { id, name });
+        let started = Instant::now();
+        let ctx = ExecContext { id, key, progress: progress.clone() };
+        let result = self.worker.exec(ctx, op, inputs).await;
+        let error = result.as_ref().err().map(|e| error_chain(e));
+        progress.send(ProgressEvent::Completed { id, duration: started.elapsed(), error });
+        result.map_err(|e| {
+            self.cancelled.store(true, Ordering::SeqCst);
+            vertex_error(&graph, id, e)
+        })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,155 @@
+//! `rbuild build`: Dockerfile → graph → solve → image → outputs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use rbuild_cache::Store;
+use rbuild_frontend::{BuildDefinition, BuildRequest};
+use rbuild_solver::ir::Platform;
+use rbuild_solver::{SolveError, SolveOptions, Solver};
+use rbuild_worker::{ContextDir, IgnoreMatcher, LocalWorker, Output, Snapshot};
+use tokio::sync::mpsc;
+
+use crate::cli::{BuildArgs, ProgressMode};
+use crate::export;
+use crate::output::{self, Output as OutputSpec};
+use crate::render::{FrontendFailure, StepFailure, UserError};
+use crate::resolver::RegistryResolver;
+
+/// `KEY=VALUE` as given, `KEY` from the environment (unset: not sent, the default stays).
+fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for a in args {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                out.insert(k.to_owned(), v.to_owned());
+            }
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    out.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The ignore file: `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's
+/// `.dockerignore`.
+fn read_ignore(dockerfile: &Path, context: &Path) -> Result<Vec<String>> {
+    let mut beside = dockerfile.as_os_str().to_owned();
+    beside.push(".dockerignore");
+    for p in [PathBuf::from(beside), context.join(".dockerignore")] {
+        match std::fs::read_to_string(&p) {
+            Ok(text) => return Ok(IgnoreMatcher::parse_file(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// Runs a build.
+pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
+    let outputs: Vec<OutputSpec> = args.outputs.iter().map(|o| output::parse(o)).collect::<Result<_>>()?;
+    let context = args.context.clone();
+    if !context.is_dir() {
+        return Err(UserError(format!("build context {} is not a directory", context.display())).into());
+    }
+    let dockerfile_path = args.file.clone().unwrap_or_else(|| context.join("Dockerfile"));
+    let dockerfile = std::fs::read(&dockerfile_path).map_err(|e| {
+        UserError(format!("cannot read Dockerfile {}: {e} (use -f to name another file)", dockerfile_path.display()))
+    })?;
+    let filename = dockerfile_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
+    let excludes = read_ignore(&dockerfile_path, &context)?;
+    let ignore = IgnoreMatcher::new(&excludes).map_err(|e| UserError(e.to_string()))?;
+    let tags = export::normalize_tags(&args.tags)?;
+
+    let store = Arc::new(Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))?);
+    let mut reg_opts = rbuild_registry::ClientOptions::default();
+    reg_opts.insecure_hosts.extend(args.insecure_registries.iter().cloned());
+    let registry = rbuild_registry::Client::new(reg_opts).context("creating the registry client")?;
+
+    // Frontend, on a blocking thread: it resolves base images synchronously.
+    let platform = Platform::host();
+    let request_platform = platform.clone();
+    let resolver = RegistryResolver::new(registry.clone(), tokio::runtime::Handle::current());
+    let build_args = parse_build_args(&args.build_args);
+    let (target, no_cache) = (args.target.clone(), args.no_cache);
+    let df = dockerfile.clone();
+    let fname = filename.clone();
+    let excl = excludes.clone();
+    let def: BuildDefinition = tokio::task::spawn_blocking(move || {
+        let req = BuildRequest {
+            dockerfile: &df,
+            filename: fname,
+            build_args,
+            target,
+            platform: request_platform,
+            context_excludes: excl,
+            no_cache,
+        };
+        rbuild_frontend::build(&req, &resolver)
+    })
+    .await
+    .context("frontend task")?
+    .map_err(|error| FrontendFailure { error, file: filename.clone(), source_text: dockerfile.clone() })?;
+    for w in &def.warnings {
+        match &w.span {
+            Some(s) => eprintln!("warning: {}:{}: {}", s.file, s.start_line, w.message),
+            None => eprintln!("warning: {}", w.message),
+        }
+    }
+
+    let context_root = std::fs::canonicalize(&context).with_context(|| format!("resolving {}", context.display()))?;
+    let contexts = HashMap::from([("context".to_owned(), Arc::new(ContextDir { root: context_root, ignore }))]);
+    let exe = std::env::current_exe().context("locating the rbuild binary for the sandbox helper")?;
+    let worker = Arc::new(LocalWorker::new(store.clone(), registry, exe, contexts));
+    let mut solve_opts = SolveOptions { no_cache: args.no_cache, ..SolveOptions::default() };
+    if let Some(n) = args.max_parallelism {
+        solve_opts.max_parallelism = n;
+    }
+    let solver = Solver::new(worker.clone(), solve_opts);
+
+    let quiet = args.quiet || args.progress == ProgressMode::Quiet || std::env::var_os("RBUILD_NO_PROGRESS").is_some_and(|v| v == "quiet");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let renderer = tokio::spawn(crate::progress::render_plain(rx, quiet));
+    let graph = Arc::new(def.graph.clone());
+    let result = match def.target {
+        Some(t) => solver.solve(graph, t, Some(tx)).await,
+        None => {
+            drop(tx);
+            Ok(Output::Fs(Snapshot::default()))
+        }
+    };
+    let _ = renderer.await;
+    let snapshot = match result {
+        Ok(Output::Fs(s)) => s,
+        Ok(Output::Context(_)) => return Err(UserError("the target is a build context, not an image".into()).into()),
+        Err(SolveError::Vertex { name, span, source, .. }) => {
+            return Err(StepFailure {
+                step: name,
+                location: span.map(|s| (s.file, s.start_line, s.end_line)),
+                source_text: dockerfile,
+                error: source,
+            }
+            .into())
+        }
+        Err(e) => return Err(e).context("solving the build graph"),
+    };
+
+    let image = export::commit(&worker, &snapshot, &def, &platform).await?;
+    export::write_outputs(&worker, &image, &tags, &outputs, quiet).await?;
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, image.config.digest().to_string()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.quiet {
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{}", image.config.digest());
+        }
+    }
+    Ok(())
+}

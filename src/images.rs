@@ -1,0 +1,83 @@
+//! `rbuild images`: the local store's named images, in `docker images` columns.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use rbuild_cache::Store;
+
+use crate::cli::ImagesArgs;
+use crate::export::familiar_name;
+
+fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.3}{}", units[u]).replace(".000", "")
+    }
+}
+
+/// Lists images.
+#[allow(clippy::print_stdout)]
+pub fn run(root: PathBuf, args: ImagesArgs) -> Result<()> {
+    let store = Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))?;
+    let images = store.list_images()?;
+    if args.quiet {
+        for img in &images {
+            println!("{}", &img.config.digest()[..12]);
+        }
+        return Ok(());
+    }
+    let mut rows = vec![vec![
+        "REPOSITORY".to_owned(),
+        "TAG".to_owned(),
+        if args.digests { "DIGEST" } else { "" }.to_owned(),
+        "IMAGE ID".to_owned(),
+        "SIZE".to_owned(),
+    ]];
+    for img in &images {
+        let name = familiar_name(&img.name);
+        // The tag is after the last ':' that follows the last '/'.
+        let slash = name.rfind('/').map_or(0, |i| i + 1);
+        let (repo, tag) = match name[slash..].rfind(':') {
+            Some(i) => (&name[..slash + i], &name[slash + i + 1..]),
+            None => (name, "<none>"),
+        };
+        rows.push(vec![
+            repo.to_owned(),
+            tag.to_owned(),
+            if args.digests { img.manifest.to_string() } else { String::new() },
+            img.config.digest()[..12].to_owned(),
+            human_size(img.size),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    for r in rows {
+        let cols: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .filter(|(_, w)| **w > 0)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", cols.join("   ").trim_end());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_docker() {
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1_500_000), "1.500MB");
+        assert_eq!(human_size(2_000_000), "2MB");
+    }
+}

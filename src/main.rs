@@ -1,0 +1,79 @@
+//! rbuild command-line interface: parses flags, wires the frontend, solver, worker and exporter
+//! together, renders progress and errors. No build logic lives here.
+
+mod build;
+mod cli;
+mod export;
+mod images;
+mod output;
+mod progress;
+mod render;
+mod resolver;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cli::{Command, DebugCommand};
+
+fn main() -> ExitCode {
+    // The sandbox helper must start before any thread exists: it forks and unshares.
+    if std::env::args_os().nth(1).is_some_and(|a| a == rbuild_executor::HELPER_ARG) {
+        rbuild_executor::sandbox_main();
+    }
+    let cli = cli::parse();
+    let root = store_root(cli.root.clone());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Build(args) => build::run(root, args).await,
+            Command::Images(args) => images::run(root, args),
+            Command::Debug(DebugCommand::Parse { file }) => debug_parse(&file),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => render::error(&e),
+    }
+}
+
+/// `--root`/`$RBUILD_ROOT`, else `/var/lib/rbuild` as root, else the XDG data directory.
+fn store_root(flag: Option<PathBuf>) -> PathBuf {
+    if let Some(p) = flag {
+        return p;
+    }
+    if rustix_is_root() {
+        return PathBuf::from("/var/lib/rbuild");
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("rbuild");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".local/share/rbuild")
+}
+
+fn rustix_is_root() -> bool {
+    // SAFETY-free: geteuid cannot fail.
+    nix::unistd::geteuid().is_root()
+}
+
+fn debug_parse(file: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
+    match rbuild_frontend::parser::parse(&bytes) {
+        Ok(parsed) => {
+            #[allow(clippy::print_stdout)]
+            {
+                print!("{}", rbuild_frontend::dump(&parsed.nodes));
+            }
+            Ok(())
+        }
+        Err(e) => Err(render::UserError(format!("{name}: {e}")).into()),
+    }
+}

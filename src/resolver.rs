@@ -1,0 +1,51 @@
+//! The frontend's image resolver, backed by the registry client.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use rbuild_frontend::{ImageResolver, ResolveError, ResolvedImage};
+use rbuild_registry::{Client, Reference};
+use rbuild_solver::ir::Platform;
+
+/// Resolves base images over the network, once per reference and platform per build.
+#[derive(Debug)]
+pub struct RegistryResolver {
+    client: Client,
+    handle: tokio::runtime::Handle,
+    seen: Mutex<HashMap<(String, Platform), ResolvedImage>>,
+}
+
+impl RegistryResolver {
+    /// A resolver that runs requests on `handle` (it is called from a blocking thread).
+    pub fn new(client: Client, handle: tokio::runtime::Handle) -> RegistryResolver {
+        RegistryResolver { client, handle, seen: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl ImageResolver for RegistryResolver {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, ResolveError> {
+        let key = (reference.to_owned(), platform.clone());
+        if let Some(hit) = self.seen.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(hit);
+        }
+        let r: Reference = reference.parse().map_err(|e| ResolveError::Registry(Box::new(e)))?;
+        let rp = rbuild_registry::Platform::new(&platform.os, &platform.architecture, platform.variant.as_deref());
+        let resolved = self.handle.block_on(self.client.resolve(&r, &rp)).map_err(|e| match e {
+            rbuild_registry::Error::ManifestNotFound { .. } => ResolveError::NotFound,
+            rbuild_registry::Error::NoMatchingPlatform { .. } => {
+                ResolveError::NoMatchingPlatform { platform: platform.clone() }
+            }
+            rbuild_registry::Error::Unauthorized { .. } => ResolveError::Unauthorized,
+            other => ResolveError::Registry(Box::new(other)),
+        })?;
+        let out = ResolvedImage {
+            reference: r.to_string(),
+            digest: resolved.digest.to_string(),
+            config: resolved.config,
+        };
+        if let Ok(mut m) = self.seen.lock() {
+            m.insert(key, out.clone());
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,264 @@
+//! Helpers for end-to-end tests: fixture images, a throwaway registry, skip checks.
+//!
+//! Use with `mod support;` from a test in `tests/`. The registry crate's own tests include this
+//! file by path (`#[path = "../../tests/support/mod.rs"]`), so it must only use std, `tempfile`
+//! and `serde_json`.
+//!
+//! Skips are explicit: a test that needs root or the registry tools calls [`require_root`] /
+//! [`require_registry`] first and returns early when they say no; the reason is printed (run
+//! with `--nocapture` to see it). CI runs as root with the tools installed, so nothing skips there.
+#![allow(dead_code)]
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// `testdata/fixtures` in the workspace root: the nearest ancestor of the compiling package
+/// (the root package, or a member crate that includes this file by path) that has it.
+pub fn fixtures_dir() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .ancestors()
+        .map(|dir| dir.join("testdata/fixtures"))
+        .find(|dir| dir.join("registry.sh").is_file())
+        .unwrap_or_else(|| manifest_dir.join("testdata/fixtures"))
+}
+
+/// Path of a fixture script, e.g. `fixture("registry.sh")`.
+pub fn fixture(name: &str) -> PathBuf {
+    fixtures_dir().join(name)
+}
+
+/// Whether `cmd` is an executable on `PATH`.
+pub fn have(cmd: &str) -> bool {
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(cmd))
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    })
+}
+
+/// Whether the effective uid is 0 (read from /proc/self/status, no libc needed).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+            // Uid: real effective saved fs
+            line.split_whitespace().nth(2).map(|euid| euid == "0")
+        })
+        .unwrap_or(false)
+}
+
+/// `true` when running as root; otherwise prints why `test` is skipped and returns `false`.
+pub fn require_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    eprintln!("skipping {test}: needs root (CI runs it as root)");
+    false
+}
+
+/// `true` when the busybox fixture can be built (busybox-static, jq).
+pub fn require_busybox(test: &str) -> bool {
+    require_tools(
+        test,
+        &[
+            ("busybox", "busybox-static"),
+            ("jq", "jq"),
+            ("gzip", "gzip"),
+        ],
+    )
+}
+
+/// `true` when a registry can be started and seeded (docker-registry, skopeo, curl, plus the
+/// busybox fixture's tools).
+pub fn require_registry(test: &str) -> bool {
+    require_busybox(test)
+        && require_tools(
+            test,
+            &[
+                ("docker-registry", "docker-registry"),
+                ("skopeo", "skopeo"),
+                ("curl", "curl"),
+            ],
+        )
+}
+
+fn require_tools(test: &str, tools: &[(&str, &str)]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(cmd, _)| !have(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    eprintln!(
+        "skipping {test}: needs `apt-get install {}` (CI installs them)",
+        missing.join(" ")
+    );
+    false
+}
+
+fn run(cmd: &mut Command) -> io::Result<Output> {
+    let output = cmd.stdin(Stdio::null()).output()?;
+    if output.status.success() {
+        return Ok(output);
+    }
+    Err(io::Error::other(format!(
+        "{cmd:?} failed with {}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    )))
+}
+
+/// A fresh work dir under the first usable place for built fixtures: the target dir's tmp
+/// (integration tests), else the system temp dir (e.g. the target dir belongs to another user).
+fn scratch_workdir() -> io::Result<(PathBuf, tempfile::TempDir)> {
+    let mut last = io::Error::other("no scratch directory");
+    let target_tmp = option_env!("CARGO_TARGET_TMPDIR").map(PathBuf::from);
+    for dir in target_tmp.into_iter().chain([std::env::temp_dir()]) {
+        let work = std::fs::create_dir_all(&dir).and_then(|()| {
+            tempfile::Builder::new()
+                .prefix("rbuild-busybox-")
+                .tempdir_in(&dir)
+        });
+        match work {
+            Ok(work) => return Ok((dir, work)),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Builds an OCI layout with `busybox-image.sh` for `arches` (`"amd64"`, `"amd64,arm64/v8"`).
+///
+/// The script is deterministic, so the result is kept under the target dir, named by its
+/// digest: each test process rebuilds (≈1 s) but nothing accumulates, and concurrent
+/// processes only race to rename identical directories.
+pub fn build_busybox_layout(arches: &str) -> io::Result<PathBuf> {
+    let (scratch, work) = scratch_workdir()?;
+    let out = work.path().join("layout");
+    let output = run(Command::new(fixture("busybox-image.sh"))
+        .arg(&out)
+        .arg(arches))?;
+    let digest = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let hex = digest.strip_prefix("sha256:").unwrap_or(&digest);
+    let name: String = hex.chars().take(16).collect();
+    let tag = arches.replace([',', '/'], "-");
+    let final_dir = scratch.join(format!("busybox-oci-{tag}-{name}"));
+    if !final_dir.join("index.json").is_file() {
+        // Loses harmlessly to a concurrent process that renamed the same content first.
+        let _ = std::fs::rename(&out, &final_dir);
+    }
+    if final_dir.join("index.json").is_file() {
+        Ok(final_dir)
+    } else {
+        Err(io::Error::other(format!(
+            "could not place the busybox layout at {}",
+            final_dir.display()
+        )))
+    }
+}
+
+/// The single-platform (amd64) busybox OCI layout, built once per test process.
+/// Panics if the build fails: call [`require_busybox`] first.
+pub fn busybox_layout() -> &'static Path {
+    static LAYOUT: OnceLock<PathBuf> = OnceLock::new();
+    LAYOUT.get_or_init(|| build_busybox_layout("amd64").expect("building the busybox fixture"))
+}
+
+/// A docker-registry on a free loopback port, stopped (and its state deleted) on drop.
+#[derive(Debug)]
+pub struct Registry {
+    /// The port on 127.0.0.1.
+    pub port: u16,
+    state: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts a registry with its storage in a fresh temp dir. Panics if it cannot start: call
+    /// [`require_registry`] first.
+    pub fn start() -> Registry {
+        Self::try_start().expect("starting docker-registry")
+    }
+
+    /// Starts a registry, or says why not.
+    pub fn try_start() -> io::Result<Registry> {
+        let state = tempfile::Builder::new()
+            .prefix("rbuild-registry-")
+            .tempdir()?;
+        let output = run(Command::new(fixture("registry.sh"))
+            .arg("start")
+            .arg(state.path())
+            // If this process dies without dropping us, the script's watchdog stops the registry.
+            .env("RBUILD_REGISTRY_WATCH_PID", std::process::id().to_string()))?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let port = text
+            .trim()
+            .parse()
+            .map_err(|e| io::Error::other(format!("registry.sh start printed {text:?}: {e}")))?;
+        Ok(Registry { port, state })
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:<port>/<name_tag>`, a reference to something in this registry.
+    pub fn reference(&self, name_tag: &str) -> String {
+        format!("{}/{name_tag}", self.host())
+    }
+
+    /// The registry's state directory (config.yml, log, and storage under data/).
+    pub fn state_dir(&self) -> &Path {
+        self.state.path()
+    }
+
+    /// The registry's stored copy of a blob, `<hex>` being the sha256 without the prefix.
+    pub fn blob_path(&self, hex: &str) -> PathBuf {
+        let prefix = hex.get(..2).unwrap_or(hex);
+        self.state
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(prefix)
+            .join(hex)
+            .join("data")
+    }
+
+    /// Pushes the busybox fixture as `name_tag` (`busybox:latest`). Panics on failure.
+    pub fn seed_busybox(&self, name_tag: &str) {
+        self.seed(busybox_layout(), name_tag, &[])
+            .expect("seeding the registry with busybox");
+    }
+
+    /// Pushes the `latest` image of an OCI layout as `name_tag`, passing `skopeo_args` to
+    /// `skopeo copy` (`--format v2s2` for docker media types, `--all` for an index).
+    pub fn seed(&self, layout: &Path, name_tag: &str, skopeo_args: &[&str]) -> io::Result<()> {
+        run(Command::new(fixture("registry.sh"))
+            .arg("seed")
+            .arg(self.port.to_string())
+            .arg(layout)
+            .arg(name_tag)
+            .args(skopeo_args))
+        .map(drop)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        // Best effort: a failure here must not turn a passing test into a panic.
+        let _ = Command::new(fixture("registry.sh"))
+            .arg("stop")
+            .arg(self.state.path())
+            .stdin(Stdio::null())
+            .output();
+    }
+}

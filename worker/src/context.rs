@@ -1,0 +1,291 @@
+//! The build context: a directory on the client, filtered by `.dockerignore`, and its content
+//! digest (the part of cache keys that changes when a context file changes).
+
+use std::ffi::OsString;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use globset::{GlobBuilder, GlobMatcher};
+use sha2::{Digest as _, Sha256};
+
+use crate::merged::{resolve_scoped, Found};
+
+/// One `.dockerignore` pattern.
+#[derive(Debug, Clone)]
+struct Pattern {
+    original: String,
+    exception: bool,
+    matcher: GlobMatcher,
+    /// Number of path components, to also match parents of a path.
+    depth: usize,
+}
+
+/// `.dockerignore` rules, BuildKit's semantics: patterns apply in order and the last one that
+/// matches a path (or one of its parents) decides; `!` re-includes; `**` spans directories;
+/// a leading `/` is ignored; `#` lines are comments.
+#[derive(Debug, Clone, Default)]
+pub struct IgnoreMatcher {
+    patterns: Vec<Pattern>,
+}
+
+/// A `.dockerignore` pattern that does not compile.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid .dockerignore pattern {pattern:?}")]
+pub struct PatternError {
+    /// The pattern as written.
+    pub pattern: String,
+    /// Why.
+    #[source]
+    pub source: globset::Error,
+}
+
+impl IgnoreMatcher {
+    /// Parses the text of a `.dockerignore` file into patterns (comments and blanks dropped).
+    pub fn parse_file(text: &str) -> Vec<String> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Compiles patterns.
+    pub fn new(patterns: &[String]) -> Result<IgnoreMatcher, PatternError> {
+        let mut out = Vec::new();
+        for raw in patterns {
+            let (exception, body) = match raw.strip_prefix('!') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, raw.as_str()),
+            };
+            let cleaned = clean(body);
+            if cleaned.is_empty() {
+                continue;
+            }
+            let matcher = GlobBuilder::new(&cleaned)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|source| PatternError { pattern: raw.clone(), source })?
+                .compile_matcher();
+            let depth = cleaned.split('/').count();
+            out.push(Pattern { original: raw.clone(), exception, matcher, depth });
+        }
+        Ok(IgnoreMatcher { patterns: out })
+    }
+
+    /// True when some pattern re-includes paths (then excluded directories must still be walked).
+    pub fn has_exceptions(&self) -> bool {
+        self.patterns.iter().any(|p| p.exception)
+    }
+
+    /// Is `rel` (slash-separated, relative to the context root) excluded?
+    pub fn is_excluded(&self, rel: &str) -> bool {
+        self.deciding_pattern(rel).is_some_and(|p| !p.exception)
+    }
+
+    /// The pattern, as written, that excludes `rel`, if any (for explaining a missing file).
+    pub fn excluded_by(&self, rel: &str) -> Option<&str> {
+        self.deciding_pattern(rel).filter(|p| !p.exception).map(|p| p.original.as_str())
+    }
+
+    fn deciding_pattern(&self, rel: &str) -> Option<&Pattern> {
+        let mut decided = None;
+        for p in &self.patterns {
+            let mut hit = p.matcher.is_match(rel);
+            if !hit {
+                // A pattern naming a directory applies to everything below it.
+                let parts: Vec<&str> = rel.split('/').collect();
+                if parts.len() > p.depth {
+                    hit = p.matcher.is_match(parts[..p.depth].join("/"));
+                }
+            }
+            if hit {
+                decided = Some(p);
+            }
+        }
+        decided
+    }
+}
+
+/// `filepath.Clean` and strip a leading `/`.
+fn clean(p: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for part in p.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out.join("/")
+}
+
+/// The build context: a directory and its ignore rules.
+#[derive(Debug, Clone)]
+pub struct ContextDir {
+    /// Root directory.
+    pub root: PathBuf,
+    /// `.dockerignore` rules.
+    pub ignore: IgnoreMatcher,
+}
+
+fn slash(rel: &Path) -> String {
+    rel.to_string_lossy().into_owned()
+}
+
+impl ContextDir {
+    /// The entry at `rel` (not following a final symlink), or `None` if missing or excluded.
+    pub fn lstat(&self, rel: &Path) -> io::Result<Option<Found>> {
+        if rel.as_os_str().is_empty() {
+            let meta = std::fs::symlink_metadata(&self.root)?;
+            return Ok(Some(Found { host_path: self.root.clone(), meta }));
+        }
+        if self.ignore.is_excluded(&slash(rel)) {
+            return Ok(None);
+        }
+        let host_path = self.root.join(rel);
+        match std::fs::symlink_metadata(&host_path) {
+            Ok(meta) => Ok(Some(Found { host_path, meta })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Included entries of directory `rel`, sorted by name.
+    pub fn read_dir(&self, rel: &Path) -> io::Result<Vec<(OsString, Found)>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(self.root.join(rel))? {
+            let entry = entry?;
+            let child = rel.join(entry.file_name());
+            let meta = std::fs::symlink_metadata(entry.path())?;
+            let excluded = self.ignore.is_excluded(&slash(&child));
+            if excluded && !(meta.is_dir() && self.ignore.has_exceptions()) {
+                continue;
+            }
+            out.push((entry.file_name(), Found { host_path: entry.path(), meta }));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Resolves `path` inside the context, following symlinks but never leaving the root.
+    pub fn resolve(&self, path: &Path, follow_last: bool) -> io::Result<PathBuf> {
+        resolve_scoped(path, follow_last, |rel| {
+            let p = self.root.join(rel);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => Ok(Some(std::fs::read_link(&p)?)),
+                _ => Ok(None),
+            }
+        })
+    }
+
+    /// Digest of everything COPY could read: for each included entry in path order its path,
+    /// type, permission bits, size, link target and content. Owners and mtimes are left out:
+    /// COPY gives context files root ownership, and a touched file must not miss the cache.
+    pub fn content_digest(&self) -> io::Result<[u8; 32]> {
+        let mut h = Sha256::new();
+        h.update(b"rbuild.context.v1\0");
+        let mut stack = vec![PathBuf::new()];
+        let mut buf = vec![0u8; 1 << 16];
+        while let Some(dir) = stack.pop() {
+            let entries = self.read_dir(&dir)?;
+            // Depth-first in sorted order: push reversed so the first name is visited first.
+            let mut subdirs = Vec::new();
+            for (name, found) in entries {
+                let rel = dir.join(&name);
+                let md = &found.meta;
+                let ft = md.file_type();
+                let kind: u8 = if ft.is_dir() {
+                    b'd'
+                } else if ft.is_symlink() {
+                    b'l'
+                } else if ft.is_file() {
+                    b'f'
+                } else if ft.is_fifo() {
+                    b'p'
+                } else {
+                    b'o'
+                };
+                let rel_bytes = rel.as_os_str().as_encoded_bytes();
+                h.update((rel_bytes.len() as u64).to_le_bytes());
+                h.update(rel_bytes);
+                h.update([kind]);
+                h.update((md.mode() & 0o7777).to_le_bytes());
+                match kind {
+                    b'f' => {
+                        h.update(md.size().to_le_bytes());
+                        let mut f = std::fs::File::open(&found.host_path)?;
+                        loop {
+                            let n = f.read(&mut buf)?;
+                            if n == 0 {
+                                break;
+                            }
+                            h.update(&buf[..n]);
+                        }
+                    }
+                    b'l' => {
+                        let t = std::fs::read_link(&found.host_path)?;
+                        let t = t.as_os_str().as_encoded_bytes();
+                        h.update((t.len() as u64).to_le_bytes());
+                        h.update(t);
+                    }
+                    b'd' => subdirs.push(rel),
+                    _ => {}
+                }
+            }
+            // Hash subdirectories after their parent's listing, in order.
+            for d in subdirs.into_iter().rev() {
+                stack.push(d);
+            }
+        }
+        Ok(h.finalize().into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &[&str]) -> IgnoreMatcher {
+        IgnoreMatcher::new(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn dockerignore_rules() {
+        let cases: &[(&[&str], &str, bool)] = &[
+            (&["*.log"], "a.log", true),
+            (&["*.log"], "dir/a.log", false),
+            (&["**/*.log"], "dir/a.log", true),
+            (&["node_modules"], "node_modules/x/y.js", true),
+            (&["/build"], "build/out", true),
+            (&["docs/", "!docs/keep.md"], "docs/keep.md", false),
+            (&["docs/", "!docs/keep.md"], "docs/other.md", true),
+            (&["*", "!src"], "src/main.rs", false),
+            (&["a/../b"], "b", true),
+            (&["# comment-like is a pattern only in files"], "x", false),
+        ];
+        for (pats, path, want) in cases {
+            assert_eq!(m(pats).is_excluded(path), *want, "{pats:?} on {path}");
+        }
+        assert_eq!(IgnoreMatcher::parse_file("# c\n\n *.tmp \n!keep.tmp\n"), vec!["*.tmp", "!keep.tmp"]);
+    }
+
+    #[test]
+    fn content_digest_tracks_content_not_mtime() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("d")).unwrap();
+        std::fs::write(t.path().join("d/f"), "1").unwrap();
+        std::fs::write(t.path().join("x.log"), "1").unwrap();
+        let ctx = ContextDir { root: t.path().into(), ignore: m(&["*.log"]) };
+        let a = ctx.content_digest().unwrap();
+        crate::fsmeta::set_mtime(&t.path().join("d/f"), (1, 0)).unwrap();
+        assert_eq!(a, ctx.content_digest().unwrap());
+        std::fs::write(t.path().join("x.log"), "2").unwrap();
+        assert_eq!(a, ctx.content_digest().unwrap(), "ignored files do not count");
+        std::fs::write(t.path().join("d/f"), "2").unwrap();
+        assert_ne!(a, ctx.content_digest().unwrap());
+    }
+}
