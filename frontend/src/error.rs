@@ -96,7 +96,11 @@ pub enum ErrorKind {
         index: i64,
     },
     /// `COPY --from` a stage defined later.
-    #[error("cannot copy from stage {}, it needs to be defined before current stage {}", crate::parser::go_quote(from), crate::parser::go_quote(stage))]
+    #[error(
+        "cannot copy from stage {}, it needs to be defined before current stage {}",
+        crate::parser::go_quote(from),
+        crate::parser::go_quote(stage)
+    )]
     StageOrder {
         /// The referenced stage.
         from: String,

@@ -60,8 +60,7 @@ pub mod shell;
 mod suggest;
 
 pub use convert::{
-    build, BuildDefinition, BuildRequest, HistoryStep, ImageResolver, ResolveError, ResolvedImage,
-    Warning,
+    build, BuildDefinition, BuildRequest, HistoryStep, ImageResolver, ResolveError, ResolvedImage, Warning,
 };
 pub use error::{Diagnostic, Error, ErrorKind};
 pub use parser::{dump, parse, Node, Span};

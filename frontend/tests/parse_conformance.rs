@@ -43,23 +43,14 @@ fn positive_cases_dump_like_buildkit() {
         }
     }
     assert!(!dirs.is_empty(), "no conformance cases found");
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases differ:\n{}",
-        failures.len(),
-        dirs.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), dirs.len(), failures.join("\n"));
 }
 
 #[test]
 fn negative_cases_fail() {
     let dirs = case_dirs("testfiles-negative");
-    let passed: Vec<String> = dirs
-        .iter()
-        .filter(|d| parse(&read(&d.join("Dockerfile"))).is_ok())
-        .map(|d| d.display().to_string())
-        .collect();
+    let passed: Vec<String> =
+        dirs.iter().filter(|d| parse(&read(&d.join("Dockerfile"))).is_ok()).map(|d| d.display().to_string()).collect();
     assert!(!dirs.is_empty(), "no negative cases found");
     assert!(passed.is_empty(), "these should fail to parse: {passed:?}");
 }
@@ -67,8 +58,7 @@ fn negative_cases_fail() {
 #[test]
 fn line_numbers_match_buildkit() {
     let parsed = parse(&read(&conformance_dir().join("testfile-line/Dockerfile"))).unwrap();
-    let got: Vec<(usize, usize)> =
-        parsed.nodes.iter().map(|n| (n.span.start_line, n.span.end_line)).collect();
+    let got: Vec<(usize, usize)> = parsed.nodes.iter().map(|n| (n.span.start_line, n.span.end_line)).collect();
     // From BuildKit's TestParseIncludesLineNumbers.
     assert_eq!(got, vec![(5, 5), (11, 12), (17, 31)]);
 }

@@ -8,7 +8,7 @@
 //! by a semaphore (`max_parallelism`). The first failure cancels executions that have not
 //! started yet; running ones finish (a sandboxed step cannot be torn down half-way safely).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -94,9 +94,13 @@ struct Run<W: Worker> {
     graph: Arc<Graph>,
     opts: SolveOptions,
     keys: HashMap<OpId, CacheKey>,
+    /// Position of each needed vertex in dependency order.
+    order: HashMap<OpId, usize>,
     cells: HashMap<OpId, Arc<OnceCell<VertexResult<W>>>>,
     permits: Semaphore,
     cancelled: AtomicBool,
+    /// Vertices already reported (executed, loaded, or shown as cached under a cached reader).
+    reported: std::sync::Mutex<HashSet<OpId>>,
     tx: Option<mpsc::UnboundedSender<ProgressEvent>>,
 }
 
@@ -117,14 +121,17 @@ impl<W: Worker> Solver<W> {
         let order = needed_in_order(&graph, target.op)?;
         let keys = self.derive_keys(&graph, &order, tx.as_ref()).await?;
         let cells = order.iter().map(|id| (*id, Arc::new(OnceCell::new()))).collect();
+        let order = order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         let run = Arc::new(Run {
             worker: self.worker.clone(),
             graph,
             opts: self.opts.clone(),
             keys,
+            order,
             cells,
             permits: Semaphore::new(self.opts.max_parallelism.max(1)),
             cancelled: AtomicBool::new(false),
+            reported: std::sync::Mutex::new(HashSet::new()),
             tx,
         });
         run.resolve(target.op).await
@@ -207,7 +214,7 @@ impl<W: Worker> Run<W> {
         if !ignore_cache {
             match self.worker.load(&key, op).await {
                 Ok(Some(out)) => {
-                    progress.send(ProgressEvent::Cached { id, name });
+                    self.report_cached(id);
                     return Ok(out);
                 }
                 Ok(None) => {}
@@ -230,6 +237,7 @@ impl<W: Worker> Run<W> {
         if self.cancelled.load(Ordering::SeqCst) {
             return Err(SolveError::Cancelled);
         }
+        self.mark_reported(id);
         progress.send(ProgressEvent::Started { id, name });
         let started = Instant::now();
         let ctx = ExecContext { id, key, progress: progress.clone() };
@@ -240,6 +248,40 @@ impl<W: Worker> Run<W> {
             self.cancelled.store(true, Ordering::SeqCst);
             vertex_error(&graph, id, e)
         })
+    }
+}
+
+impl<W: Worker> Run<W> {
+    /// Marks `id` as reported; false if it already was.
+    fn mark_reported(&self, id: OpId) -> bool {
+        self.reported.lock().map(|mut r| r.insert(id)).unwrap_or(false)
+    }
+
+    /// Reports `id` and everything it was built from as cached: a cache hit makes its inputs
+    /// unnecessary, but users expect to see every step of a cached build (as BuildKit shows
+    /// them), not just the last one.
+    fn report_cached(&self, id: OpId) {
+        let mut stack = vec![id];
+        let mut shown = Vec::new();
+        while let Some(v) = stack.pop() {
+            if !self.cells.contains_key(&v) || !self.mark_reported(v) {
+                continue;
+            }
+            shown.push(v);
+            if let Some(op) = self.graph.op(&v) {
+                stack.extend(op.inputs().iter().map(|i| i.op));
+            }
+        }
+        // Oldest first, as they would have run.
+        shown.sort_by_key(|v| self.position(v));
+        for v in shown {
+            let name = self.graph.meta(&v).map(|m| m.name.clone()).unwrap_or_default();
+            Progress::new(v, self.tx.clone()).send(ProgressEvent::Cached { id: v, name });
+        }
+    }
+
+    fn position(&self, id: &OpId) -> usize {
+        self.order.get(id).copied().unwrap_or(usize::MAX)
     }
 }
 

@@ -117,10 +117,9 @@ impl Worker for LocalWorker {
     type Output = Output;
     type Error = WorkerError;
 
-    async fn content_key(&self, _id: OpId, op: &Op, progress: &Progress) -> Result<Option<[u8; 32]>, WorkerError> {
+    async fn content_key(&self, _id: OpId, op: &Op, _progress: &Progress) -> Result<Option<[u8; 32]>, WorkerError> {
         let Op::Source(SourceOp::Local { name, .. }) = op else { return Ok(None) };
         let ctx = self.context(name)?;
-        progress.status(format!("hashing context {}", ctx.root.display()));
         let root = ctx.root.clone();
         let digest = tokio::task::spawn_blocking(move || ctx.content_digest())
             .await

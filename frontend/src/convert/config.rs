@@ -18,9 +18,7 @@ const NON_ENV_ARGS: [&str; 2] = ["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SC
 impl Converter<'_> {
     /// Expands keys and values with the environment before the instruction.
     fn expand_pairs(&self, st: &StageState, kvs: &[KeyValue]) -> Result<Vec<(String, String)>, Error> {
-        kvs.iter()
-            .map(|kv| Ok((self.expand(&kv.key, &st.env)?, self.expand(&kv.value, &st.env)?)))
-            .collect()
+        kvs.iter().map(|kv| Ok((self.expand(&kv.key, &st.env)?, self.expand(&kv.value, &st.env)?))).collect()
     }
 
     pub(super) fn dispatch_env(&self, st: &mut StageState, kvs: &[KeyValue]) -> Result<(), Error> {
@@ -90,11 +88,12 @@ impl Converter<'_> {
         st.cmd_set = true;
     }
 
-    /// Also drops an inherited `CMD`, but not one set earlier in this stage.
+    /// Also drops an inherited `CMD`, but not one set earlier in this stage. `ENTRYPOINT []`
+    /// removes the entrypoint.
     pub(super) fn dispatch_entrypoint(&self, st: &mut StageState, c: &CommandLine) {
         let args = Self::with_shell(st, c);
         st.commit(format!("ENTRYPOINT {}", go_quoted_list(&args)), None);
-        st.config.entrypoint = Some(args);
+        st.config.entrypoint = (!args.is_empty()).then_some(args);
         if !st.cmd_set {
             st.config.cmd = None;
         }
@@ -127,10 +126,9 @@ impl Converter<'_> {
         for v in volumes {
             let v = self.expand(v, &st.env)?;
             if v.is_empty() {
-                return Err(ErrorKind::InvalidInstruction(
-                    "VOLUME specified can not be an empty string".to_owned(),
-                )
-                .into());
+                return Err(
+                    ErrorKind::InvalidInstruction("VOLUME specified can not be an empty string".to_owned()).into()
+                );
             }
             expanded.push(v);
         }

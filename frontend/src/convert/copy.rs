@@ -42,8 +42,9 @@ impl Converter<'_> {
             Some(m) => match parse_chmod(m).map_err(ErrorKind::InvalidInstruction)? {
                 Mode::Octal(n) => Some(n),
                 Mode::Symbolic => {
-                    return Err(ErrorKind::Unsupported { feature: "COPY --chmod with a symbolic mode".to_owned() }
-                        .into())
+                    return Err(
+                        ErrorKind::Unsupported { feature: "COPY --chmod with a symbolic mode".to_owned() }.into()
+                    )
                 }
             },
         };
@@ -113,7 +114,7 @@ impl Converter<'_> {
                 done.fs.ok_or_else(empty)
             }
             Some(FromRef::Image(r)) if r.eq_ignore_ascii_case("scratch") => Err(empty()),
-            Some(FromRef::Image(r)) => self.from_image_fs(&r, cmd.span)?.ok_or_else(empty),
+            Some(FromRef::Image(r)) => self.copy_image_fs(&r, cmd.span)?.ok_or_else(empty),
         }
     }
 }

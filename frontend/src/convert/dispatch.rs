@@ -143,15 +143,13 @@ impl<'a> Converter<'a> {
             return Ok(b.clone());
         }
         check_reference(reference)?;
-        let resolved = self.resolver.resolve(reference, platform).map_err(|source| {
-            Error::new(ErrorKind::ResolveImage { reference: reference.to_owned(), source })
-        })?;
+        let resolved = self
+            .resolver
+            .resolve(reference, platform)
+            .map_err(|source| Error::new(ErrorKind::ResolveImage { reference: reference.to_owned(), source }))?;
         let rootfs_empty = resolved.config.rootfs().diff_ids().is_empty();
-        let all_empty = resolved
-            .config
-            .history()
-            .as_ref()
-            .is_none_or(|h| h.iter().all(|e| e.empty_layer().unwrap_or(false)));
+        let all_empty =
+            resolved.config.history().as_ref().is_none_or(|h| h.iter().all(|e| e.empty_layer().unwrap_or(false)));
         let base = BaseImage { resolved, empty: rootfs_empty && all_empty };
         self.images.insert(key, base.clone());
         Ok(base)
@@ -182,8 +180,7 @@ impl<'a> Converter<'a> {
         let (Some(plan), Some(stage)) = (self.plans.get(i).cloned(), self.df.stages.get(i)) else {
             return Err(ErrorKind::NoStages.into());
         };
-        let mut progress =
-            Progress { stage: plan.display.clone(), index: 0, total: plan.total_steps };
+        let mut progress = Progress { stage: plan.display.clone(), index: 0, total: plan.total_steps };
         let platform = self.stage_platform(i);
         let mut state = if let Some(parent) = plan.parent {
             let Some(Some(parent_state)) = self.done.get(parent).cloned() else {
@@ -203,8 +200,7 @@ impl<'a> Converter<'a> {
         state.apply_base_config();
         for (ci, cmd) in stage.commands.iter().enumerate() {
             let from = plan.copy_from.get(ci).cloned().flatten();
-            self.dispatch(&mut state, &mut progress, i, cmd, from)
-                .map_err(|e| e.or_at(self.file(), cmd.span))?;
+            self.dispatch(&mut state, &mut progress, i, cmd, from).map_err(|e| e.or_at(self.file(), cmd.span))?;
         }
         Ok(state)
     }
@@ -267,11 +263,7 @@ impl<'a> Converter<'a> {
     /// The instruction text for progress names (BuildKit's `processCmdEnv` + `uppercaseCmd`):
     /// variables expanded, `raw` keeping quotes and unset variables as written (for `RUN`).
     pub(super) fn display_text(&self, original: &str, env: &EnvList, raw: bool) -> String {
-        let lexer = if raw {
-            self.lexer.with_raw_quotes(true).with_skip_unset_env(true)
-        } else {
-            self.lexer
-        };
+        let lexer = if raw { self.lexer.with_raw_quotes(true).with_skip_unset_env(true) } else { self.lexer };
         uppercase_cmd(&lexer.process_word(original, env).unwrap_or_else(|_| original.to_owned()))
     }
 
@@ -290,10 +282,7 @@ impl<'a> Converter<'a> {
         if let Some(c) = self.context {
             return Ok(c);
         }
-        let op = Op::Source(SourceOp::Local {
-            name: "context".to_owned(),
-            exclude: self.req.context_excludes.clone(),
-        });
+        let op = Op::Source(SourceOp::Local { name: "context".to_owned(), exclude: self.req.context_excludes.clone() });
         let meta = VertexMeta { name: "[internal] load build context".to_owned(), ..VertexMeta::default() };
         let input = Input::of(self.graph.add(op, meta)?);
         self.context = Some(input);
@@ -301,7 +290,7 @@ impl<'a> Converter<'a> {
     }
 
     /// The filesystem of `COPY --from=<image>`.
-    pub(super) fn from_image_fs(&mut self, reference: &str, span: Span) -> Result<Option<Input>, Error> {
+    pub(super) fn copy_image_fs(&mut self, reference: &str, span: Span) -> Result<Option<Input>, Error> {
         let platform = self.req.platform.clone();
         let base = self.resolve(reference, &platform)?;
         let name = format!("FROM {}", pinned(&base.resolved));
@@ -322,10 +311,7 @@ fn pinned(img: &ResolvedImage) -> String {
 /// `ParseNormalizedNamed` does before resolving.
 fn check_reference(reference: &str) -> Result<(), Error> {
     let bad = |reason: &str| {
-        Err(Error::new(ErrorKind::InvalidReference {
-            reference: reference.to_owned(),
-            reason: reason.to_owned(),
-        }))
+        Err(Error::new(ErrorKind::InvalidReference { reference: reference.to_owned(), reason: reason.to_owned() }))
     };
     if reference.is_empty() || reference.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return bad("invalid reference format");

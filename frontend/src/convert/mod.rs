@@ -136,8 +136,7 @@ pub fn build(req: &BuildRequest<'_>, resolver: &dyn ImageResolver) -> Result<Bui
         return Err(ErrorKind::Empty.into());
     }
     let file = req.filename.as_str();
-    let parsed = parse(req.dockerfile)
-        .map_err(|e| Error::at(file, e.span, ErrorKind::Syntax(e.message)))?;
+    let parsed = parse(req.dockerfile).map_err(|e| Error::at(file, e.span, ErrorKind::Syntax(e.message)))?;
     let dockerfile = parse_dockerfile(&parsed).map_err(|errs| {
         let diags = errs.into_iter().map(|(span, e)| Error::diagnostic(file, span, e.into())).collect();
         Error::collect(diags).unwrap_or_else(|| ErrorKind::NoStages.into())

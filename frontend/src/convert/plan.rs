@@ -1,7 +1,7 @@
 //! Before any op is made: build args, each stage's expanded base and platform, the target,
 //! `COPY --from` dependencies, reachability and a check for features not supported yet.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use rbuild_solver::ir::Platform;
 
@@ -103,6 +103,8 @@ pub(crate) fn plan_stages(
 ) -> Result<Vec<StagePlan>, Error> {
     let file = req.filename.as_str();
     let mut plans: Vec<StagePlan> = Vec::with_capacity(df.stages.len());
+    // Lowercased stage name -> index of the latest stage so named, so far.
+    let mut earlier: HashMap<String, usize> = HashMap::new();
     for (i, stage) in df.stages.iter().enumerate() {
         let at = |k: ErrorKind| Error::at(file, stage.span, k);
         let base_name = lexer
@@ -128,9 +130,10 @@ pub(crate) fn plan_stages(
                 Some(p)
             }
         };
-        let parent = df.stages[..i]
-            .iter()
-            .rposition(|s| s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&base_name)));
+        let parent = earlier.get(&base_name.to_lowercase()).copied();
+        if let Some(n) = &stage.name {
+            earlier.insert(n.to_lowercase(), i);
+        }
         let display = stage.name.clone().unwrap_or_else(|| format!("stage-{i}"));
         let counted = stage
             .commands
@@ -179,7 +182,10 @@ pub(crate) fn plan_stages(
             p.display.clear();
         }
     }
-    check_cycles(df, &plans).map_err(|(i, k)| Error::at(file, df.stages[i].span, k))?;
+    check_cycles(df, &plans).map_err(|(i, k)| {
+        let span = df.stages.get(i).map_or(crate::parser::Span::new(0, 0), |s| s.span);
+        Error::at(file, span, k)
+    })?;
     Ok(plans)
 }
 
@@ -240,28 +246,43 @@ fn stage_edges(plan: &StagePlan) -> impl Iterator<Item = usize> + '_ {
 }
 
 fn check_cycles(df: &Dockerfile, plans: &[StagePlan]) -> Result<(), (usize, ErrorKind)> {
+    // Iterative depth-first search (a file may have very many stages).
     // 0 = unvisited, 1 = on the current path, 2 = done.
     let mut mark = vec![0u8; plans.len()];
-    fn visit(i: usize, plans: &[StagePlan], mark: &mut [u8]) -> Option<usize> {
-        match mark.get(i).copied() {
-            Some(1) => return Some(i),
-            Some(0) => {}
-            _ => return None,
+    for root in 0..plans.len() {
+        if mark.get(root) != Some(&0) {
+            continue;
         }
-        mark[i] = 1;
-        for next in plans.get(i).map(|p| stage_edges(p).collect::<Vec<_>>()).unwrap_or_default() {
-            if let Some(c) = visit(next, plans, mark) {
-                return Some(c);
+        let mut stack: Vec<(usize, Vec<usize>)> = Vec::new();
+        let edges = |i: usize| plans.get(i).map(|p| stage_edges(p).collect::<Vec<_>>()).unwrap_or_default();
+        if let Some(m) = mark.get_mut(root) {
+            *m = 1;
+        }
+        stack.push((root, edges(root)));
+        while let Some((node, pending)) = stack.last_mut() {
+            match pending.pop() {
+                Some(next) => match mark.get(next).copied() {
+                    Some(0) => {
+                        if let Some(m) = mark.get_mut(next) {
+                            *m = 1;
+                        }
+                        stack.push((next, edges(next)));
+                    }
+                    Some(1) => {
+                        let name = df.stages.get(next).and_then(|s| s.name.clone());
+                        let stage =
+                            name.unwrap_or_else(|| plans.get(next).map(|p| p.display.clone()).unwrap_or_default());
+                        return Err((next, ErrorKind::CircularDependency { stage }));
+                    }
+                    _ => {}
+                },
+                None => {
+                    if let Some(m) = mark.get_mut(*node) {
+                        *m = 2;
+                    }
+                    stack.pop();
+                }
             }
-        }
-        mark[i] = 2;
-        None
-    }
-    for i in 0..plans.len() {
-        if let Some(c) = visit(i, plans, &mut mark) {
-            let stage = plans.get(c).map(|p| p.display.clone()).unwrap_or_default();
-            let stage = df.stages.get(c).and_then(|s| s.name.clone()).unwrap_or(stage);
-            return Err((c, ErrorKind::CircularDependency { stage }));
         }
     }
     Ok(())
@@ -303,7 +324,11 @@ pub(crate) fn unsupported(file: &str, stage: &Stage) -> Vec<Diagnostic> {
                 let single_heredoc = r.command.args.len() == 1
                     && matches!(r.command.args.first().map(|a| parse_heredoc(a)), Some(Ok(Some(_))));
                 let script = r.command.files.first().map(|f| {
-                    if f.chomp { crate::parser::chomp_heredoc_content(&f.data) } else { f.data.clone() }
+                    if f.chomp {
+                        crate::parser::chomp_heredoc_content(&f.data)
+                    } else {
+                        f.data.clone()
+                    }
                 });
                 if single_heredoc && script.is_some_and(|d| d.starts_with("#!")) {
                     flag("RUN with a heredoc script starting with #!");

@@ -32,16 +32,24 @@ pub(crate) struct ImageConfig {
     pub shell: Vec<String>,
     /// `MAINTAINER`.
     pub author: Option<String>,
+    /// Position of each key in `env` (kept in step by [`ImageConfig::env_set`]).
+    env_pos: HashMap<String, usize>,
 }
 
 impl ImageConfig {
     /// The config of `FROM scratch` (BuildKit's `emptyImage`).
     pub(crate) fn scratch() -> ImageConfig {
-        ImageConfig {
-            env: vec![format!("PATH={DEFAULT_PATH}")],
-            working_dir: "/".to_owned(),
-            ..ImageConfig::default()
+        ImageConfig { env: vec![format!("PATH={DEFAULT_PATH}")], working_dir: "/".to_owned(), ..ImageConfig::default() }
+            .reindexed()
+    }
+
+    fn reindexed(mut self) -> ImageConfig {
+        self.env_pos.clear();
+        for (i, e) in self.env.iter().enumerate() {
+            let k = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+            self.env_pos.entry(k.to_owned()).or_insert(i);
         }
+        self
     }
 
     /// The runtime config of a pulled image.
@@ -58,23 +66,24 @@ impl ImageConfig {
             out.volumes = c.volumes().clone().unwrap_or_default().into_iter().collect();
             out.stop_signal = c.stop_signal().clone();
         }
-        out
+        out.reindexed()
     }
 
     /// The value of `key` in the config env.
     pub(crate) fn env_get(&self, key: &str) -> Option<&str> {
-        self.env.iter().find_map(|e| {
-            let (k, v) = e.split_once('=').unwrap_or((e, ""));
-            (k == key).then_some(v)
-        })
+        let e = self.env.as_slice().get(*self.env_pos.get(key)?)?;
+        Some(e.split_once('=').map_or("", |(_, v)| v))
     }
 
     /// BuildKit's `addEnv`: replaces `key` in place, else appends.
     pub(crate) fn env_set(&mut self, key: &str, value: &str) {
         let entry = format!("{key}={value}");
-        match self.env.iter_mut().find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key) {
+        match self.env_pos.get(key).and_then(|&i| self.env.get_mut(i)) {
             Some(slot) => *slot = entry,
-            None => self.env.push(entry),
+            None => {
+                self.env_pos.insert(key.to_owned(), self.env.len());
+                self.env.push(entry);
+            }
         }
     }
 
@@ -112,22 +121,28 @@ impl ImageConfig {
 
 /// The build-time environment (BuildKit's state env): config `ENV`s plus in-scope `ARG`s.
 /// Setting a key moves it to the end, as BuildKit's `EnvList` orders keys by last set.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct EnvList(Vec<(String, String)>);
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EnvList {
+    /// key -> (order of last set, value)
+    vars: HashMap<String, (u64, String)>,
+    next: u64,
+}
 
 impl EnvList {
     pub(crate) fn set(&mut self, key: &str, value: &str) {
-        self.0.retain(|(k, _)| k != key);
-        self.0.push((key.to_owned(), value.to_owned()));
+        self.next += 1;
+        self.vars.insert(key.to_owned(), (self.next, value.to_owned()));
     }
 
     pub(crate) fn lookup(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.vars.get(key).map(|(_, v)| v.as_str())
     }
 
     /// `KEY=VALUE` strings in order.
     pub(crate) fn to_strings(&self) -> Vec<String> {
-        self.0.iter().map(|(k, v)| format!("{k}={v}")).collect()
+        let mut all: Vec<(&u64, &String, &String)> = self.vars.iter().map(|(k, (n, v))| (n, k, v)).collect();
+        all.sort_unstable_by_key(|(n, _, _)| **n);
+        all.into_iter().map(|(_, k, v)| format!("{k}={v}")).collect()
     }
 }
 
@@ -179,7 +194,7 @@ impl StageState {
     /// made sure of, config env copied into the build env, working dir and user taken over.
     pub(crate) fn apply_base_config(&mut self) {
         if self.config.env_get("PATH").is_none() {
-            self.config.env.push(format!("PATH={DEFAULT_PATH}"));
+            self.config.env_set("PATH", DEFAULT_PATH);
         }
         for e in self.config.env.clone() {
             let (k, v) = e.split_once('=').unwrap_or((&e, ""));
@@ -207,11 +222,7 @@ impl StageState {
 
     /// Records a history entry.
     pub(crate) fn commit(&mut self, created_by: String, layer_op: Option<rbuild_solver::ir::OpId>) {
-        self.history.push(HistoryStep {
-            created_by,
-            comment: Some(HISTORY_COMMENT.to_owned()),
-            layer_op,
-        });
+        self.history.push(HistoryStep { created_by, comment: Some(HISTORY_COMMENT.to_owned()), layer_op });
     }
 }
 

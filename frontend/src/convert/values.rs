@@ -23,8 +23,11 @@ pub(crate) fn parse_platform(s: &str, host: &Platform) -> Result<Platform, Strin
 }
 
 fn is_known_os(s: &str) -> bool {
-    ["linux", "windows", "darwin", "macos", "freebsd", "netbsd", "openbsd", "solaris", "illumos", "aix", "android", "ios", "plan9", "js", "wasip1"]
-        .contains(&s)
+    [
+        "linux", "windows", "darwin", "macos", "freebsd", "netbsd", "openbsd", "solaris", "illumos", "aix", "android",
+        "ios", "plan9", "js", "wasip1",
+    ]
+    .contains(&s)
 }
 
 fn normalize_arch(arch: &str, variant: Option<String>) -> (String, Option<String>) {
@@ -38,7 +41,8 @@ fn normalize_arch(arch: &str, variant: Option<String>) -> (String, Option<String
         "arm" => ("arm", if v.is_none() { Some("v7") } else { v }),
         other => (other, v),
     };
-    let v = v.map(|x| if x.len() == 1 && x.chars().all(|c| c.is_ascii_digit()) { format!("v{x}") } else { x.to_owned() });
+    let v =
+        v.map(|x| if x.len() == 1 && x.chars().all(|c| c.is_ascii_digit()) { format!("v{x}") } else { x.to_owned() });
     (a.to_owned(), v)
 }
 
@@ -64,9 +68,7 @@ pub(crate) fn parse_port_spec(raw: &str) -> Result<Vec<String>, String> {
     if !host_port.is_empty() {
         let (hs, he) = port_range(host_port).map_err(|_| format!("invalid hostPort: {host_port}"))?;
         if end - start != he - hs && end != start {
-            return Err(format!(
-                "invalid ranges specified for container and host Ports: {port} and {host_port}"
-            ));
+            return Err(format!("invalid ranges specified for container and host Ports: {port} and {host_port}"));
         }
     }
     Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
@@ -90,9 +92,9 @@ fn port_range(s: &str) -> Result<(u32, u32), ()> {
 }
 
 const SIGNALS: [&str; 33] = [
-    "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL",
-    "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP",
-    "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU",
+    "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE", "POLL",
+    "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1",
+    "USR2", "VTALRM", "WINCH", "XCPU",
 ];
 
 /// moby's `signal.ParseSignal` on Linux: a non-zero number, a name with or without `SIG`, or
@@ -133,9 +135,7 @@ pub(crate) fn parse_chmod(raw: &str) -> Result<Mode, String> {
     let symbolic = raw.split(',').all(|clause| {
         let who_end = clause.find(|c: char| !"ugoa".contains(c)).unwrap_or(clause.len());
         let ops = &clause[who_end..];
-        !ops.is_empty()
-            && ops.starts_with(['+', '-', '='])
-            && ops.chars().all(|c| "+-=rwxXstugo".contains(c))
+        !ops.is_empty() && ops.starts_with(['+', '-', '=']) && ops.chars().all(|c| "+-=rwxXstugo".contains(c))
     });
     if symbolic {
         Ok(Mode::Symbolic)

@@ -2,8 +2,8 @@
 
 use super::flags::{FlagKind, Flags};
 use super::{
-    AddInstruction, ArgDecl, Command, CommandLine, CopyInstruction, Dockerfile, Healthcheck,
-    InlineFile, Instruction, RunInstruction, SourceContent, SourcesAndDest, Stage,
+    AddInstruction, ArgDecl, Command, CommandLine, CopyInstruction, Dockerfile, Healthcheck, InlineFile, Instruction,
+    RunInstruction, SourceContent, SourcesAndDest, Stage,
 };
 use crate::parser::{chomp_heredoc_content, parse_heredoc, Args, KeyValue, Node, Parsed, Span};
 use crate::suggest::did_you_mean;
@@ -23,8 +23,24 @@ pub enum InstructionError {
 }
 
 const INSTRUCTIONS: [&str; 18] = [
-    "add", "arg", "cmd", "copy", "entrypoint", "env", "expose", "from", "healthcheck", "label",
-    "maintainer", "onbuild", "run", "shell", "stopsignal", "user", "volume", "workdir",
+    "add",
+    "arg",
+    "cmd",
+    "copy",
+    "entrypoint",
+    "env",
+    "expose",
+    "from",
+    "healthcheck",
+    "label",
+    "maintainer",
+    "onbuild",
+    "run",
+    "shell",
+    "stopsignal",
+    "user",
+    "volume",
+    "workdir",
 ];
 
 type Res<T> = Result<T, InstructionError>;
@@ -71,9 +87,7 @@ pub fn parse_dockerfile(parsed: &Parsed) -> Result<Dockerfile, Vec<(Span, Instru
             continue;
         }
         let command = match parse_instruction(node) {
-            Ok(instruction) => {
-                Command { instruction, span: node.span, original: node.original.clone() }
-            }
+            Ok(instruction) => Command { instruction, span: node.span, original: node.original.clone() },
             Err(e) => {
                 errors.push((node.span, e));
                 continue;
@@ -82,10 +96,7 @@ pub fn parse_dockerfile(parsed: &Parsed) -> Result<Dockerfile, Vec<(Span, Instru
         match stages.last_mut() {
             Some(stage) => stage.commands.push(command),
             None if matches!(command.instruction, Instruction::Arg(_)) => meta_args.push(command),
-            None => errors.push((
-                node.span,
-                InstructionError::Invalid("no build stage in current context".to_owned()),
-            )),
+            None => errors.push((node.span, InstructionError::Invalid("no build stage in current context".to_owned()))),
         }
     }
     if errors.is_empty() {
@@ -168,11 +179,11 @@ fn parse_instruction(node: &Node) -> Res<Instruction> {
         "run" => Instruction::Run(parse_run(node)?),
         "cmd" => {
             plain(node)?;
-            Instruction::Cmd(command_line(node, false))
+            Instruction::Cmd(command_line(node))
         }
         "entrypoint" => {
             plain(node)?;
-            Instruction::Entrypoint(command_line(node, true))
+            Instruction::Entrypoint(command_line(node))
         }
         "healthcheck" => Instruction::Healthcheck(parse_healthcheck(node)?),
         "expose" => {
@@ -251,10 +262,9 @@ fn parse_arg(node: &Node) -> Res<Vec<ArgDecl>> {
 }
 
 /// `handleJSONArgs` + heredoc files: shell form joins the words into one string.
-fn command_line(node: &Node, empty_as_nil: bool) -> CommandLine {
+fn command_line(node: &Node) -> CommandLine {
     let words = node.args.words();
     let args = if node.json || words.is_empty() { words.to_vec() } else { vec![words.join(" ")] };
-    let _ = empty_as_nil; // an empty Vec already stands for Go's nil slice
     let files = node
         .heredocs
         .iter()
@@ -286,7 +296,7 @@ fn parse_run(node: &Node) -> Res<RunInstruction> {
         }
     }
     Ok(RunInstruction {
-        command: command_line(node, false),
+        command: command_line(node),
         mounts: f.strings("mount"),
         network,
         security,
@@ -380,9 +390,7 @@ fn parse_onbuild(node: &Node) -> Res<String> {
     let trigger = child.keyword.to_uppercase();
     match trigger.as_str() {
         "ONBUILD" => return invalid("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"),
-        "MAINTAINER" | "FROM" => {
-            return invalid(format!("{trigger} isn't allowed as an ONBUILD trigger"))
-        }
+        "MAINTAINER" | "FROM" => return invalid(format!("{trigger} isn't allowed as an ONBUILD trigger")),
         _ => {}
     }
     let trimmed = node.original.trim_start();

@@ -19,8 +19,7 @@ impl Parsed {
 /// Why arguments could not be parsed.
 pub(crate) type ArgsError = String;
 
-const NOT_STRING_ARRAY: &str =
-    "when using JSON array syntax, arrays must be comprised of strings only";
+const NOT_STRING_ARRAY: &str = "when using JSON array syntax, arrays must be comprised of strings only";
 
 /// `ENV` and `LABEL`: `key=value ...`, or the legacy `key value`.
 pub(crate) fn name_val(rest: &str, keyword: &str, escape: char) -> Result<Parsed, ArgsError> {
@@ -156,10 +155,7 @@ mod tests {
     #[test]
     fn env_forms() {
         let p = name_val("a b c", "ENV", '\\').unwrap();
-        assert_eq!(
-            p.args,
-            Args::KeyValues(vec![KeyValue { key: "a".into(), value: "b c".into(), has_equals: false }])
-        );
+        assert_eq!(p.args, Args::KeyValues(vec![KeyValue { key: "a".into(), value: "b c".into(), has_equals: false }]));
         assert!(name_val("a", "ENV", '\\').is_err());
         assert!(name_val("a=1 b", "ENV", '\\').is_err());
     }

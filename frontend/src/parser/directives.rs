@@ -46,10 +46,7 @@ impl DirectiveParser {
             return Ok(None);
         }
         if self.found.iter().any(|d| d.name == name) {
-            return Err(ParseError::new(
-                self.line,
-                format!("only one {name} parser directive can be used"),
-            ));
+            return Err(ParseError::new(self.line, format!("only one {name} parser directive can be used")));
         }
         self.found.push(Directive { name, value: value.to_owned(), line: self.line });
         Ok(self.found.last())
@@ -68,10 +65,7 @@ fn split_directive(s: &str) -> Option<(&str, &str)> {
         Some((_, c)) if c.is_ascii_alphabetic() => {}
         _ => return None,
     }
-    let name_end = s
-        .char_indices()
-        .find(|(_, c)| !c.is_ascii_alphanumeric())
-        .map_or(s.len(), |(i, _)| i);
+    let name_end = s.char_indices().find(|(_, c)| !c.is_ascii_alphanumeric()).map_or(s.len(), |(i, _)| i);
     let (name, rest) = s.split_at(name_end);
     let rest = rest.trim_start().strip_prefix('=')?;
     let value = rest.trim();

@@ -92,10 +92,7 @@ fn unquote(word: &str) -> Result<(Vec<String>, bool), String> {
                         Some('\'') => break,
                         Some(n) => cur.push(n),
                         None => {
-                            return Err(
-                                "unexpected end of statement while looking for matching single-quote"
-                                    .to_owned(),
-                            )
+                            return Err("unexpected end of statement while looking for matching single-quote".to_owned())
                         }
                     }
                 }
@@ -116,10 +113,7 @@ fn unquote(word: &str) -> Result<(Vec<String>, bool), String> {
                         },
                         Some(n) => cur.push(n),
                         None => {
-                            return Err(
-                                "unexpected end of statement while looking for matching double-quote"
-                                    .to_owned(),
-                            )
+                            return Err("unexpected end of statement while looking for matching double-quote".to_owned())
                         }
                     }
                 }

@@ -97,20 +97,10 @@ pub fn parse(source: &[u8]) -> Result<Parsed, ParseError> {
     let text = String::from_utf8_lossy(source);
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let mut p = Parser {
-        lines: &lines,
-        next: 0,
-        escape: '\\',
-        directives: DirectiveParser::default(),
-        warnings: Vec::new(),
-    };
+    let mut p =
+        Parser { lines: &lines, next: 0, escape: '\\', directives: DirectiveParser::default(), warnings: Vec::new() };
     let nodes = p.run()?;
-    Ok(Parsed {
-        nodes,
-        escape: p.escape,
-        warnings: p.warnings,
-        directives: p.directives.into_directives(),
-    })
+    Ok(Parsed { nodes, escape: p.escape, warnings: p.warnings, directives: p.directives.into_directives() })
 }
 
 struct Parser<'a> {
@@ -200,7 +190,7 @@ impl<'a> Parser<'a> {
                     message: format!("Empty continuation line found in: {line}"),
                 });
             }
-            let mut node = node_from_line(&line, self.escape, std::mem::take(&mut comments))
+            let mut node = node_from_line(&line, self.escape, std::mem::take(&mut comments), 0)
                 .map_err(|m| ParseError::lines(start_line, self.next, m))?;
             if can_contain_heredoc(&node) && line.contains("<<") {
                 self.read_heredocs(&mut node, &line, start_line)?;
@@ -218,8 +208,7 @@ impl<'a> Parser<'a> {
     }
 
     fn read_heredocs(&mut self, node: &mut Node, line: &str, start: usize) -> Result<(), ParseError> {
-        let docs =
-            heredoc::heredocs_from_line(line).map_err(|m| ParseError::lines(start, self.next, m))?;
+        let docs = heredoc::heredocs_from_line(line).map_err(|m| ParseError::lines(start, self.next, m))?;
         for mut doc in docs {
             let mut terminated = false;
             while let Some(raw) = self.read() {
@@ -254,8 +243,12 @@ fn can_contain_heredoc(node: &Node) -> bool {
     HEREDOC_INSTRUCTIONS.contains(&inner.keyword_lower.as_str()) && !inner.json
 }
 
+/// How many `ONBUILD`s may nest. BuildKit has no limit, but only one level is ever valid and
+/// unbounded recursion would let a hostile line exhaust the stack.
+const MAX_ONBUILD_NESTING: usize = 8;
+
 /// Builds the node for one logical line (keyword, flags, per-instruction arguments).
-fn node_from_line(line: &str, escape: char, comments: Vec<String>) -> Result<Node, String> {
+fn node_from_line(line: &str, escape: char, comments: Vec<String>, depth: usize) -> Result<Node, String> {
     let (keyword, flags, rest) = split::split_command(line, escape);
     let keyword_lower = keyword.to_lowercase();
     let parsed = match keyword_lower.as_str() {
@@ -270,8 +263,10 @@ fn node_from_line(line: &str, escape: char, comments: Vec<String>) -> Result<Nod
         "onbuild" => {
             if rest.is_empty() {
                 args::Parsed { args: Args::Words(Vec::new()), json: false }
+            } else if depth >= MAX_ONBUILD_NESTING {
+                return Err("ONBUILD nested too deeply".to_owned());
             } else {
-                let child = node_from_line(&rest, escape, Vec::new())?;
+                let child = node_from_line(&rest, escape, Vec::new(), depth + 1)?;
                 args::Parsed { args: Args::Nested(Box::new(child)), json: false }
             }
         }
@@ -354,10 +349,7 @@ mod tests {
     #[test]
     fn shapes() {
         let p = parse_str("FROM a\nONBUILD --x RUN [\"a\"]\nFOO bar\nonbuild\n").unwrap();
-        assert_eq!(
-            dump(&p.nodes),
-            "(from \"a\")\n(onbuild [\"--x\"] (run \"a\"))\n(foo \"\")\n(onbuild)\n"
-        );
+        assert_eq!(dump(&p.nodes), "(from \"a\")\n(onbuild [\"--x\"] (run \"a\"))\n(foo \"\")\n(onbuild)\n");
     }
 
     #[test]
@@ -365,5 +357,6 @@ mod tests {
         assert!(parse_str("").is_err());
         assert!(parse_str("# a\n\n   \n").is_err());
         assert!(parse_str("\u{feff}FROM a").is_ok());
+        assert!(parse_str(&format!("FROM a\n{}RUN x", "ONBUILD ".repeat(10_000))).is_err());
     }
 }

@@ -1,0 +1,282 @@
+//! End-to-end tests: the real `rbuild` binary builds real Dockerfiles on a busybox base image
+//! served by a real registry (Debian's docker-registry on a loopback port), and independent
+//! tools (skopeo, umoci) check what it wrote.
+//!
+//! They need root (namespaces, overlayfs, mknod) and the Debian packages `scripts/install-deps.sh`
+//! installs; without them each test says why it skips. CI runs as root with the packages.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use support::Registry;
+
+/// One registry for the whole test binary, seeded with `busybox:latest`.
+fn registry() -> &'static Registry {
+    static REG: OnceLock<Registry> = OnceLock::new();
+    REG.get_or_init(|| {
+        let r = Registry::start();
+        r.seed_busybox("busybox:latest");
+        r
+    })
+}
+
+fn ready(test: &str) -> bool {
+    support::require_root(test) && support::require_busybox(test) && support::require_registry(test)
+}
+
+fn base() -> String {
+    registry().reference("busybox:latest")
+}
+
+struct Build {
+    root: PathBuf,
+}
+
+impl Build {
+    fn new(dir: &Path) -> Build {
+        Build { root: dir.join("store") }
+    }
+
+    fn rbuild(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .env("RBUILD_NO_PROGRESS", "1")
+            .output()
+            .expect("run rbuild");
+        eprintln!(
+            "rbuild {args:?} -> {}\n--- stderr ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+fn context(dir: &Path, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    for (name, content) in files {
+        let p = ctx.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    ctx
+}
+
+fn tool_json(args: &[&str]) -> Value {
+    let out = Command::new(args[0]).args(&args[1..]).output().expect("run tool");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("tool printed JSON")
+}
+
+/// Unpacks an OCI archive with umoci and returns the rootfs directory.
+fn umoci_unpack(archive: &Path, dir: &Path) -> PathBuf {
+    let layout = dir.join("layout");
+    std::fs::create_dir_all(&layout).unwrap();
+    let st = Command::new("tar").arg("-xf").arg(archive).arg("-C").arg(&layout).status().unwrap();
+    assert!(st.success());
+    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let tag = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap().to_owned();
+    let bundle = dir.join("bundle");
+    let out = Command::new("umoci")
+        .arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "umoci: {}", String::from_utf8_lossy(&out.stderr));
+    bundle.join("rootfs")
+}
+
+fn demo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/demo")
+}
+
+#[test]
+fn demo_builds_and_independent_tools_accept_the_image() {
+    if !ready("demo_builds_and_independent_tools_accept_the_image") || !support::have("umoci") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let b = Build::new(t.path());
+    let archive = t.path().join("demo.tar");
+    let arg = format!("BASE={}", base());
+    let dest = format!("type=oci,dest={}", archive.display());
+    let demo = demo_dir();
+    let out = b.rbuild(&["-t", "demo:1.0", "--build-arg", &arg, "-o", &dest, "-o", "type=image", demo.to_str().unwrap()]);
+    assert!(out.status.success());
+
+    // The image as skopeo sees it: 4 layers (busybox, WORKDIR, COPY, RUN) and the config.
+    let src = format!("oci-archive:{}", archive.display());
+    let inspect = tool_json(&["skopeo", "inspect", &src]);
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 4, "{inspect}");
+    let config = tool_json(&["skopeo", "inspect", "--config", &src]);
+    let c = &config["config"];
+    assert_eq!(
+        c["Env"],
+        serde_json::json!([
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "APP_HOME=/app",
+            "GREETING_FILE=GREETING"
+        ])
+    );
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/cat"]));
+    assert_eq!(c["Cmd"], serde_json::json!(["/app/summary.txt"]));
+    assert_eq!(c["WorkingDir"], "/app");
+    let history = config["history"].as_array().unwrap();
+    assert_eq!(history.iter().filter(|h| h["empty_layer"] != true).count(), 4);
+
+    // The files, unpacked by umoci: the RUN steps ran in the sandbox as PID 1.
+    let rootfs = umoci_unpack(&archive, t.path());
+    let summary = std::fs::read_to_string(rootfs.join("app/summary.txt")).unwrap();
+    assert_eq!(summary, "HELLO FROM THE RBUILD DEMO\npid=1 host=buildkitsandbox\n27\n");
+    assert!(!rootfs.join("app/size.txt").exists(), "rm in a RUN step must remove the file");
+    assert!(rootfs.join("bin/busybox").is_file());
+
+    // The local store has it too, under the docker-normalized name.
+    let images = b.rbuild(&["images"]);
+    let listing = String::from_utf8_lossy(&images.stdout);
+    assert!(listing.lines().any(|l| l.starts_with("demo") && l.contains("1.0")), "{listing}");
+
+    // skopeo can push what we wrote to a registry.
+    let dest = format!("docker://{}", registry().reference("demo:1.0"));
+    let st = Command::new("skopeo").args(["copy", "--dest-tls-verify=false", &src, &dest]).output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+}
+
+#[test]
+fn run_is_isolated_in_its_own_namespaces() {
+    if !ready("run_is_isolated_in_its_own_namespaces") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let marker = format!("rbuild-escape-test-{}", std::process::id());
+    let dockerfile = format!(
+        "ARG BASE\nFROM $BASE\n\
+         RUN --network=none echo $$ > /pid && hostname > /hostname && ls /sys/class/net > /ifaces \
+         && cat /sys/class/net/lo/operstate > /lo_state && echo x > /{marker}\n"
+    );
+    let ctx = context(t.path(), &dockerfile, &[]);
+    let b = Build::new(t.path());
+    let archive = t.path().join("img.tar");
+    let arg = format!("BASE={}", base());
+    let dest = format!("type=oci,dest={}", archive.display());
+    assert!(b.rbuild(&["-t", "iso:1", "--build-arg", &arg, "-o", &dest, ctx.to_str().unwrap()]).status.success());
+    assert!(!Path::new("/").join(&marker).exists(), "a file written to / inside RUN reached the host");
+
+    if !support::have("umoci") {
+        return;
+    }
+    let rootfs = umoci_unpack(&archive, t.path());
+    let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).unwrap();
+    assert_eq!(read("pid"), "1\n");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(read("hostname"), "buildkitsandbox\n");
+    assert_ne!(read("hostname"), host);
+    assert_eq!(read("ifaces"), "lo\n");
+    // lo is up: its operstate is "unknown" (loopback has no carrier state), never "down".
+    assert_ne!(read("lo_state").trim(), "down");
+    assert!(rootfs.join(&marker).exists());
+    // Mount points the sandbox needed are not part of the layer.
+    assert!(!rootfs.join("proc").exists() || rootfs.join("proc").read_dir().unwrap().next().is_none());
+}
+
+#[test]
+fn rebuild_hits_the_cache_and_reproduces_the_image() {
+    if !ready("rebuild_hits_the_cache_and_reproduces_the_image") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let ctx = context(
+        t.path(),
+        "ARG BASE\nFROM $BASE AS a\nRUN echo one > /one\nFROM $BASE\nCOPY --from=a /one /copied\nCOPY f.txt /f.txt\nRUN cat /copied /f.txt > /both\n",
+        &[("f.txt", "context file\n")],
+    );
+    let b = Build::new(t.path());
+    let arg = format!("BASE={}", base());
+    let iid = |n: &str| t.path().join(n);
+    let build = |iidfile: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+            .arg("--root")
+            .arg(&b.root)
+            .args(["-t", "cached:1", "--build-arg", &arg, "--iidfile"])
+            .arg(iidfile)
+            .arg(&ctx)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = build(&iid("1"));
+    assert!(first.contains("DONE"));
+    let second = build(&iid("2"));
+    let steps = second.lines().filter(|l| l.contains("] RUN") || l.contains("] COPY")).count();
+    let cached = second.lines().filter(|l| l.ends_with("CACHED")).count();
+    assert!(steps >= 3 && cached >= steps, "second build was not fully cached:\n{second}");
+    assert!(!second.contains("DONE"), "nothing should execute on a cached rebuild:\n{second}");
+    assert_eq!(std::fs::read(iid("1")).unwrap(), std::fs::read(iid("2")).unwrap());
+
+    // Editing a context file re-runs only what reads it.
+    std::fs::write(ctx.join("f.txt"), "changed\n").unwrap();
+    let third = build(&iid("3"));
+    assert!(third.contains("RUN echo one > /one\n#") && third.contains("CACHED"), "{third}");
+    assert_ne!(std::fs::read(iid("1")).unwrap(), std::fs::read(iid("3")).unwrap());
+}
+
+#[test]
+fn failing_run_names_the_dockerfile_line() {
+    if !ready("failing_run_names_the_dockerfile_line") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let ctx = context(t.path(), "ARG BASE\nFROM $BASE\nRUN echo about to fail\nRUN echo oops >&2; exit 3\n", &[]);
+    let out = Build::new(t.path()).rbuild(&["--build-arg", &format!("BASE={}", base()), ctx.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exit code: 3"), "{err}");
+    assert!(err.contains("Dockerfile:4"), "{err}");
+    assert!(err.contains(">>> RUN echo oops >&2; exit 3"), "{err}");
+    assert!(err.contains("oops"), "the step's output must be shown: {err}");
+}
+
+#[test]
+fn unsupported_and_unknown_instructions_fail_with_their_line() {
+    let t = tempfile::tempdir().unwrap();
+    let ctx = context(t.path(), "FROM scratch\nCOPPY a b\n", &[]);
+    let out = Build::new(t.path()).rbuild(&[ctx.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(err.to_lowercase().contains("unknown instruction"), "{err}");
+    assert!(err.contains("COPY"), "the error should suggest COPY: {err}");
+}
+
+#[test]
+fn from_scratch_copy_produces_a_single_layer_image() {
+    let t = tempfile::tempdir().unwrap();
+    if !support::require_root("from_scratch_copy_produces_a_single_layer_image") {
+        return;
+    }
+    let ctx = context(t.path(), "FROM scratch\nCOPY hello.txt /greet/\nCMD [\"/x\"]\n", &[("hello.txt", "hi\n")]);
+    let b = Build::new(t.path());
+    let archive = t.path().join("s.tar");
+    let dest = format!("type=oci,dest={}", archive.display());
+    assert!(b.rbuild(&["-t", "scratchy:1", "-o", &dest, ctx.to_str().unwrap()]).status.success());
+    if !support::have("skopeo") {
+        return;
+    }
+    let src = format!("oci-archive:{}", archive.display());
+    let config = tool_json(&["skopeo", "inspect", "--config", &src]);
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["/x"]));
+    assert_eq!(config["config"]["Env"][0], "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+}
