@@ -126,6 +126,16 @@ pub enum Op {
     Exec(ExecOp),
     /// Filesystem edits (copy, mkdir) on a base filesystem.
     File(FileOp),
+    /// Stacks the layers of its inputs, lowest first (`COPY --link`: a layer made on an empty
+    /// tree is placed on top of its base without depending on the base's content).
+    Merge(MergeOp),
+}
+
+/// Stack of filesystems: the layers of `inputs[0]`, then those of `inputs[1]`, and so on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeOp {
+    /// Inputs, lowest first.
+    pub inputs: Vec<Input>,
 }
 
 /// Where a source filesystem comes from.
@@ -150,6 +160,27 @@ pub enum SourceOp {
         name: String,
         /// Patterns of paths to exclude (from `.dockerignore`).
         exclude: Vec<String>,
+    },
+    /// A file downloaded over HTTP(S) (`ADD <url>`): the output is a filesystem holding one file
+    /// named `filename` at its root, mode 0600, with the `Last-Modified` time as mtime.
+    Http {
+        /// The URL.
+        url: String,
+        /// Expected `sha256:...` of the content (`ADD --checksum`).
+        checksum: Option<String>,
+        /// File name: the last segment of the URL path unless the frontend chose one.
+        filename: String,
+    },
+    /// A git repository checkout (`ADD <git url>`): the output is the work tree.
+    Git {
+        /// Remote URL (`https://...`, `git@...`, `ssh://`, `file://` or a local path).
+        remote: String,
+        /// Branch, tag or commit; `None` is the remote's HEAD.
+        reference: Option<String>,
+        /// Subdirectory of the repository to use as the root.
+        subdir: Option<String>,
+        /// Keep the `.git` directory (`ADD --keep-git-dir`).
+        keep_git_dir: bool,
     },
 }
 
@@ -194,6 +225,112 @@ pub struct ExecOp {
     pub security: SecurityMode,
     /// Platform the process runs for.
     pub platform: Platform,
+    /// Extra mounts (`RUN --mount`), applied in order over the root filesystem.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+}
+
+/// One `RUN --mount`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Absolute path in the container (for secrets and ssh, the default location is filled in
+    /// by the frontend: `/run/secrets/<id>`, `/run/buildkit/ssh_agent.N`).
+    pub target: String,
+    /// What is mounted.
+    pub kind: MountKind,
+}
+
+/// `--mount=type=cache` sharing modes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CacheSharing {
+    /// Concurrent builds use the same directory.
+    #[default]
+    Shared,
+    /// Each concurrent user gets its own directory.
+    Private,
+    /// Concurrent users wait for each other.
+    Locked,
+}
+
+/// The kinds of `RUN --mount`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum MountKind {
+    /// A path of another filesystem (the context, a stage or an image). Writes to a read-write
+    /// bind are discarded after the step.
+    Bind {
+        /// The filesystem.
+        source: Input,
+        /// Path inside it (`/` for its root).
+        selector: String,
+        /// Read-only (the default for `type=bind`).
+        readonly: bool,
+    },
+    /// A directory that persists across builds, keyed by `id`; its contents never reach a layer
+    /// or a cache key.
+    Cache {
+        /// Cache identity (defaults to the target path).
+        id: String,
+        /// Concurrency mode.
+        sharing: CacheSharing,
+        /// Seed contents when the cache is created (`from=`), and the path inside it.
+        source: Option<Input>,
+        /// Path inside `source`.
+        selector: String,
+        /// Read-only.
+        readonly: bool,
+        /// Owner and mode of a newly created cache directory.
+        uid: u32,
+        /// Group of a newly created cache directory.
+        gid: u32,
+        /// Mode of a newly created cache directory.
+        mode: u32,
+    },
+    /// An empty tmpfs.
+    Tmpfs {
+        /// Size limit in bytes.
+        size: Option<u64>,
+    },
+    /// A secret file (or, with `env`, an environment variable); the value never reaches a layer,
+    /// the history or a cache key: only the id does.
+    Secret {
+        /// Secret id (`--secret id=...`).
+        id: String,
+        /// Fail when the secret was not provided.
+        required: bool,
+        /// Expose as this environment variable instead of (or besides) a file.
+        env: Option<String>,
+        /// Owner of the file.
+        uid: u32,
+        /// Group of the file.
+        gid: u32,
+        /// Mode of the file.
+        mode: u32,
+    },
+    /// An SSH agent socket forwarded from the client (`--ssh`).
+    Ssh {
+        /// Agent id (`default`).
+        id: String,
+        /// Fail when the agent was not provided.
+        required: bool,
+        /// Owner of the socket.
+        uid: u32,
+        /// Group of the socket.
+        gid: u32,
+        /// Mode of the socket.
+        mode: u32,
+    },
+}
+
+impl MountKind {
+    /// The input filesystem this mount reads, if any.
+    pub fn input(&self) -> Option<Input> {
+        match self {
+            MountKind::Bind { source, .. } => Some(*source),
+            MountKind::Cache { source, .. } => *source,
+            _ => None,
+        }
+    }
 }
 
 /// A sequence of filesystem actions applied on top of `base`.
@@ -235,6 +372,26 @@ pub enum FileAction {
         chown: Option<Chown>,
         /// Permission bits for copied files (`--chmod`).
         chmod: Option<u32>,
+        /// `.dockerignore`-syntax patterns of source paths not to copy (`--exclude`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        exclude: Vec<String>,
+        /// Keep the source paths' parent directories under `dest` (`--parents`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        parents: bool,
+        /// Extract local tar archives (plain, gzip, bzip2, xz) into `dest` (`ADD`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unpack_archives: bool,
+    },
+    /// Create a file with the given content (`COPY <<EOF`).
+    Mkfile {
+        /// Absolute path.
+        path: String,
+        /// Content.
+        data: Vec<u8>,
+        /// Permission bits.
+        mode: u32,
+        /// Owner.
+        chown: Option<Chown>,
     },
     /// Create a directory.
     Mkdir {
@@ -254,7 +411,8 @@ impl Op {
     pub fn inputs(&self) -> Vec<Input> {
         match self {
             Op::Source(_) => Vec::new(),
-            Op::Exec(e) => e.rootfs.into_iter().collect(),
+            Op::Exec(e) => e.rootfs.into_iter().chain(e.mounts.iter().filter_map(|m| m.kind.input())).collect(),
+            Op::Merge(m) => m.inputs.clone(),
             Op::File(f) => {
                 let mut v: Vec<Input> = f.base.into_iter().collect();
                 for a in &f.actions {
@@ -455,6 +613,7 @@ mod tests {
             network: NetworkMode::Default,
             security: SecurityMode::Sandbox,
             platform: Platform::host(),
+            mounts: vec![],
         });
         assert!(matches!(b.add(exec, VertexMeta::default()), Err(GraphError::MissingInput { .. })));
     }

@@ -64,6 +64,7 @@ fn run(b: &mut GraphBuilder, root: Option<OpId>, c: &str) -> OpId {
             network: NetworkMode::Default,
             security: SecurityMode::Sandbox,
             platform: Platform::host(),
+            mounts: vec![],
         }),
         VertexMeta { name: format!("RUN {c}"), ..Default::default() },
     )
@@ -86,7 +87,7 @@ async fn independent_branches_run_in_parallel_and_shared_input_runs_once() {
     let unused = run(&mut b, Some(base), "not needed");
     let actions = branches
         .iter()
-        .map(|br| FileAction::Copy { src: Input::of(*br), src_paths: vec!["/out".into()], dest: "/".into(), chown: None, chmod: None })
+        .map(|br| FileAction::Copy { src: Input::of(*br), src_paths: vec!["/out".into()], dest: "/".into(), chown: None, chmod: None, exclude: vec![], parents: false, unpack_archives: false })
         .collect();
     let fan_in = b.add(Op::File(FileOp { base: Some(Input::of(base)), actions }), VertexMeta::default()).unwrap();
     let g = Arc::new(b.build());

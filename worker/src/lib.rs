@@ -198,6 +198,15 @@ impl Worker for LocalWorker {
                 .map_err(|err| WorkerError::Internal(err.to_string()))??;
                 Ok(Output::Fs(self.finish_layer(&ctx.key, ctx.id, base, prepared)?))
             }
+            Op::Merge(_) => {
+                // Layers stack: the merge of chains is their concatenation, no copying.
+                let mut chain = Vec::new();
+                for i in 0..inputs.len() {
+                    chain.extend(Self::fs_input(&inputs, i)?.chain);
+                }
+                self.store.put_record(&ctx.key.to_hex(), &Record { chain: chain.clone() })?;
+                Ok(Output::Fs(Snapshot { chain }))
+            }
             _ => Err(WorkerError::Internal("unsupported op".into())),
         }
     }

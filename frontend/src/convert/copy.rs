@@ -79,6 +79,9 @@ impl Converter<'_> {
                 dest,
                 chown: chown.as_deref().map(parse_chown),
                 chmod: mode,
+                exclude: Vec::new(),
+                parents: false,
+                unpack_archives: false,
             }],
         });
         let id = self.add_op(op, name, cmd.span, true)?;

@@ -38,6 +38,7 @@ impl Converter<'_> {
             network,
             security,
             platform: st.platform.clone(),
+            mounts: Vec::new(),
         });
         let mut text = cmd.original.clone();
         if let Some(s) = summary {
