@@ -113,16 +113,26 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     }
     let solver = Solver::new(worker.clone(), solve_opts);
 
-    let quiet = args.quiet || args.progress == ProgressMode::Quiet || std::env::var_os("RBUILD_NO_PROGRESS").is_some_and(|v| v == "quiet");
+    let mode = crate::progress::effective(args.progress, args.quiet);
+    let quiet = mode == ProgressMode::Quiet;
     let (tx, rx) = mpsc::unbounded_channel();
-    let renderer = tokio::spawn(crate::progress::render_plain(rx, quiet));
+    let renderer = tokio::spawn(crate::progress::render(rx, mode));
     let graph = Arc::new(def.graph.clone());
-    let result = match def.target {
-        Some(t) => solver.solve(graph, t, Some(tx)).await,
-        None => {
-            drop(tx);
-            Ok(Output::Fs(Snapshot::default()))
+    let solve = async {
+        match def.target {
+            Some(t) => solver.solve(graph, t, Some(tx)).await,
+            None => {
+                drop(tx);
+                Ok(Output::Fs(Snapshot::default()))
+            }
         }
+    };
+    // Ctrl-C: stop here. Returning ends the process, which takes every sandbox down with it
+    // (their helpers die with their parent); what they left in the store's temp area is
+    // reaped by the next build.
+    let result = tokio::select! {
+        r = solve => r,
+        _ = tokio::signal::ctrl_c() => return Err(UserError("build cancelled (interrupted)".into()).into()),
     };
     let _ = renderer.await;
     let snapshot = match result {

@@ -43,10 +43,14 @@ pub enum DebugCommand {
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProgressMode {
-    /// Plain when not a terminal, otherwise plain too for now.
+    /// `tty` on a terminal, `plain` otherwise (and in CI).
     Auto,
     /// Line by line, as BuildKit's plain output.
     Plain,
+    /// Live lines for running steps.
+    Tty,
+    /// One JSON object per event.
+    Rawjson,
     /// Nothing but errors.
     Quiet,
 }
