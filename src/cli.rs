@@ -25,6 +25,24 @@ pub enum Command {
     Build(BuildArgs),
     /// List images in the local store.
     Images(ImagesArgs),
+    /// Give an image another name.
+    Tag {
+        /// Existing image name.
+        source: String,
+        /// New name.
+        target: String,
+    },
+    /// Remove image names from the local store (their data goes with `rbuild prune`).
+    Rmi {
+        /// Image names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Print an image's manifest and config as JSON.
+    Inspect {
+        /// Image name.
+        name: String,
+    },
     /// Developer tools.
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -127,7 +145,7 @@ pub fn parse() -> Cli {
 }
 
 fn needs_implicit_build(args: &[std::ffi::OsString]) -> bool {
-    let known = ["build", "images", "debug", "help", "--help", "-h", "--version", "-V"];
+    let known = ["build", "images", "tag", "rmi", "inspect", "debug", "help", "--help", "-h", "--version", "-V"];
     let mut i = 1;
     while let Some(a) = args.get(i) {
         let a = a.to_string_lossy();

@@ -70,6 +70,62 @@ pub fn run(root: PathBuf, args: ImagesArgs) -> Result<()> {
     Ok(())
 }
 
+fn open(root: &std::path::Path) -> Result<Store> {
+    Store::open(root).with_context(|| format!("opening the store at {}", root.display()))
+}
+
+fn normalize(name: &str) -> Result<String> {
+    Ok(crate::export::normalize_tags(&[name.to_owned()])?.remove(0))
+}
+
+fn lookup(store: &Store, name: &str) -> Result<rbuild_cache::ImageRecord> {
+    let full = normalize(name)?;
+    store
+        .get_image(&full)?
+        .ok_or_else(|| crate::render::UserError(format!("no such image: {name} (see `rbuild images`)")).into())
+}
+
+/// `rbuild tag SOURCE TARGET`.
+pub fn tag(root: PathBuf, source: &str, target: &str) -> Result<()> {
+    let store = open(&root)?;
+    let mut rec = lookup(&store, source)?;
+    rec.name = normalize(target)?;
+    store.put_image(&rec)?;
+    Ok(())
+}
+
+/// `rbuild rmi NAME...`.
+#[allow(clippy::print_stdout)]
+pub fn rmi(root: PathBuf, names: &[String]) -> Result<()> {
+    let store = open(&root)?;
+    for n in names {
+        let full = normalize(n)?;
+        if !store.remove_image(&full)? {
+            return Err(crate::render::UserError(format!("no such image: {n}")).into());
+        }
+        println!("Untagged: {}", familiar_name(&full));
+    }
+    Ok(())
+}
+
+/// `rbuild inspect NAME`: `{ "name", "digest", "manifest", "config" }`.
+#[allow(clippy::print_stdout)]
+pub fn inspect(root: PathBuf, name: &str) -> Result<()> {
+    let store = open(&root)?;
+    let rec = lookup(&store, name)?;
+    let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(&rec.manifest)?)?;
+    let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&rec.config)?)?;
+    let out = serde_json::json!({
+        "name": rec.name,
+        "digest": rec.manifest.to_string(),
+        "id": rec.config.to_string(),
+        "manifest": manifest,
+        "config": config,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

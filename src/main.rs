@@ -33,6 +33,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Build(args) => build::run(root, args).await,
             Command::Images(args) => images::run(root, args),
+            Command::Tag { source, target } => images::tag(root, &source, &target),
+            Command::Rmi { names } => images::rmi(root, &names),
+            Command::Inspect { name } => images::inspect(root, &name),
             Command::Debug(DebugCommand::Parse { file }) => debug_parse(&file),
         }
     });

@@ -280,3 +280,25 @@ fn from_scratch_copy_produces_a_single_layer_image() {
     assert_eq!(config["config"]["Cmd"], serde_json::json!(["/x"]));
     assert_eq!(config["config"]["Env"][0], "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
 }
+
+#[test]
+fn tag_inspect_and_rmi_manage_store_names() {
+    if !support::require_root("tag_inspect_and_rmi_manage_store_names") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let ctx = context(t.path(), "FROM scratch\nCOPY a /a\nENV X=1\n", &[("a", "a\n")]);
+    let b = Build::new(t.path());
+    assert!(b.rbuild(&["-t", "named:1", ctx.to_str().unwrap()]).status.success());
+    assert!(b.rbuild(&["tag", "named:1", "other/named:2"]).status.success());
+    let inspect = b.rbuild(&["inspect", "docker.io/other/named:2"]);
+    assert!(inspect.status.success());
+    let v: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["config"]["config"]["Env"][1], "X=1");
+    assert_eq!(v["manifest"]["layers"].as_array().unwrap().len(), 1);
+    let listing = String::from_utf8_lossy(&b.rbuild(&["images"]).stdout).into_owned();
+    assert!(listing.contains("other/named") && listing.contains("named "), "{listing}");
+    assert!(b.rbuild(&["rmi", "named:1"]).status.success());
+    assert_eq!(b.rbuild(&["rmi", "named:1"]).status.code(), Some(1));
+    assert_eq!(b.rbuild(&["inspect", "named:1"]).status.code(), Some(1));
+}
