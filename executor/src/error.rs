@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use nix::errno::Errno;
 use serde::{Deserialize, Serialize};
 
-use crate::init::{CommandError, MountError, UserError};
-use crate::spec::OutputStream;
+use crate::init::{CommandError, ConfineError, MountError, UserError};
+use crate::spec::{ExitStatus, OutputStream};
 
 /// An OS error (errno) that can cross a process boundary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -33,19 +33,13 @@ impl OsError {
 
 impl From<Errno> for OsError {
     fn from(errno: Errno) -> OsError {
-        OsError {
-            errno: Some(errno as i32),
-            message: format!("{} (os error {})", errno.desc(), errno as i32),
-        }
+        OsError { errno: Some(errno as i32), message: format!("{} (os error {})", errno.desc(), errno as i32) }
     }
 }
 
 impl From<io::Error> for OsError {
     fn from(error: io::Error) -> OsError {
-        OsError {
-            errno: error.raw_os_error(),
-            message: error.to_string(),
-        }
+        OsError { errno: error.raw_os_error(), message: error.to_string() }
     }
 }
 
@@ -116,6 +110,26 @@ pub enum SetupError {
     /// Entering the working directory or executing the command failed.
     #[error(transparent)]
     Command(#[from] CommandError),
+    /// Applying rlimits, capabilities or seccomp failed.
+    #[error(transparent)]
+    Confine(#[from] ConfineError),
+    /// Creating, configuring or joining the run's cgroup failed.
+    #[error("cgroup limits: cannot {step} {}", path.display())]
+    Cgroup {
+        /// What was attempted, e.g. `create`.
+        step: String,
+        /// The cgroup file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: OsError,
+    },
+    /// A limit needs a cgroup v1 controller that is not mounted.
+    #[error("cgroup limits: the {controller} controller is not mounted")]
+    CgroupController {
+        /// `memory`, `cpu` or `pids`.
+        controller: String,
+    },
 }
 
 impl SetupError {
@@ -124,9 +138,15 @@ impl SetupError {
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             SetupError::Mount(error) => error.hint(),
-            SetupError::Unshare { source, .. } if source.is(Errno::EPERM) => {
-                Some("creating namespaces needs root (or CAP_SYS_ADMIN)")
-            }
+            SetupError::Unshare { source, .. } if source.is(Errno::EPERM) => Some(
+                "creating namespaces needs root (or CAP_SYS_ADMIN); where namespaces are not \
+                 available, Isolation::Chroot is a (weaker) fallback",
+            ),
+            SetupError::Cgroup { .. } | SetupError::CgroupController { .. } => Some(
+                "memory, cpu and pids limits need a writable cgroup filesystem: root with cgroup \
+                 v1 controllers mounted, or a delegated cgroup v2 subtree whose own group is \
+                 empty",
+            ),
             _ => None,
         }
     }
@@ -222,7 +242,17 @@ pub enum ExecError {
         #[from]
         SetupError,
     ),
-    /// Removing a mount-point directory the sandbox created from the upper dir failed.
+    /// The command failed after the OOM killer killed processes of the sandbox: the step
+    /// needed more memory than its limit.
+    #[error("exceeded memory limit of {limit_bytes} bytes ({status})")]
+    OutOfMemory {
+        /// The limit, [`Limits::memory`](crate::Limits::memory).
+        limit_bytes: u64,
+        /// How the command ended (usually killed by signal 9, or exit code 137 from a shell
+        /// whose child was killed).
+        status: ExitStatus,
+    },
+    /// Removing a mount point the sandbox created from the upper dir failed.
     #[error("cannot remove sandbox mount point {} from the upper dir", path.display())]
     CleanUpper {
         /// The directory.

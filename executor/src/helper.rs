@@ -5,13 +5,17 @@
 //!    init's own death signal, the whole sandbox);
 //! 2. takes the control channel off fd 0 (into a close-on-exec fd), puts `/dev/null` on fd 0,
 //!    marks every other inherited fd close-on-exec, reads the spec;
-//! 3. `unshare(CLONE_NEWPID | NEWUTS | NEWIPC [| NEWNET])`, sets the hostname, brings `lo`
-//!    up for `Network::None` (UTS, IPC and net namespaces apply to the caller at once);
-//! 4. forks once: the child is PID 1 of the new pid namespace (the [`init`](crate::init));
+//! 3. creates the run's cgroups when the spec has limits ([`cgroups`](crate::cgroups));
+//! 4. `unshare(CLONE_NEWPID | NEWUTS | NEWIPC [| NEWNET])` (with `Isolation::Chroot`, each
+//!    one alone, keeping those the host allows), sets the hostname, brings `lo` up for
+//!    `Network::None` (UTS, IPC and net namespaces apply to the caller at once);
+//! 5. forks once: the child is PID 1 of the new pid namespace (the [`init`](crate::init));
 //!    the helper stays in the host's mount namespace and waits for it. When PID 1 exits the
 //!    kernel kills everything else in its pid namespace (pid_namespaces(7)), so nothing
-//!    outlives the step, and its mount namespace (with every sandbox mount) goes with it;
-//! 5. reports `Exited`/`Signaled` on the channel and exits with the shell-style code.
+//!    outlives the step, and its mount namespace (with every sandbox mount) goes with it.
+//!    Without a pid namespace (chroot fallback) the helper kills the init's process group;
+//! 6. reports OOM kills, removes the cgroups, reports `Exited`/`Signaled` on the channel and
+//!    exits with the shell-style code.
 
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -23,7 +27,9 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid};
 
+use crate::cgroups::Cgroup;
 use crate::error::{OsError, SetupError};
+use crate::options::Isolation;
 use crate::protocol::{self, Report};
 use crate::spec::{ExitStatus, Network, SandboxSpec};
 
@@ -48,9 +54,8 @@ fn helper_main() -> i32 {
             return SETUP_FAILED;
         }
     };
-    let result = pdeathsig
-        .map_err(|e| prepare_error("set the parent-death signal", e.into()))
-        .and_then(|()| sandbox(&channel));
+    let result =
+        pdeathsig.map_err(|e| prepare_error("set the parent-death signal", e.into())).and_then(|()| sandbox(&channel));
     let (report, code) = match result {
         Ok(status) => (Report::Exited(status), status.shell_code()),
         Err(error) => (Report::SetupFailed(error), SETUP_FAILED),
@@ -61,10 +66,7 @@ fn helper_main() -> i32 {
 }
 
 fn prepare_error(step: &str, source: OsError) -> SetupError {
-    SetupError::Prepare {
-        step: step.to_owned(),
-        source,
-    }
+    SetupError::Prepare { step: step.to_owned(), source }
 }
 
 /// Moves the channel (fd 0) to a close-on-exec fd, so the command never inherits it.
@@ -75,50 +77,72 @@ fn take_channel() -> std::io::Result<UnixStream> {
 
 fn read_spec(mut channel: &UnixStream) -> Result<SandboxSpec, SetupError> {
     let mut json = Vec::new();
-    channel
-        .read_to_end(&mut json)
-        .map_err(|e| SetupError::ReadSpec { source: e.into() })?;
-    serde_json::from_slice(&json).map_err(|e| SetupError::ParseSpec {
-        reason: e.to_string(),
-    })
+    channel.read_to_end(&mut json).map_err(|e| SetupError::ReadSpec { source: e.into() })?;
+    serde_json::from_slice(&json).map_err(|e| SetupError::ParseSpec { reason: e.to_string() })
 }
 
 fn sandbox(channel: &UnixStream) -> Result<ExitStatus, SetupError> {
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
-    crate::sys::cloexec_from(3)
-        .map_err(|e| prepare_error("mark inherited fds close-on-exec", e.into()))?;
+    crate::sys::cloexec_from(3).map_err(|e| prepare_error("mark inherited fds close-on-exec", e.into()))?;
     let spec = read_spec(channel)?;
     let null = std::fs::File::open("/dev/null")
         .map_err(|e| prepare_error("open /dev/null for the command's stdin", e.into()))?;
-    nix::unistd::dup2_stdin(&null)
-        .map_err(|e| prepare_error("redirect stdin to /dev/null", e.into()))?;
+    nix::unistd::dup2_stdin(&null).map_err(|e| prepare_error("redirect stdin to /dev/null", e.into()))?;
     drop(null);
 
-    let mut namespaces =
-        CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    if spec.network == Network::None {
-        namespaces |= CloneFlags::CLONE_NEWNET;
+    let cgroup = Cgroup::create(&spec.limits)?;
+    let namespaces = unshare(&spec)?;
+    if namespaces.contains(CloneFlags::CLONE_NEWUTS) {
+        nix::unistd::sethostname(&spec.hostname)
+            .map_err(|e| SetupError::SetHostname { hostname: spec.hostname.clone(), source: e.into() })?;
     }
-    nix::sched::unshare(namespaces).map_err(|e| SetupError::Unshare {
-        namespaces: format!("{namespaces:?}"),
-        source: e.into(),
-    })?;
-    nix::unistd::sethostname(&spec.hostname).map_err(|e| SetupError::SetHostname {
-        hostname: spec.hostname.clone(),
-        source: e.into(),
-    })?;
-    if spec.network == Network::None {
+    if namespaces.contains(CloneFlags::CLONE_NEWNET) {
         crate::sys::loopback_up().map_err(|e| SetupError::LoopbackUp { source: e.into() })?;
     }
+    let procs = cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default();
 
     match crate::sys::fork().map_err(|e| SetupError::Fork { source: e.into() })? {
         ForkResult::Child => {
-            let error = crate::init::run(&spec, channel);
+            let error = crate::init::run(&spec, channel, &procs);
             let _ = protocol::send(channel, &Report::SetupFailed(error));
             std::process::exit(SETUP_FAILED)
         }
-        ForkResult::Parent { child } => wait_for(child),
+        ForkResult::Parent { child } => {
+            let status = wait_for(child);
+            if !namespaces.contains(CloneFlags::CLONE_NEWPID) {
+                // No pid namespace to take the leftovers down: kill the init's session's
+                // process group (the init called setsid, so its pgid is its pid).
+                let _ = nix::sys::signal::killpg(child, Signal::SIGKILL);
+            }
+            let kills = cgroup.as_ref().map_or(0, Cgroup::oom_kills);
+            if kills > 0 {
+                let _ = protocol::send(channel, &Report::OomKilled(kills));
+            }
+            drop(cgroup); // removes the groups, now empty
+            status
+        }
     }
+}
+
+/// Creates the helper's namespaces and returns those it got: all of them with
+/// `Isolation::Namespaces` (or an error), whichever the host allows with `Isolation::Chroot`.
+fn unshare(spec: &SandboxSpec) -> Result<CloneFlags, SetupError> {
+    let mut wanted = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if spec.network == Network::None {
+        wanted |= CloneFlags::CLONE_NEWNET;
+    }
+    if spec.isolation == Isolation::Namespaces {
+        nix::sched::unshare(wanted)
+            .map_err(|e| SetupError::Unshare { namespaces: format!("{wanted:?}"), source: e.into() })?;
+        return Ok(wanted);
+    }
+    let mut got = CloneFlags::empty();
+    for flag in wanted.iter() {
+        if nix::sched::unshare(flag).is_ok() {
+            got |= flag;
+        }
+    }
+    Ok(got)
 }
 
 /// Waits for PID 1. By the time it is reaped, the kernel has killed and reaped the rest of
@@ -127,9 +151,7 @@ fn wait_for(child: Pid) -> Result<ExitStatus, SetupError> {
     loop {
         match nix::sys::wait::waitpid(child, None) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::Exited(code)),
-            Ok(WaitStatus::Signaled(_, signal, _)) => {
-                return Ok(ExitStatus::Signaled(signal as i32))
-            }
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(ExitStatus::Signaled(signal as i32)),
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(prepare_error("wait for the sandbox init", e.into())),
         }

@@ -11,7 +11,18 @@
 //!   entered with `pivot_root`; a fresh `/proc`, read-only `/sys`, a minimal `/dev`;
 //! - the command is PID 1 (`echo $$` prints 1); when it exits, everything it started is
 //!   killed by the kernel, and every mount vanishes with the mount namespace, even if rbuild
-//!   itself is killed (the helper and the init have `PR_SET_PDEATHSIG`).
+//!   itself is killed (the helper and the init have `PR_SET_PDEATHSIG`);
+//! - the confinement of a BuildKit RUN ([`Security::Sandbox`]): Docker's 14 default
+//!   capabilities, masked and read-only `/proc` paths, read-only `/sys`, Docker's default
+//!   seccomp profile (kept as data in `executor/seccomp/default.json`), `no_new_privs` off so
+//!   setuid binaries work, `RLIMIT_NOFILE` 20000; or none of it with [`Security::Insecure`];
+//! - extra mounts ([`MountSpec`]: binds, tmpfs, read-only file copies for secrets), cgroup
+//!   limits ([`Limits`]: memory, with a typed [`ExecError::OutOfMemory`], cpu, pids) and
+//!   rlimits ([`Rlimit`]). [`describe_confinement`] sums it all up for `--debug`.
+//!
+//! [`Isolation::Chroot`] is a fallback for hosts without namespaces, and **clearly weaker**:
+//! it creates only the namespaces the host allows and `chroot`s instead of `pivot_root`
+//! (see its doc).
 //!
 //! The upper dir holds only what the command changed: mount points the sandbox had to create
 //! (`/proc`, `/dev`, `/sys` in a `FROM scratch` rootfs) are removed from it afterwards, and
@@ -42,17 +53,25 @@
 //!
 //! Needs root (or `CAP_SYS_ADMIN`), overlayfs and Linux 5.11+.
 
+mod caps;
+mod cgroups;
+mod cleanup;
+mod describe;
 mod error;
 mod helper;
 mod init;
+mod options;
 mod protocol;
 mod run;
+mod seccomp;
 mod spec;
 mod sys;
 
+pub use describe::describe_confinement;
 pub use error::{ExecError, OsError, SetupError};
 pub use helper::sandbox_main;
-pub use init::{CommandError, MountError, UserError};
+pub use init::{CommandError, ConfineError, MountError, UserError};
+pub use options::{Isolation, Limits, MountKind, MountSpec, Rlimit, RlimitResource, Security, DEFAULT_NOFILE};
 pub use protocol::HELPER_ARG;
 pub use run::run;
-pub use spec::{ExitStatus, Network, OutputStream, SandboxSpec};
+pub use spec::{ExitStatus, Network, OutputStream, SandboxSpec, DEFAULT_HOSTNAME};

@@ -23,13 +23,40 @@ pub const HELPER_ARG: &str = "__sandbox";
 /// One message from the helper (or the sandbox init) to the host side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Report {
-    /// The init created these mount points (names directly under the rootfs, e.g. `proc`)
-    /// in the overlay, so they are now empty dirs in the upper dir that the host removes.
-    CreatedMountpoints(Vec<String>),
+    /// The init created these mount points in the overlay, so they are in the upper dir,
+    /// and the host removes them after the run (if still empty).
+    Created(Created),
     /// Setup failed before the command ran.
     SetupFailed(SetupError),
+    /// The OOM killer killed this many processes of the sandbox's memory cgroup.
+    OomKilled(u64),
     /// PID 1 (the command) ended.
     Exited(ExitStatus),
+}
+
+/// Mount points the init created on the overlay: paths relative to the rootfs (so to the
+/// upper dir), parents before children, plus the times of the existing directories they
+/// were created in, which the host restores after removing them (as BuildKit's
+/// `MountStubsCleaner` does, so the parent's mtime does not change the layer).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Created {
+    pub(crate) paths: Vec<String>,
+    pub(crate) parents: Vec<ParentTimes>,
+}
+
+/// An existing directory's access and modification times, `(seconds, nanoseconds)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ParentTimes {
+    /// Relative to the rootfs; `""` is the root itself.
+    pub(crate) path: String,
+    pub(crate) atime: (i64, i64),
+    pub(crate) mtime: (i64, i64),
+}
+
+impl Created {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
 }
 
 /// Writes one report line. The channel is a stream socket; each report is small and written
@@ -48,10 +75,8 @@ pub(crate) fn receive_all(channel: impl BufRead) -> Result<Vec<Report>, ExecErro
         if line.is_empty() {
             continue;
         }
-        let report = serde_json::from_str(&line).map_err(|source| ExecError::BadReport {
-            line: line.clone(),
-            source,
-        })?;
+        let report =
+            serde_json::from_str(&line).map_err(|source| ExecError::BadReport { line: line.clone(), source })?;
         reports.push(report);
     }
     Ok(reports)
@@ -67,7 +92,11 @@ mod tests {
     #[test]
     fn reports_round_trip_with_their_error_chain() {
         let reports = vec![
-            Report::CreatedMountpoints(vec!["proc".into(), "sys".into()]),
+            Report::Created(Created {
+                paths: vec!["proc".into(), "run/secrets".into()],
+                parents: vec![ParentTimes { path: String::new(), atime: (1, 2), mtime: (3, 4) }],
+            }),
+            Report::OomKilled(2),
             Report::SetupFailed(SetupError::Command(CommandError::Exec {
                 path: "/bin/x".into(),
                 source: OsError::from(Errno::ENOEXEC),
@@ -83,9 +112,6 @@ mod tests {
 
     #[test]
     fn garbage_is_a_typed_error() {
-        assert!(matches!(
-            receive_all(&b"nope\n"[..]),
-            Err(ExecError::BadReport { .. })
-        ));
+        assert!(matches!(receive_all(&b"nope\n"[..]), Err(ExecError::BadReport { .. })));
     }
 }

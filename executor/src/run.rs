@@ -10,7 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
 use crate::error::ExecError;
-use crate::init::MOUNTPOINTS;
 use crate::protocol::{self, Report, HELPER_ARG};
 use crate::spec::{ExitStatus, OutputStream, SandboxSpec};
 
@@ -31,8 +30,9 @@ const CHUNK_SIZE: usize = 64 * 1024;
 /// # Errors
 ///
 /// [`ExecError::Setup`] when the sandbox could not be set up (bad overlay, unknown user,
-/// command not found...): the command did not run. Other variants for failures of the host
-/// side. A command that exits non-zero or is killed is `Ok`.
+/// command not found...): the command did not run. [`ExecError::OutOfMemory`] when the
+/// command failed after the OOM killer hit the sandbox's memory limit. Other variants for
+/// failures of the host side. A command that exits non-zero or is killed is `Ok`.
 pub fn run(
     spec: &SandboxSpec,
     exe: &Path,
@@ -40,35 +40,43 @@ pub fn run(
 ) -> Result<ExitStatus, ExecError> {
     spec.validate()?;
     for dir in spec.layout().dirs() {
-        std::fs::create_dir_all(dir).map_err(|source| ExecError::CreateDir {
-            path: dir.to_owned(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| ExecError::CreateDir { path: dir.to_owned(), source })?;
     }
-    let (host_end, helper_end) =
-        UnixStream::pair().map_err(|source| ExecError::CreateChannel { source })?;
+    let (host_end, helper_end) = UnixStream::pair().map_err(|source| ExecError::CreateChannel { source })?;
     let mut helper = Helper::spawn(exe, helper_end)?;
     let sent = send_spec(&host_end, spec);
     let (read_error, reports) = stream_output(&mut helper.0, &host_end, on_output);
     let waited = helper.wait();
     let reports = reports?;
-    let cleaned = clean_upper(spec, &reports);
+    let created: Vec<_> = reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Created(created) => Some(created),
+            _ => None,
+        })
+        .collect();
+    let cleaned = crate::cleanup::clean_upper(&spec.upper_dir, &created);
 
     let mut exited = None;
+    let mut oom_kills = 0;
     for report in reports {
         match report {
             Report::SetupFailed(error) => return Err(ExecError::Setup(error)),
             Report::Exited(status) => exited = Some(status),
-            Report::CreatedMountpoints(_) => {}
+            Report::OomKilled(kills) => oom_kills += kills,
+            Report::Created(_) => {}
         }
     }
     cleaned?;
     if let Some(error) = read_error {
         return Err(error);
     }
-    match exited {
-        Some(status) => Ok(status),
-        None => {
+    match (exited, spec.limits.memory) {
+        (Some(status), Some(limit_bytes)) if oom_kills > 0 && !status.success() => {
+            Err(ExecError::OutOfMemory { limit_bytes, status })
+        }
+        (Some(status), _) => Ok(status),
+        (None, _) => {
             sent?;
             Err(ExecError::HelperDied { status: waited? })
         }
@@ -88,10 +96,7 @@ impl Helper {
             .stdin(Stdio::from(OwnedFd::from(channel)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let child = command.spawn().map_err(|source| ExecError::SpawnHelper {
-            exe: exe.to_owned(),
-            source,
-        })?;
+        let child = command.spawn().map_err(|source| ExecError::SpawnHelper { exe: exe.to_owned(), source })?;
         // `command` owns our copy of the helper's end of the channel: drop it now, or the
         // reports would never reach EOF.
         drop(command);
@@ -99,9 +104,7 @@ impl Helper {
     }
 
     fn wait(&mut self) -> Result<std::process::ExitStatus, ExecError> {
-        self.0
-            .wait()
-            .map_err(|source| ExecError::WaitHelper { source })
+        self.0.wait().map_err(|source| ExecError::WaitHelper { source })
     }
 }
 
@@ -136,14 +139,8 @@ fn stream_output(
     channel: &UnixStream,
     on_output: &mut dyn FnMut(OutputStream, &[u8]),
 ) -> (Option<ExecError>, Result<Vec<Report>, ExecError>) {
-    let stdout = child
-        .stdout
-        .take()
-        .map(|s| (OutputStream::Stdout, Box::new(s) as Box<dyn Read + Send>));
-    let stderr = child
-        .stderr
-        .take()
-        .map(|s| (OutputStream::Stderr, Box::new(s) as Box<dyn Read + Send>));
+    let stdout = child.stdout.take().map(|s| (OutputStream::Stdout, Box::new(s) as Box<dyn Read + Send>));
+    let stderr = child.stderr.take().map(|s| (OutputStream::Stderr, Box::new(s) as Box<dyn Read + Send>));
     let mut read_error = None;
     let mut panic = None;
     std::thread::scope(|scope| {
@@ -190,27 +187,4 @@ fn pump(stream: OutputStream, mut reader: Box<dyn Read + Send>, tx: &mpsc::SyncS
             return;
         }
     }
-}
-
-/// Removes the mount points the init created (see [`Report::CreatedMountpoints`]) from the
-/// upper dir, if they are still empty: a command that unmounted one and wrote into it made
-/// that part of its diff.
-fn clean_upper(spec: &SandboxSpec, reports: &[Report]) -> Result<(), ExecError> {
-    let created = reports.iter().filter_map(|r| match r {
-        Report::CreatedMountpoints(names) => Some(names),
-        _ => None,
-    });
-    for name in created.flatten() {
-        if !MOUNTPOINTS.contains(&name.as_str()) {
-            continue; // never act on anything but the names we create
-        }
-        let path = spec.upper_dir.join(name);
-        match std::fs::remove_dir(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {}
-            Err(source) => return Err(ExecError::CleanUpper { path, source }),
-        }
-    }
-    Ok(())
 }

@@ -6,11 +6,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ExecError;
+use crate::options::{Isolation, Limits, MountKind, MountSpec, Rlimit, Security};
 
 /// Everything the sandbox needs to run one command.
 ///
 /// It is sent to the helper process as JSON, so it derives `Serialize` and `Deserialize`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Build one with [`SandboxSpec::new`] (or `..SandboxSpec::default()`) so that fields added
+/// later do not break the caller; the confinement fields default to BuildKit's behaviour.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SandboxSpec {
     /// Overlay lower directories, **topmost first**. May be empty (`FROM scratch`).
     pub lower_dirs: Vec<PathBuf>,
@@ -37,14 +40,31 @@ pub struct SandboxSpec {
     pub hostname: String,
     /// Which network namespace the command gets.
     pub network: Network,
+    /// Capabilities, masks and seccomp (`RUN --security`).
+    #[serde(default)]
+    pub security: Security,
+    /// Namespaces (the default) or the weaker chroot fallback.
+    #[serde(default)]
+    pub isolation: Isolation,
+    /// Extra mounts (`RUN --mount`), applied in order inside the rootfs.
+    #[serde(default)]
+    pub mounts: Vec<MountSpec>,
+    /// cgroup limits of the whole sandbox.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Resource limits of the command; `nofile` is 20000:20000 unless given here.
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
 }
 
 /// The network namespace of a sandbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Network {
     /// Share the host's network namespace.
     Host,
-    /// A new, empty network namespace whose only interface, `lo`, is brought up.
+    /// A new, empty network namespace whose only interface, `lo`, is brought up (the default:
+    /// a caller opts in to the host's network).
+    #[default]
     None,
 }
 
@@ -119,7 +139,26 @@ impl fmt::Display for OutputStream {
     }
 }
 
+/// BuildKit's hostname inside a RUN.
+pub const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
+
 impl SandboxSpec {
+    /// A spec running `args` as root in `/`, with an empty environment, hostname
+    /// `buildkitsandbox`, no network ([`Network::None`]) and BuildKit's default confinement;
+    /// set the other (public) fields as needed.
+    #[must_use]
+    pub fn new(lower_dirs: Vec<PathBuf>, upper_dir: PathBuf, work_dir: PathBuf, args: Vec<String>) -> SandboxSpec {
+        SandboxSpec {
+            lower_dirs,
+            upper_dir,
+            work_dir,
+            args,
+            cwd: "/".into(),
+            hostname: DEFAULT_HOSTNAME.into(),
+            ..SandboxSpec::default()
+        }
+    }
+
     /// Rejects specs that can never run, before any process is spawned.
     pub(crate) fn validate(&self) -> Result<(), ExecError> {
         let invalid = |reason: String| Err(ExecError::InvalidSpec { reason });
@@ -129,25 +168,33 @@ impl SandboxSpec {
         if !self.cwd.starts_with('/') {
             return invalid(format!("cwd {:?} is not absolute", self.cwd));
         }
-        let strings =
-            self.args
-                .iter()
-                .chain(&self.env)
-                .chain([&self.cwd, &self.user, &self.hostname]);
+        let strings = self.args.iter().chain(&self.env).chain([&self.cwd, &self.user, &self.hostname]);
         if let Some(bad) = strings.into_iter().find(|s| s.contains('\0')) {
             return invalid(format!("{bad:?} contains a NUL byte"));
         }
         if let Some(bad) = self.env.iter().find(|e| !e.contains('=')) {
             return invalid(format!("env entry {bad:?} is not K=V"));
         }
-        for dir in self
-            .lower_dirs
-            .iter()
-            .chain([&self.upper_dir, &self.work_dir])
-        {
+        for dir in self.lower_dirs.iter().chain([&self.upper_dir, &self.work_dir]) {
             if !dir.is_absolute() {
                 return invalid(format!("{} is not an absolute path", dir.display()));
             }
+        }
+        for mount in &self.mounts {
+            validate_mount(mount).map_err(|reason| ExecError::InvalidSpec {
+                reason: format!("mount at {:?}: {reason}", mount.target),
+            })?;
+        }
+        if let Some((quota, period)) = self.limits.cpu_quota {
+            if quota == 0 || !(1000..=1_000_000).contains(&period) {
+                return invalid(format!(
+                    "cpu quota {quota}us per {period}us: the quota must be positive and the \
+                     period 1ms to 1s"
+                ));
+            }
+        }
+        if self.limits.memory == Some(0) || self.limits.pids == Some(0) {
+            return invalid("a memory or pids limit of 0 can never run anything".into());
         }
         Ok(())
     }
@@ -155,6 +202,28 @@ impl SandboxSpec {
     /// The directories the executor keeps inside `work_dir`.
     pub(crate) fn layout(&self) -> Layout {
         Layout::new(&self.work_dir)
+    }
+}
+
+fn validate_mount(mount: &MountSpec) -> Result<(), String> {
+    let target = Path::new(&mount.target);
+    if !target.is_absolute() || mount.target.contains('\0') {
+        return Err("the target must be an absolute path without NUL bytes".into());
+    }
+    if !target.components().any(|c| matches!(c, std::path::Component::Normal(_))) {
+        return Err("cannot mount over the root".into());
+    }
+    if target.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err("the target must not contain `..`".into());
+    }
+    match &mount.kind {
+        MountKind::Bind { source, .. } | MountKind::File { source, .. } if !source.is_absolute() => {
+            Err(format!("source {} is not absolute", source.display()))
+        }
+        MountKind::Tmpfs { mode, .. } | MountKind::File { mode, .. } if *mode > 0o7777 => {
+            Err(format!("mode {mode:#o} is not a file mode"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -199,7 +268,25 @@ mod tests {
             user: String::new(),
             hostname: "buildkitsandbox".into(),
             network: Network::None,
+            mounts: vec![MountSpec {
+                target: "/run/secrets/a".into(),
+                kind: MountKind::File { source: "/s/a".into(), mode: 0o400, uid: 0, gid: 0 },
+            }],
+            ..SandboxSpec::default()
         }
+    }
+
+    #[test]
+    fn old_specs_parse_with_buildkit_defaults() {
+        let json = r#"{"lower_dirs":[],"upper_dir":"/u","work_dir":"/w","args":["true"],
+            "env":[],"cwd":"/","user":"","hostname":"h","network":"Host"}"#;
+        let spec: SandboxSpec = serde_json::from_str(json).unwrap();
+        assert_eq!(spec.security, Security::Sandbox);
+        assert_eq!(spec.isolation, Isolation::Namespaces);
+        assert!(spec.mounts.is_empty() && spec.limits.is_empty() && spec.rlimits.is_empty());
+        let new = SandboxSpec::new(vec![], "/u".into(), "/w".into(), vec!["true".into()]);
+        assert_eq!((new.cwd.as_str(), new.hostname.as_str()), ("/", "buildkitsandbox"));
+        assert!(new.validate().is_ok());
     }
 
     #[test]
@@ -214,20 +301,22 @@ mod tests {
     #[test]
     fn validate_rejects_unrunnable_specs() {
         assert!(spec().validate().is_ok());
-        let cases: [fn(&mut SandboxSpec); 5] = [
+        let cases: [fn(&mut SandboxSpec); 10] = [
             |s| s.args.clear(),
             |s| s.cwd = "rel".into(),
             |s| s.env.push("NOEQUALS".into()),
             |s| s.args.push("a\0b".into()),
             |s| s.lower_dirs.push("relative".into()),
+            |s| s.mounts[0].target = "relative".into(),
+            |s| s.mounts[0].target = "/".into(),
+            |s| s.mounts[0].target = "/a/../../b".into(),
+            |s| s.limits.memory = Some(0),
+            |s| s.limits.cpu_quota = Some((1000, 10)),
         ];
         for break_it in cases {
             let mut s = spec();
             break_it(&mut s);
-            assert!(
-                matches!(s.validate(), Err(ExecError::InvalidSpec { .. })),
-                "{s:?}"
-            );
+            assert!(matches!(s.validate(), Err(ExecError::InvalidSpec { .. })), "{s:?}");
         }
     }
 

@@ -29,14 +29,7 @@ pub(crate) fn fork() -> nix::Result<ForkResult> {
 pub(crate) fn cloexec_from(first: libc::c_uint) -> nix::Result<()> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on open fds; it takes
     // no pointers and closes nothing.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first,
-            libc::c_uint::MAX,
-            CLOSE_RANGE_CLOEXEC,
-        )
-    };
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) };
     Errno::result(ret).map(drop)
 }
 
@@ -55,9 +48,7 @@ pub(crate) fn reset_signals() -> nix::Result<()> {
     // whatever the architecture's field order, so no per-arch struct is needed.
     let default_action = [0u64; 8];
     for signal in 1..=LAST_SIGNAL {
-        if signal == libc::c_long::from(libc::SIGKILL)
-            || signal == libc::c_long::from(libc::SIGSTOP)
-        {
+        if signal == libc::c_long::from(libc::SIGKILL) || signal == libc::c_long::from(libc::SIGSTOP) {
             continue;
         }
         // SAFETY: `default_action` is a readable buffer larger than any kernel struct
@@ -79,12 +70,7 @@ pub(crate) fn reset_signals() -> nix::Result<()> {
 /// Sets `IFF_UP` on `lo` in the current network namespace (what `ip link set lo up` does,
 /// via SIOCGIFFLAGS/SIOCSIFFLAGS on an `AF_INET` socket; netdevice(7)).
 pub(crate) fn loopback_up() -> nix::Result<()> {
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
     // SAFETY: ifreq is a plain C struct (arrays and a union of integers and pointers); all
     // zeroes is a valid value for it.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -100,5 +86,110 @@ pub(crate) fn loopback_up() -> nix::Result<()> {
     req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
     // SAFETY: as above; SIOCSIFFLAGS reads ifr_name and ifr_ifru.ifru_flags.
     let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
+    Errno::result(ret).map(drop)
+}
+
+/// `PR_CAPBSET_DROP`: removes `cap` from the bounding set (prctl(2)); EINVAL past the last
+/// capability the kernel knows.
+pub(crate) fn capbset_drop(cap: u32) -> nix::Result<()> {
+    // SAFETY: PR_CAPBSET_DROP takes an integer capability number; no pointers.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_CAPBSET_DROP,
+            libc::c_ulong::from(cap),
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// `PR_CAP_AMBIENT_CLEAR_ALL`: empties the ambient set (prctl(2)).
+pub(crate) fn ambient_clear_all() -> nix::Result<()> {
+    // SAFETY: integer arguments only.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// The three per-thread capability sets as 64-bit masks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Caps {
+    pub(crate) effective: u64,
+    pub(crate) permitted: u64,
+    pub(crate) inheritable: u64,
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets as two 32-bit halves (capget(2)).
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// `capget(2)` of the calling thread.
+pub(crate) fn capget() -> nix::Result<Caps> {
+    let mut header = CapHeader { version: CAPABILITY_VERSION_3, pid: 0 };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: `header` and `data` are valid, writable, correctly laid out (repr(C)) for
+    // version 3, which reads one header and writes two data structs; both outlive the call.
+    let ret = unsafe { libc::syscall(libc::SYS_capget, std::ptr::from_mut(&mut header), data.as_mut_ptr()) };
+    Errno::result(ret)?;
+    let join = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
+    Ok(Caps {
+        effective: join(data[0].effective, data[1].effective),
+        permitted: join(data[0].permitted, data[1].permitted),
+        inheritable: join(data[0].inheritable, data[1].inheritable),
+    })
+}
+
+/// `capset(2)` of the calling thread.
+pub(crate) fn capset(caps: Caps) -> nix::Result<()> {
+    let mut header = CapHeader { version: CAPABILITY_VERSION_3, pid: 0 };
+    let split = |mask: u64| (mask as u32, (mask >> 32) as u32);
+    let (e0, e1) = split(caps.effective);
+    let (p0, p1) = split(caps.permitted);
+    let (i0, i1) = split(caps.inheritable);
+    let data = [
+        CapData { effective: e0, permitted: p0, inheritable: i0 },
+        CapData { effective: e1, permitted: p1, inheritable: i1 },
+    ];
+    // SAFETY: as in `capget`; capset only reads the two data structs.
+    let ret = unsafe { libc::syscall(libc::SYS_capset, std::ptr::from_mut(&mut header), data.as_ptr()) };
+    Errno::result(ret).map(drop)
+}
+
+/// Installs a seccomp BPF filter on the calling thread *without* setting `no_new_privs`
+/// (seccomp(2): allowed to a caller with `CAP_SYS_ADMIN`), so setuid binaries keep working,
+/// as in a Docker or BuildKit container. seccompiler's own `apply_filter` always sets
+/// `no_new_privs`, which BuildKit does not, hence this.
+pub(crate) fn install_seccomp(program: &[seccompiler::sock_filter]) -> nix::Result<()> {
+    let filter: Vec<libc::sock_filter> =
+        program.iter().map(|insn| libc::sock_filter { code: insn.code, jt: insn.jt, jf: insn.jf, k: insn.k }).collect();
+    let len = u16::try_from(filter.len()).map_err(|_| Errno::E2BIG)?;
+    let prog = libc::sock_fprog { len, filter: filter.as_ptr().cast_mut() };
+    // SAFETY: `prog` points to `len` initialised instructions that outlive the call; the
+    // kernel copies the program and keeps no pointer to our memory.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0 as libc::c_uint, std::ptr::from_ref(&prog))
+    };
     Errno::result(ret).map(drop)
 }

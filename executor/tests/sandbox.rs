@@ -1,149 +1,14 @@
 //! End-to-end tests of the RUN sandbox on a busybox rootfs. They need root (namespaces and
 //! overlay mounts) and skip, saying so, otherwise. CI runs them as root.
 
+mod common;
+
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rbuild_executor::{
-    run, CommandError, ExecError, ExitStatus, Network, OutputStream, SandboxSpec, SetupError,
-    UserError,
-};
-
-const HELPER: &str = env!("CARGO_BIN_EXE_rbuild-sandbox");
-const BUSYBOX: &str = "/bin/busybox";
-
-macro_rules! require_root {
-    () => {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipping: the sandbox needs root (namespaces, overlay mounts)");
-            return;
-        }
-        if !Path::new(BUSYBOX).exists() {
-            eprintln!("skipping: {BUSYBOX} (Debian's busybox-static) is not installed");
-            return;
-        }
-    };
-}
-
-/// A busybox rootfs as the only lower dir, plus a fresh upper and work dir.
-struct Fixture {
-    _dir: tempfile::TempDir,
-    lower: PathBuf,
-    upper: PathBuf,
-    work: PathBuf,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let (lower, upper, work) = (
-            dir.path().join("lower"),
-            dir.path().join("upper"),
-            dir.path().join("work"),
-        );
-        for d in [&upper, &work] {
-            std::fs::create_dir(d).unwrap();
-        }
-        make_busybox_rootfs(&lower);
-        Fixture {
-            _dir: dir,
-            lower,
-            upper,
-            work,
-        }
-    }
-
-    fn spec(&self, script: &str) -> SandboxSpec {
-        SandboxSpec {
-            lower_dirs: vec![self.lower.clone()],
-            upper_dir: self.upper.clone(),
-            work_dir: self.work.clone(),
-            args: vec!["/bin/sh".into(), "-c".into(), script.into()],
-            env: vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()],
-            cwd: "/".into(),
-            user: String::new(),
-            hostname: "rbuild-test-box".into(),
-            network: Network::None,
-        }
-    }
-
-    /// Names directly in the upper dir.
-    fn upper_entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.upper)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-fn make_busybox_rootfs(root: &Path) {
-    for dir in ["bin", "etc", "tmp", "root"] {
-        std::fs::create_dir_all(root.join(dir)).unwrap();
-    }
-    std::fs::copy(BUSYBOX, root.join("bin/busybox")).unwrap();
-    let list = std::process::Command::new(BUSYBOX)
-        .arg("--list")
-        .output()
-        .unwrap();
-    for applet in String::from_utf8(list.stdout).unwrap().lines() {
-        let link = root.join("bin").join(applet);
-        if applet != "busybox" && !link.exists() {
-            std::os::unix::fs::symlink("busybox", link).unwrap();
-        }
-    }
-    let files = [
-        (
-            "etc/passwd",
-            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
-        ),
-        ("etc/group", "root:x:0:\napp:x:1000:\nstaff:x:50:app\n"),
-        ("etc/hosts", "1.2.3.4 image-hosts\n"),
-        ("etc/hostname", "image-hostname\n"),
-        ("etc/resolv.conf", "nameserver 9.9.9.9\n"),
-        ("etc/motd", "hello from the lower layer\n"),
-    ];
-    for (path, content) in files {
-        std::fs::write(root.join(path), content).unwrap();
-    }
-}
-
-struct Outcome {
-    result: Result<ExitStatus, ExecError>,
-    stdout: String,
-    stderr: String,
-}
-
-fn execute(spec: &SandboxSpec) -> Outcome {
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let result = run(spec, Path::new(HELPER), &mut |stream, bytes| match stream {
-        OutputStream::Stdout => stdout.extend_from_slice(bytes),
-        OutputStream::Stderr => stderr.extend_from_slice(bytes),
-    });
-    let stdout = String::from_utf8_lossy(&stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&stderr).into_owned();
-    Outcome {
-        result,
-        stdout,
-        stderr,
-    }
-}
-
-/// Runs a script that must succeed and returns its stdout.
-fn sh(fixture: &Fixture, script: &str, tweak: impl FnOnce(&mut SandboxSpec)) -> String {
-    let mut spec = fixture.spec(script);
-    tweak(&mut spec);
-    let outcome = execute(&spec);
-    match outcome.result {
-        Ok(status) if status.success() => outcome.stdout,
-        other => panic!(
-            "{script:?}: {other:?}\nstdout: {}\nstderr: {}",
-            outcome.stdout, outcome.stderr
-        ),
-    }
-}
+use common::{execute, sh, Fixture, HELPER};
+use rbuild_executor::{run, CommandError, ExecError, ExitStatus, Network, OutputStream, SetupError, UserError};
 
 #[test]
 fn command_is_pid_1_and_alone() {
@@ -160,10 +25,7 @@ fn hostname_is_the_specs() {
     let fx = Fixture::new();
     assert_eq!(sh(&fx, "hostname", |_| {}), "rbuild-test-box\n");
     let files = sh(&fx, "cat /etc/hostname /etc/hosts", |_| {});
-    assert!(
-        files.starts_with("rbuild-test-box\n127.0.0.1\tlocalhost rbuild-test-box\n"),
-        "{files}"
-    );
+    assert!(files.starts_with("rbuild-test-box\n127.0.0.1\tlocalhost rbuild-test-box\n"), "{files}");
 }
 
 #[test]
@@ -174,17 +36,10 @@ fn network_none_has_only_lo_and_it_is_up() {
     let flags = sh(&fx, "cat /sys/class/net/lo/flags", |_| {});
     let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
     assert_eq!(flags & 1, 1, "IFF_UP not set: {flags:#x}");
-    let devs = sh(
-        &fx,
-        "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '",
-        |_| {},
-    );
+    let devs = sh(&fx, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '", |_| {});
     assert_eq!(devs, "lo\n");
     // The image's resolv.conf is left alone without a network.
-    assert_eq!(
-        sh(&fx, "cat /etc/resolv.conf", |_| {}),
-        "nameserver 9.9.9.9\n"
-    );
+    assert_eq!(sh(&fx, "cat /etc/resolv.conf", |_| {}), "nameserver 9.9.9.9\n");
 }
 
 #[test]
@@ -192,9 +47,7 @@ fn network_host_shares_interfaces_and_resolv_conf() {
     require_root!();
     let fx = Fixture::new();
     let host_devs = std::fs::read_dir("/sys/class/net").unwrap().count();
-    let devs = sh(&fx, "ls /sys/class/net | wc -l", |s| {
-        s.network = Network::Host
-    });
+    let devs = sh(&fx, "ls /sys/class/net | wc -l", |s| s.network = Network::Host);
     assert_eq!(devs.trim(), host_devs.to_string());
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     if !host_resolv.is_empty() {
@@ -202,13 +55,8 @@ fn network_host_shares_interfaces_and_resolv_conf() {
         assert_eq!(resolv, host_resolv);
     }
     // Writing the bound file changes neither the host's file nor the layer.
-    sh(&fx, "echo nameserver 1.1.1.1 > /etc/resolv.conf", |s| {
-        s.network = Network::Host
-    });
-    assert_eq!(
-        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-        host_resolv
-    );
+    sh(&fx, "echo nameserver 1.1.1.1 > /etc/resolv.conf", |s| s.network = Network::Host);
+    assert_eq!(std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(), host_resolv);
     assert!(fx.upper_entries().is_empty(), "{:?}", fx.upper_entries());
 }
 
@@ -218,18 +66,9 @@ fn writes_land_in_the_upper_dir_only() {
     let fx = Fixture::new();
     let name = format!("rbuild-sandbox-test-{}", std::process::id());
     sh(&fx, &format!("echo layer > /{name}"), |_| {});
-    assert_eq!(
-        std::fs::read_to_string(fx.upper.join(&name)).unwrap(),
-        "layer\n"
-    );
-    assert!(
-        !Path::new("/").join(&name).exists(),
-        "the write escaped to the host"
-    );
-    assert!(
-        !fx.lower.join(&name).exists(),
-        "the write reached the lower dir"
-    );
+    assert_eq!(std::fs::read_to_string(fx.upper.join(&name)).unwrap(), "layer\n");
+    assert!(!Path::new("/").join(&name).exists(), "the write escaped to the host");
+    assert!(!fx.lower.join(&name).exists(), "the write reached the lower dir");
     assert_eq!(fx.upper_entries(), [name]);
 }
 
@@ -259,22 +98,10 @@ fn missing_command_is_a_setup_error() {
     let mut spec = fx.spec("");
     spec.args = vec!["no-such-command".into()];
     let err = execute(&spec).result.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ExecError::Setup(SetupError::Command(CommandError::NotFound { .. }))
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, ExecError::Setup(SetupError::Command(CommandError::NotFound { .. }))), "{err:?}");
     spec.args = vec!["/bin/no-such-command".into()];
     let err = execute(&spec).result.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ExecError::Setup(SetupError::Command(CommandError::Exec { .. }))
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, ExecError::Setup(SetupError::Command(CommandError::Exec { .. }))), "{err:?}");
     assert!(fx.upper_entries().is_empty(), "{:?}", fx.upper_entries());
 }
 
@@ -285,13 +112,7 @@ fn unknown_user_is_a_setup_error() {
     let mut spec = fx.spec("true");
     spec.user = "nobody-here".into();
     let err = execute(&spec).result.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ExecError::Setup(SetupError::User(UserError::UnknownUser { .. }))
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, ExecError::Setup(SetupError::User(UserError::UnknownUser { .. }))), "{err:?}");
 }
 
 #[test]
@@ -301,16 +122,8 @@ fn bad_overlay_is_a_setup_error() {
     let mut spec = fx.spec("true");
     spec.lower_dirs = vec![fx.lower.join("does-not-exist")];
     let err = execute(&spec).result.unwrap_err();
-    let ExecError::Setup(setup) = &err else {
-        panic!("{err:?}")
-    };
-    assert!(
-        matches!(
-            setup,
-            SetupError::Mount(rbuild_executor::MountError::Overlay { .. })
-        ),
-        "{err:?}"
-    );
+    let ExecError::Setup(setup) = &err else { panic!("{err:?}") };
+    assert!(matches!(setup, SetupError::Mount(rbuild_executor::MountError::Overlay { .. })), "{err:?}");
 }
 
 #[test]
@@ -326,10 +139,7 @@ fn user_and_cwd() {
     assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
     let dir = std::fs::metadata(fx.upper.join("home/app")).unwrap();
     assert_eq!((dir.uid(), dir.mode() & 0o7777), (1000, 0o755));
-    assert_eq!(
-        sh(&fx, "id -u; id -g", |s| s.user = "4242:4343".into()),
-        "4242\n4343\n"
-    );
+    assert_eq!(sh(&fx, "id -u; id -g", |s| s.user = "4242:4343".into()), "4242\n4343\n");
 }
 
 #[test]
@@ -357,20 +167,11 @@ fn stdout_and_stderr_are_streamed() {
     });
     let done = Instant::now();
     assert_eq!(result.unwrap(), ExitStatus::Exited(0));
-    let text = |want| {
-        chunks
-            .iter()
-            .filter(|(s, _)| *s == want)
-            .map(|(_, t)| t.as_str())
-            .collect::<String>()
-    };
+    let text = |want| chunks.iter().filter(|(s, _)| *s == want).map(|(_, t)| t.as_str()).collect::<String>();
     assert_eq!(text(OutputStream::Stdout), "out\nlate\n");
     assert_eq!(text(OutputStream::Stderr), "err\n");
     let lead = done - first.unwrap();
-    assert!(
-        lead >= Duration::from_millis(500),
-        "output arrived only at the end ({lead:?})"
-    );
+    assert!(lead >= Duration::from_millis(500), "output arrived only at the end ({lead:?})");
 }
 
 #[test]
@@ -380,11 +181,7 @@ fn background_processes_die_with_the_step() {
     let start = Instant::now();
     assert_eq!(sh(&fx, "sleep 4711 & echo started", |_| {}), "started\n");
     assert!(start.elapsed() < Duration::from_secs(30));
-    assert_eq!(
-        count_processes(b"sleep\x004711\x00"),
-        0,
-        "a background process outlived the step"
-    );
+    assert_eq!(count_processes(b"sleep\x004711\x00"), 0, "a background process outlived the step");
 }
 
 #[test]
@@ -392,11 +189,7 @@ fn no_mountpoints_or_mounts_leak() {
     require_root!();
     let fx = Fixture::new();
     let before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    sh(
-        &fx,
-        "test -d /proc/self && test -c /dev/null && test -d /sys/class",
-        |_| {},
-    );
+    sh(&fx, "test -d /proc/self && test -c /dev/null && test -d /sys/class", |_| {});
     assert!(fx.upper_entries().is_empty(), "{:?}", fx.upper_entries());
     let after = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert_eq!(before, after);
@@ -415,13 +208,7 @@ fn scratch_has_no_lower_dirs() {
     let mut spec = fx.spec("true");
     spec.lower_dirs.clear();
     let err = execute(&spec).result.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ExecError::Setup(SetupError::Command(CommandError::Exec { .. }))
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, ExecError::Setup(SetupError::Command(CommandError::Exec { .. }))), "{err:?}");
     assert!(fx.upper_entries().is_empty(), "{:?}", fx.upper_entries());
 }
 
@@ -460,18 +247,10 @@ fn signals_start_at_their_defaults() {
     require_root!();
     let fx = Fixture::new();
     let mut spec = fx.spec("");
-    spec.args = vec![
-        "grep".into(),
-        "-E".into(),
-        "^Sig(Ign|Blk)".into(),
-        "/proc/self/status".into(),
-    ];
+    spec.args = vec!["grep".into(), "-E".into(), "^Sig(Ign|Blk)".into(), "/proc/self/status".into()];
     let outcome = execute(&spec);
     assert_eq!(outcome.result.unwrap(), ExitStatus::Exited(0));
-    assert_eq!(
-        outcome.stdout,
-        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
-    );
+    assert_eq!(outcome.stdout, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
 }
 
 fn count_processes(cmdline: &[u8]) -> usize {
@@ -489,15 +268,9 @@ fn a_caller_that_gives_up_takes_the_sandbox_down() {
     let spec = fx.spec("echo go; sleep 47; echo never");
     let start = Instant::now();
     let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run(&spec, Path::new(HELPER), &mut |_, _| {
-            panic!("the caller gave up")
-        })
+        run(&spec, Path::new(HELPER), &mut |_, _| panic!("the caller gave up"))
     }));
     assert!(unwound.is_err());
     assert!(start.elapsed() < Duration::from_secs(30));
-    assert_eq!(
-        count_processes(b"sleep\x0047\x00"),
-        0,
-        "the sandbox outlived its helper"
-    );
+    assert_eq!(count_processes(b"sleep\x0047\x00"), 0, "the sandbox outlived its helper");
 }

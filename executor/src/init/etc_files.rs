@@ -37,13 +37,7 @@ pub(crate) fn stage(merged: &Path, spec: &SandboxSpec) -> Result<Vec<&'static st
     let dir = merged.join(STAGING);
     mkdir(&dir, 0o755)?;
     let secure = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(
-        "tmpfs",
-        &dir,
-        Some("tmpfs"),
-        secure,
-        Some("mode=755,size=1m"),
-    )?;
+    mount("tmpfs", &dir, Some("tmpfs"), secure, Some("mode=755,size=1m"))?;
     let mut files = vec![
         ("hostname", format!("{}\n", spec.hostname).into_bytes()),
         ("hosts", hosts_content(&spec.hostname).into_bytes()),
@@ -56,29 +50,21 @@ pub(crate) fn stage(merged: &Path, spec: &SandboxSpec) -> Result<Vec<&'static st
     let mut names = Vec::new();
     for (name, content) in files {
         let path = dir.join(name);
-        std::fs::write(&path, content).map_err(|e| MountError::Create {
-            path,
-            source: e.into(),
-        })?;
+        std::fs::write(&path, content).map_err(|e| MountError::Create { path, source: e.into() })?;
         names.push(name);
     }
     Ok(names)
 }
 
 fn read_host_file(path: &Path) -> Result<Option<Vec<u8>>, MountError> {
-    let fail = |e: std::io::Error| MountError::ReadHostFile {
-        path: path.to_owned(),
-        source: e.into(),
-    };
+    let fail = |e: std::io::Error| MountError::ReadHostFile { path: path.to_owned(), source: e.into() };
     let file = match std::fs::File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(fail(e)),
     };
     let mut content = Vec::new();
-    file.take(MAX_RESOLV_CONF)
-        .read_to_end(&mut content)
-        .map_err(fail)?;
+    file.take(MAX_RESOLV_CONF).read_to_end(&mut content).map_err(fail)?;
     Ok(Some(content))
 }
 
@@ -92,22 +78,11 @@ pub(crate) fn bind_staged(names: &[&str]) -> Result<(), MountError> {
             continue;
         }
         let source = staging.join(name);
-        mount(
-            &source.to_string_lossy(),
-            &target,
-            None,
-            MsFlags::MS_BIND,
-            None,
-        )?;
+        mount(&source.to_string_lossy(), &target, None, MsFlags::MS_BIND, None)?;
     }
-    nix::mount::umount2(&staging, MntFlags::MNT_DETACH).map_err(|e| MountError::Unmount {
-        target: staging.clone(),
-        source: e.into(),
-    })?;
-    std::fs::remove_dir(&staging).map_err(|e| MountError::Remove {
-        path: staging,
-        source: e.into(),
-    })
+    nix::mount::umount2(&staging, MntFlags::MNT_DETACH)
+        .map_err(|e| MountError::Unmount { target: staging.clone(), source: e.into() })?;
+    std::fs::remove_dir(&staging).map_err(|e| MountError::Remove { path: staging, source: e.into() })
 }
 
 #[cfg(test)]

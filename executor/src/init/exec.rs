@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::OsError;
 
 /// What Docker uses when the image sets no `PATH`.
-pub(crate) const DEFAULT_PATH: &str =
-    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Entering the working directory or executing the command failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -75,24 +74,15 @@ pub(crate) fn enter_cwd(cwd: &Path, uid: u32, gid: u32) -> Result<(), CommandErr
             .mode(0o755)
             .create(&path)
             .and_then(|()| std::os::unix::fs::lchown(&path, Some(uid), Some(gid)));
-        created.map_err(|e| CommandError::CreateCwd {
-            path: path.clone(),
-            source: e.into(),
-        })?;
+        created.map_err(|e| CommandError::CreateCwd { path: path.clone(), source: e.into() })?;
     }
-    nix::unistd::chdir(cwd).map_err(|errno| CommandError::EnterCwd {
-        path: cwd.to_owned(),
-        source: errno.into(),
-    })
+    nix::unistd::chdir(cwd).map_err(|errno| CommandError::EnterCwd { path: cwd.to_owned(), source: errno.into() })
 }
 
 /// The `PATH` of the command's environment (the last `PATH=` wins, like getenv after
 /// putenv), or Docker's default.
 pub(crate) fn search_path(env: &[String]) -> &str {
-    env.iter()
-        .rev()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or(DEFAULT_PATH)
+    env.iter().rev().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH)
 }
 
 /// The candidate programs for `command`, in lookup order (an empty `PATH` element is the
@@ -103,13 +93,7 @@ pub(crate) fn candidates(command: &str, search_path: &str) -> Vec<PathBuf> {
     }
     search_path
         .split(':')
-        .map(|dir| {
-            if dir.is_empty() {
-                Path::new(".")
-            } else {
-                Path::new(dir)
-            }
-        })
+        .map(|dir| if dir.is_empty() { Path::new(".") } else { Path::new(dir) })
         .map(|dir| dir.join(command))
         .collect()
 }
@@ -125,39 +109,23 @@ pub(crate) fn find_program(command: &str, env: &[String]) -> Result<PathBuf, Com
     }
     all.into_iter()
         .find(|p| is_executable(p))
-        .ok_or_else(|| CommandError::NotFound {
-            command: command.to_owned(),
-            search_path: search.to_owned(),
-        })
+        .ok_or_else(|| CommandError::NotFound { command: command.to_owned(), search_path: search.to_owned() })
 }
 
 fn is_executable(path: &Path) -> bool {
     let Ok(meta) = std::fs::metadata(path) else {
         return false;
     };
-    meta.is_file()
-        && meta.permissions().mode() & 0o111 != 0
-        && nix::unistd::access(path, AccessFlags::X_OK).is_ok()
+    meta.is_file() && meta.permissions().mode() & 0o111 != 0 && nix::unistd::access(path, AccessFlags::X_OK).is_ok()
 }
 
 /// `execve(program, args, env)`; returns only on failure.
 pub(crate) fn exec(program: &Path, args: &[String], env: &[String]) -> CommandError {
-    let fail = |errno: nix::errno::Errno| CommandError::Exec {
-        path: program.to_owned(),
-        source: errno.into(),
-    };
+    let fail = |errno: nix::errno::Errno| CommandError::Exec { path: program.to_owned(), source: errno.into() };
     // The spec was validated on the host: no string contains a NUL byte.
     let to_c = |s: &[u8]| CString::new(s).map_err(|_| fail(nix::errno::Errno::EINVAL));
-    let collect = |v: &[String]| {
-        v.iter()
-            .map(|s| to_c(s.as_bytes()))
-            .collect::<Result<Vec<_>, _>>()
-    };
-    let (path, argv, envp) = match (
-        to_c(program.as_os_str().as_bytes()),
-        collect(args),
-        collect(env),
-    ) {
+    let collect = |v: &[String]| v.iter().map(|s| to_c(s.as_bytes())).collect::<Result<Vec<_>, _>>();
+    let (path, argv, envp) = match (to_c(program.as_os_str().as_bytes()), collect(args), collect(env)) {
         (Ok(path), Ok(argv), Ok(envp)) => (path, argv, envp),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
     };
@@ -173,20 +141,12 @@ mod tests {
 
     #[test]
     fn path_lookup_order() {
-        let env = vec![
-            "PATH=/a".to_owned(),
-            "X=1".to_owned(),
-            "PATH=/usr/bin::/bin".to_owned(),
-        ];
+        let env = vec!["PATH=/a".to_owned(), "X=1".to_owned(), "PATH=/usr/bin::/bin".to_owned()];
         assert_eq!(search_path(&env), "/usr/bin::/bin");
         assert_eq!(search_path(&[]), DEFAULT_PATH);
         assert_eq!(
             candidates("ls", search_path(&env)),
-            [
-                Path::new("/usr/bin/ls"),
-                Path::new("./ls"),
-                Path::new("/bin/ls")
-            ]
+            [Path::new("/usr/bin/ls"), Path::new("./ls"), Path::new("/bin/ls")]
         );
         assert_eq!(candidates("./x", "/bin"), [Path::new("./x")]);
         assert_eq!(candidates("/bin/sh", "/nope"), [Path::new("/bin/sh")]);

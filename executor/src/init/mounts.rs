@@ -24,6 +24,8 @@ use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 
 use crate::error::OsError;
+use crate::options::Security;
+use crate::protocol::{Created, ParentTimes};
 use crate::spec::{Layout, Network, SandboxSpec};
 
 /// The most bytes of mount options mount(2) copies (one page, NUL included).
@@ -130,6 +132,36 @@ pub enum MountError {
         #[source]
         source: OsError,
     },
+    /// `chroot(2)` into the rootfs failed ([`Isolation::Chroot`](crate::Isolation::Chroot)).
+    #[error("cannot chroot into {}", new_root.display())]
+    Chroot {
+        /// The new root.
+        new_root: PathBuf,
+        /// The cause.
+        #[source]
+        source: OsError,
+    },
+    /// A mount target passes through a symlink that points nowhere.
+    #[error("mount target {} is a dangling symlink", path.display())]
+    DanglingSymlink {
+        /// The symlink, inside the rootfs.
+        path: PathBuf,
+    },
+    /// Opening or copying the host source of an extra mount failed.
+    #[error("cannot use mount source {}", path.display())]
+    Source {
+        /// The host path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: OsError,
+    },
+    /// Without a mount namespace nothing can be mounted privately.
+    #[error(
+        "chroot isolation without a mount namespace needs a complete rootfs as upper_dir, no \
+         lower_dirs and no extra mounts"
+    )]
+    NeedsCopiedRootfs,
 }
 
 impl MountError {
@@ -151,10 +183,7 @@ impl MountError {
 }
 
 fn err_create(path: &Path) -> impl FnOnce(std::io::Error) -> MountError + '_ {
-    move |e| MountError::Create {
-        path: path.to_owned(),
-        source: e.into(),
-    }
+    move |e| MountError::Create { path: path.to_owned(), source: e.into() }
 }
 
 /// Escapes a path for the overlay options: `\`, `,` and `:` get a backslash (the kernel
@@ -192,11 +221,8 @@ pub(crate) fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> 
 /// against the mounting process's cwd, and the magic links lead to the opened dirs. That is a
 /// few bytes per layer, so hundreds of layers fit.
 pub(crate) fn mount_overlay(spec: &SandboxSpec, layout: &Layout) -> Result<(), MountError> {
-    let lowers = if spec.lower_dirs.is_empty() {
-        std::slice::from_ref(&layout.empty_lower)
-    } else {
-        &spec.lower_dirs[..]
-    };
+    let lowers =
+        if spec.lower_dirs.is_empty() { std::slice::from_ref(&layout.empty_lower) } else { &spec.lower_dirs[..] };
     let options = overlay_options(lowers, &spec.upper_dir, &layout.overlay_work);
     if options.len() <= MAX_OPTIONS {
         return mount_overlay_with(&layout.merged, &options);
@@ -204,17 +230,11 @@ pub(crate) fn mount_overlay(spec: &SandboxSpec, layout: &Layout) -> Result<(), M
     let mut fds = Vec::with_capacity(lowers.len() + 2);
     for path in lowers.iter().chain([&spec.upper_dir, &layout.overlay_work]) {
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let fd =
-            nix::fcntl::open(path, flags, Mode::empty()).map_err(|e| MountError::OpenLayer {
-                path: path.clone(),
-                source: e.into(),
-            })?;
+        let fd = nix::fcntl::open(path, flags, Mode::empty())
+            .map_err(|e| MountError::OpenLayer { path: path.clone(), source: e.into() })?;
         fds.push(fd);
     }
-    let names: Vec<PathBuf> = fds
-        .iter()
-        .map(|fd| PathBuf::from(fd.as_raw_fd().to_string()))
-        .collect();
+    let names: Vec<PathBuf> = fds.iter().map(|fd| PathBuf::from(fd.as_raw_fd().to_string())).collect();
     let (lower_names, rest) = names.split_at(lowers.len());
     let short = overlay_options(lower_names, &rest[0], &rest[1]);
     if short.len() > MAX_OPTIONS {
@@ -232,24 +252,35 @@ pub(crate) fn mount_overlay(spec: &SandboxSpec, layout: &Layout) -> Result<(), M
 }
 
 fn mount_overlay_with(merged: &Path, options: &OsStr) -> Result<(), MountError> {
-    nix::mount::mount(
-        Some("overlay"),
-        merged,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(options),
-    )
-    .map_err(|e| MountError::Overlay {
-        target: merged.to_owned(),
-        options: options.to_string_lossy().into_owned(),
-        source: e.into(),
+    nix::mount::mount(Some("overlay"), merged, Some("overlay"), MsFlags::empty(), Some(options)).map_err(|e| {
+        MountError::Overlay {
+            target: merged.to_owned(),
+            options: options.to_string_lossy().into_owned(),
+            source: e.into(),
+        }
     })
 }
 
 /// Creates the missing mount points of [`MOUNTPOINTS`] in the merged rootfs and returns
-/// their names. Existing ones must be real directories: a symlink would be followed on the
-/// host side of `pivot_root`.
-pub(crate) fn create_mountpoints(merged: &Path) -> Result<Vec<String>, MountError> {
+/// them (with the root's times from before). Existing ones must be real directories: a
+/// symlink would be followed on the host side of `pivot_root`.
+pub(crate) fn create_mountpoints(merged: &Path) -> Result<Created, MountError> {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::metadata(merged).map_err(err_create(merged))?;
+    let names = create_mountpoint_dirs(merged)?;
+    let parents = if names.is_empty() {
+        Vec::new()
+    } else {
+        vec![ParentTimes {
+            path: String::new(),
+            atime: (root.atime(), root.atime_nsec()),
+            mtime: (root.mtime(), root.mtime_nsec()),
+        }]
+    };
+    Ok(Created { paths: names, parents })
+}
+
+fn create_mountpoint_dirs(merged: &Path) -> Result<Vec<String>, MountError> {
     let mut created = Vec::new();
     for name in MOUNTPOINTS {
         let path = merged.join(name);
@@ -257,10 +288,7 @@ pub(crate) fn create_mountpoints(merged: &Path) -> Result<Vec<String>, MountErro
             Ok(meta) if meta.is_dir() => {}
             Ok(_) => return Err(MountError::NotADirectory { path }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::DirBuilder::new()
-                    .mode(0o755)
-                    .create(&path)
-                    .map_err(err_create(&path))?;
+                std::fs::DirBuilder::new().mode(0o755).create(&path).map_err(err_create(&path))?;
                 created.push(name.to_owned());
             }
             Err(e) => return Err(err_create(&path)(e)),
@@ -285,54 +313,41 @@ pub(crate) fn mount(
 }
 
 /// Mounts /proc, /sys and /dev in the merged rootfs (whose mount points exist).
-pub(crate) fn mount_special(merged: &Path, network: Network) -> Result<(), MountError> {
+pub(crate) fn mount_special(merged: &Path, network: Network, security: Security) -> Result<(), MountError> {
     let secure = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     // A fresh proc: we are PID 1 of the new pid namespace, so it shows only the sandbox.
     mount("proc", &merged.join("proc"), Some("proc"), secure, None)?;
-    mount_sys(&merged.join("sys"), network, secure)?;
+    // Read-only /sys unless insecure (BuildKit's insecure mode has a writable sysfs).
+    let ro = match security {
+        Security::Sandbox => MsFlags::MS_RDONLY,
+        Security::Insecure => MsFlags::empty(),
+    };
+    mount_sys(&merged.join("sys"), network, secure | ro)?;
     mount_dev(&merged.join("dev"))
 }
 
-/// sysfs, read-only. It shows the network devices of the mounting process's netns (only
-/// `lo` with `Network::None`). Should the kernel refuse it, fall back to a read-only
-/// recursive bind of the host's /sys.
-fn mount_sys(target: &Path, network: Network, secure: MsFlags) -> Result<(), MountError> {
-    let sysfs_error = match mount(
-        "sysfs",
-        target,
-        Some("sysfs"),
-        secure | MsFlags::MS_RDONLY,
-        None,
-    ) {
+/// sysfs (read-only in the sandbox). It shows the network devices of the mounting
+/// process's netns (only `lo` with `Network::None`). Should the kernel refuse it, fall back
+/// to a recursive bind of the host's /sys, remounted with the same flags.
+fn mount_sys(target: &Path, network: Network, flags: MsFlags) -> Result<(), MountError> {
+    let sysfs_error = match mount("sysfs", target, Some("sysfs"), flags, None) {
         Ok(()) => return Ok(()),
         Err(e) => e,
     };
     if network == Network::None {
         return Err(sysfs_error);
     }
-    let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | secure;
-    mount(
-        "/sys",
-        target,
-        None,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None,
-    )
-    .and_then(|()| mount("/sys", target, None, ro, None))
-    .map_err(|_| sysfs_error)
+    let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags;
+    mount("/sys", target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+        .and_then(|()| mount("/sys", target, None, ro, None))
+        .map_err(|_| sysfs_error)
 }
 
 /// A minimal /dev: tmpfs with the host's harmless device nodes bound in, a private devpts,
 /// /dev/shm and the usual symlinks (what runc and BuildKit provide).
 fn mount_dev(dev: &Path) -> Result<(), MountError> {
     let tmpfs = Some("tmpfs");
-    mount(
-        "tmpfs",
-        dev,
-        tmpfs,
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
-        Some("mode=755,size=65536k"),
-    )?;
+    mount("tmpfs", dev, tmpfs, MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, Some("mode=755,size=65536k"))?;
     for name in DEVICES {
         let host = Path::new("/dev").join(name);
         if !host.exists() {
@@ -345,13 +360,7 @@ fn mount_dev(dev: &Path) -> Result<(), MountError> {
     let pts = dev.join("pts");
     mkdir(&pts, 0o755)?;
     let pts_opts = Some("newinstance,ptmxmode=0666,mode=0620,gid=5");
-    mount(
-        "devpts",
-        &pts,
-        Some("devpts"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        pts_opts,
-    )?;
+    mount("devpts", &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, pts_opts)?;
     let shm = dev.join("shm");
     mkdir(&shm, 0o755)?;
     let secure = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -370,23 +379,26 @@ fn mount_dev(dev: &Path) -> Result<(), MountError> {
 }
 
 pub(crate) fn mkdir(path: &Path, mode: u32) -> Result<(), MountError> {
-    std::fs::DirBuilder::new()
-        .mode(mode)
-        .create(path)
-        .map_err(err_create(path))
+    std::fs::DirBuilder::new().mode(mode).create(path).map_err(err_create(path))
 }
 
 /// Makes `merged` the root: `pivot_root(".", ".")` stacks the old root on top of the new
 /// one, and a lazy unmount of "." then drops it (the trick documented in `pivot_root(2)`).
 /// Every mount is private already, so the unmount does not propagate to the host.
 pub(crate) fn pivot(merged: &Path) -> Result<(), MountError> {
-    let fail = |e: Errno| MountError::PivotRoot {
-        new_root: merged.to_owned(),
-        source: e.into(),
-    };
+    let fail = |e: Errno| MountError::PivotRoot { new_root: merged.to_owned(), source: e.into() };
     nix::unistd::chdir(merged).map_err(fail)?;
     nix::unistd::pivot_root(".", ".").map_err(fail)?;
     nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(fail)?;
+    nix::unistd::chdir("/").map_err(fail)
+}
+
+/// [`Isolation::Chroot`](crate::Isolation::Chroot): `chroot(new_root)` and `chdir("/")`.
+/// Unlike `pivot_root`, the host's mounts stay in the namespace (if there is one) and a root
+/// process with `CAP_SYS_CHROOT` can leave the chroot.
+pub(crate) fn chroot(new_root: &Path) -> Result<(), MountError> {
+    let fail = |e: Errno| MountError::Chroot { new_root: new_root.to_owned(), source: e.into() };
+    nix::unistd::chroot(new_root).map_err(fail)?;
     nix::unistd::chdir("/").map_err(fail)
 }
 
@@ -398,10 +410,7 @@ mod tests {
     fn options_are_escaped_and_ordered() {
         let lowers = [PathBuf::from("/l/top"), PathBuf::from("/l/a,b:c\\d")];
         let options = overlay_options(&lowers, Path::new("/u"), Path::new("/w"));
-        assert_eq!(
-            options,
-            "lowerdir=/l/top:/l/a\\,b\\:c\\\\d,upperdir=/u,workdir=/w"
-        );
+        assert_eq!(options, "lowerdir=/l/top:/l/a\\,b\\:c\\\\d,upperdir=/u,workdir=/w");
     }
 
     #[test]
@@ -415,13 +424,7 @@ mod tests {
 
     #[test]
     fn overlay_errors_have_hints() {
-        let err = MountError::Overlay {
-            target: "/m".into(),
-            options: String::new(),
-            source: Errno::EINVAL.into(),
-        };
-        assert!(err
-            .hint()
-            .is_some_and(|h| h.contains("same") || h.contains("one filesystem")));
+        let err = MountError::Overlay { target: "/m".into(), options: String::new(), source: Errno::EINVAL.into() };
+        assert!(err.hint().is_some_and(|h| h.contains("same") || h.contains("one filesystem")));
     }
 }

@@ -115,13 +115,7 @@ fn parse_group(text: &str) -> Vec<GroupEntry<'_>> {
             let name = fields.next()?;
             let _password = fields.next();
             let gid = fields.next()?.trim().parse().ok()?;
-            let members = fields
-                .next()
-                .unwrap_or("")
-                .split(',')
-                .map(str::trim)
-                .filter(|m| !m.is_empty())
-                .collect();
+            let members = fields.next().unwrap_or("").split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
             Some(GroupEntry { name, gid, members })
         })
         .collect()
@@ -129,20 +123,10 @@ fn parse_group(text: &str) -> Vec<GroupEntry<'_>> {
 
 /// Resolves `user` against the contents of `/etc/passwd` and `/etc/group` (`None` when the
 /// file does not exist). Pure, so it is unit-tested.
-pub(crate) fn resolve(
-    user: &str,
-    passwd: Option<&str>,
-    group: Option<&str>,
-) -> Result<ExecUser, UserError> {
-    let invalid = || UserError::Invalid {
-        user: user.to_owned(),
-    };
+pub(crate) fn resolve(user: &str, passwd: Option<&str>, group: Option<&str>) -> Result<ExecUser, UserError> {
+    let invalid = || UserError::Invalid { user: user.to_owned() };
     if user.is_empty() {
-        return Ok(ExecUser {
-            uid: 0,
-            gid: 0,
-            groups: Vec::new(),
-        });
+        return Ok(ExecUser { uid: 0, gid: 0, groups: Vec::new() });
     }
     let (user_part, group_part) = match user.split_once(':') {
         Some((u, g)) if !u.is_empty() && !g.is_empty() && !g.contains(':') => (u, Some(g)),
@@ -160,11 +144,7 @@ pub(crate) fn resolve(
         (None, Some(uid)) => (uid, 0, None),
         (None, None) if user_part == "root" => (0, 0, Some("root")),
         (None, None) if looks_numeric(user_part) => return Err(invalid()),
-        (None, None) => {
-            return Err(UserError::UnknownUser {
-                user: user_part.to_owned(),
-            })
-        }
+        (None, None) => return Err(UserError::UnknownUser { user: user_part.to_owned() }),
     };
     let groups = parse_group(group.unwrap_or(""));
     let mut supplementary = Vec::new();
@@ -176,9 +156,7 @@ pub(crate) fn resolve(
                 .iter()
                 .find(|g| g.name == group_part)
                 .map(|g| g.gid)
-                .ok_or_else(|| UserError::UnknownGroup {
-                    group: group_part.to_owned(),
-                })?,
+                .ok_or_else(|| UserError::UnknownGroup { group: group_part.to_owned() })?,
         };
     } else if let Some(name) = name {
         for g in groups.iter().filter(|g| g.members.contains(&name)) {
@@ -187,11 +165,7 @@ pub(crate) fn resolve(
             }
         }
     }
-    Ok(ExecUser {
-        uid,
-        gid,
-        groups: supplementary,
-    })
+    Ok(ExecUser { uid, gid, groups: supplementary })
 }
 
 /// A uid/gid: decimal, below 2^32 - 1 (which is `(uid_t)-1`, "no change" to the kernel).
@@ -200,25 +174,19 @@ fn parse_id(s: &str) -> Option<u32> {
 }
 
 fn looks_numeric(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_digit() || b == b'-' || b == b'+')
+    s.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'+')
 }
 
 /// Reads a user database file of the (already pivoted-into) rootfs; `None` if it is missing.
 pub(crate) fn read_database(path: &Path) -> Result<Option<String>, UserError> {
-    let fail = |source: std::io::Error| UserError::ReadDatabase {
-        path: path.to_owned(),
-        source: source.into(),
-    };
+    let fail = |source: std::io::Error| UserError::ReadDatabase { path: path.to_owned(), source: source.into() };
     let file = match std::fs::File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(fail(e)),
     };
     let mut bytes = Vec::new();
-    file.take(MAX_DB_SIZE)
-        .read_to_end(&mut bytes)
-        .map_err(fail)?;
+    file.take(MAX_DB_SIZE).read_to_end(&mut bytes).map_err(fail)?;
     Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
@@ -226,11 +194,7 @@ pub(crate) fn read_database(path: &Path) -> Result<Option<String>, UserError> {
 /// others can no longer be changed; setgroups(2), setuid(2)).
 pub(crate) fn switch(user: &ExecUser) -> Result<(), UserError> {
     fn fail(step: &'static str, id: String) -> impl FnOnce(nix::errno::Errno) -> UserError {
-        move |errno| UserError::Switch {
-            step: step.to_owned(),
-            id,
-            source: errno.into(),
-        }
+        move |errno| UserError::Switch { step: step.to_owned(), id, source: errno.into() }
     }
     let groups: Vec<Gid> = user.groups.iter().copied().map(Gid::from_raw).collect();
     nix::unistd::setgroups(&groups).map_err(fail("groups", format!("{:?}", user.groups)))?;
@@ -274,22 +238,8 @@ mod tests {
     #[test]
     fn missing_files() {
         let r = |user| resolve(user, None, None);
-        assert_eq!(
-            r("root").unwrap(),
-            ExecUser {
-                uid: 0,
-                gid: 0,
-                groups: vec![]
-            }
-        );
-        assert_eq!(
-            r("5:6").unwrap(),
-            ExecUser {
-                uid: 5,
-                gid: 6,
-                groups: vec![]
-            }
-        );
+        assert_eq!(r("root").unwrap(), ExecUser { uid: 0, gid: 0, groups: vec![] });
+        assert_eq!(r("5:6").unwrap(), ExecUser { uid: 5, gid: 6, groups: vec![] });
         assert!(matches!(r("app"), Err(UserError::UnknownUser { .. })));
         assert!(matches!(r("5:staff"), Err(UserError::UnknownGroup { .. })));
     }
@@ -299,16 +249,7 @@ mod tests {
         let err = |user| resolve(user, Some(PASSWD), Some(GROUP)).unwrap_err();
         assert!(matches!(err("nobody"), UserError::UnknownUser { .. }));
         assert!(matches!(err("app:nogroup"), UserError::UnknownGroup { .. }));
-        for bad in [
-            ":",
-            "app:",
-            ":1",
-            "1:2:3",
-            "-1",
-            "4294967295",
-            "99999999999",
-            "1:-5",
-        ] {
+        for bad in [":", "app:", ":1", "1:2:3", "-1", "4294967295", "99999999999", "1:-5"] {
             assert!(matches!(err(bad), UserError::Invalid { .. }), "{bad}");
         }
     }
@@ -317,23 +258,9 @@ mod tests {
     fn parses_databases() {
         let users = parse_passwd(PASSWD);
         assert_eq!(users.len(), 3);
-        assert_eq!(
-            users[2],
-            PasswdEntry {
-                name: "app",
-                uid: 1000,
-                gid: 1001
-            }
-        );
+        assert_eq!(users[2], PasswdEntry { name: "app", uid: 1000, gid: 1001 });
         let groups = parse_group(GROUP);
-        assert_eq!(
-            groups[3],
-            GroupEntry {
-                name: "staff",
-                gid: 50,
-                members: vec!["app", "other"]
-            }
-        );
+        assert_eq!(groups[3], GroupEntry { name: "staff", gid: 50, members: vec!["app", "other"] });
         assert!(groups[2].members.is_empty());
     }
 }
