@@ -15,10 +15,23 @@ pub(crate) fn sha256_hex(d: &Digest) -> Result<&str> {
         return Err(Error::InvalidDigest(d.to_string()));
     }
     let hex = d.digest();
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if !is_sha256_hex(hex) {
         return Err(Error::InvalidDigest(d.to_string()));
     }
     Ok(hex)
+}
+
+/// True for 64 lowercase hex digits: the file name of a sha256 blob.
+pub(crate) fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The digest named by a blob file name (see [`is_sha256_hex`]).
+pub(crate) fn digest_from_hex(hex: &str) -> Option<Digest> {
+    if !is_sha256_hex(hex) {
+        return None;
+    }
+    format!("sha256:{hex}").parse().ok()
 }
 
 /// Builds a sha256 [`Digest`] from raw hash bytes.
@@ -37,13 +50,14 @@ pub struct BlobWriter {
     blobs_dir: PathBuf,
     hasher: Sha256,
     size: u64,
+    durable: bool,
 }
 
 impl BlobWriter {
-    pub(crate) fn create(tmp_dir: &Path, blobs_dir: &Path) -> Result<BlobWriter> {
+    pub(crate) fn create(tmp_dir: &Path, blobs_dir: &Path, durable: bool) -> Result<BlobWriter> {
         let tmp = crate::store::unique_tmp_path(tmp_dir, "blob");
         let file = std::fs::File::create_new(&tmp).at(&tmp)?;
-        Ok(BlobWriter { file, tmp, blobs_dir: blobs_dir.to_owned(), hasher: Sha256::new(), size: 0 })
+        Ok(BlobWriter { file, tmp, blobs_dir: blobs_dir.to_owned(), hasher: Sha256::new(), size: 0, durable })
     }
 
     /// Bytes written so far.
@@ -53,6 +67,9 @@ impl BlobWriter {
 
     /// Publishes the blob and returns its digest and size. When `expected` is given and the
     /// content differs, nothing is published and [`Error::DigestMismatch`] is returned.
+    ///
+    /// Two writers committing the same content race benignly: the later rename replaces the
+    /// earlier file with identical bytes, and readers holding the old file keep reading it.
     pub fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
         self.file.flush().at(&self.tmp)?;
         let hasher = std::mem::take(&mut self.hasher);
@@ -62,6 +79,10 @@ impl BlobWriter {
                 let _ = std::fs::remove_file(&self.tmp);
                 return Err(Error::DigestMismatch { expected: expected.to_string(), found: found.to_string() });
             }
+        }
+        if self.durable {
+            // The content must be on disk before any name can point at it.
+            self.file.sync_data().at(&self.tmp)?;
         }
         let dest = self.blobs_dir.join(sha256_hex(&found)?);
         std::fs::rename(&self.tmp, &dest).at(&dest)?;

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::blobs::Digest;
 use crate::error::{IoContext, Result};
+use crate::fsutil::disk_usage;
+
+/// File beside `diff/` caching the disk usage of `diff/` in bytes (decimal), written at commit.
+pub(crate) const SIZE_FILE: &str = "size";
 
 /// What is known about a snapshot besides its files.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +70,24 @@ impl Drop for PreparedSnapshot {
         if !self.committed {
             remove_tree(&self.root);
         }
+    }
+}
+
+/// Writes the size cache of a snapshot being committed (`root` holds `diff/`). Best effort:
+/// without it, [`size_of`] walks the snapshot when asked.
+pub(crate) fn write_size(root: &Path) {
+    if let Ok(bytes) = disk_usage(&root.join("diff")) {
+        let _ = std::fs::write(root.join(SIZE_FILE), bytes.to_string());
+    }
+}
+
+/// Disk usage of a published snapshot's files: the cached value, or a walk of `diff/` for
+/// snapshots committed without one.
+pub(crate) fn size_of(root: &Path) -> Result<u64> {
+    let cached = std::fs::read_to_string(root.join(SIZE_FILE)).ok().and_then(|s| s.trim().parse().ok());
+    match cached {
+        Some(n) => Ok(n),
+        None => disk_usage(&root.join("diff")),
     }
 }
 
