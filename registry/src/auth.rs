@@ -1,10 +1,12 @@
-//! Anonymous bearer-token auth: `WWW-Authenticate` parsing, the token request, and the cache.
+//! Registry auth pieces: `WWW-Authenticate` parsing, scopes, token responses and the cache.
 //!
 //! The flow (oras-project/rust-oci-client `src/client.rs` `_auth`, and the distribution spec's
-//! token auth): a request answered 401 with `Bearer realm=..,service=..` makes us GET
-//! `realm?service=..&scope=repository:<repo>:pull`; the token is cached per
-//! (registry, repository, scope) until its `expires_in` runs out, and the request is retried once.
-//! There is no separate `/v2/` ping: the 401 on the real request carries the same challenge.
+//! token auth) lives in `authorize.rs`: a request answered 401 with `Bearer realm=..,service=..`
+//! makes us GET `realm?service=..&scope=repository:<repo>:pull[,push]` (with Basic credentials
+//! when we have some); the token is cached per (registry, repository, scope) until its
+//! `expires_in` runs out, and the request is retried once. A `Basic` challenge is answered with
+//! the credentials themselves. There is no separate `/v2/` ping: the 401 on the real request
+//! carries the same challenge.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -31,10 +33,7 @@ pub(crate) struct Challenge {
 impl Challenge {
     /// A parameter by case-insensitive name.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     pub fn is_bearer(&self) -> bool {
@@ -46,10 +45,7 @@ impl Challenge {
 /// one header, separated by commas, e.g. `Basic realm="x", Bearer realm="y",service="z"`.
 /// Malformed trailing input is dropped rather than failing the whole header.
 pub(crate) fn parse_challenges(header: &str) -> Vec<Challenge> {
-    let mut p = Cursor {
-        s: header.as_bytes(),
-        i: 0,
-    };
+    let mut p = Cursor { s: header.as_bytes(), i: 0 };
     let mut out = Vec::new();
     loop {
         p.skip(|b| b == b' ' || b == b'\t' || b == b',');
@@ -57,10 +53,7 @@ pub(crate) fn parse_challenges(header: &str) -> Vec<Challenge> {
         if scheme.is_empty() {
             break;
         }
-        let mut challenge = Challenge {
-            scheme,
-            params: Vec::new(),
-        };
+        let mut challenge = Challenge { scheme, params: Vec::new() };
         loop {
             let save = p.i;
             p.skip(|b| b == b' ' || b == b'\t' || b == b',');
@@ -72,11 +65,7 @@ pub(crate) fn parse_challenges(header: &str) -> Vec<Challenge> {
                 break;
             }
             p.skip(|b| b == b' ' || b == b'\t');
-            let value = if p.peek() == Some(b'"') {
-                p.quoted()
-            } else {
-                p.bare_value()
-            };
+            let value = if p.peek() == Some(b'"') { p.quoted() } else { p.bare_value() };
             challenge.params.push((name, value));
         }
         out.push(challenge);
@@ -153,17 +142,54 @@ pub(crate) struct BearerChallenge {
 }
 
 impl BearerChallenge {
-    /// The token URL for `scope`.
-    pub fn token_url(&self, scope: &str) -> Url {
+    /// The token URL for `scopes` (one `scope` parameter each).
+    pub fn token_url(&self, scopes: &[String]) -> Url {
         let mut url = self.realm.clone();
         {
             let mut q = url.query_pairs_mut();
             if let Some(service) = &self.service {
                 q.append_pair("service", service);
             }
-            q.append_pair("scope", scope);
+            for scope in scopes {
+                q.append_pair("scope", scope);
+            }
         }
         url
+    }
+}
+
+/// How a registry wants to be authenticated, learnt from its first 401.
+#[derive(Debug, Clone)]
+pub(crate) enum AuthMode {
+    /// `Authorization: Basic` with the credentials on every request.
+    Basic,
+    /// Scoped tokens from this endpoint.
+    Bearer(BearerChallenge),
+}
+
+/// What a request needs: it decides the token scopes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Access<'a> {
+    /// Read the repository.
+    Pull,
+    /// Read and write the repository, and read `mount_from` (another repository of the same
+    /// registry) when a blob is mounted from there.
+    Push { mount_from: Option<&'a str> },
+}
+
+impl Access<'_> {
+    /// The token scopes for `repository`.
+    pub fn scopes(self, repository: &str) -> Vec<String> {
+        match self {
+            Access::Pull => vec![format!("repository:{repository}:pull")],
+            Access::Push { mount_from } => {
+                let mut scopes = vec![format!("repository:{repository}:pull,push")];
+                scopes.extend(
+                    mount_from.filter(|from| *from != repository).map(|from| format!("repository:{from}:pull")),
+                );
+                scopes
+            }
+        }
     }
 }
 
@@ -183,9 +209,7 @@ impl TokenResponse {
     /// The token and how long it lives; `None` when the response carries no token.
     pub fn into_token(self) -> Option<(Secret<String>, Duration)> {
         let token = self.token.or(self.access_token)?;
-        let lifetime = self
-            .expires_in
-            .map_or(DEFAULT_LIFETIME, Duration::from_secs);
+        let lifetime = self.expires_in.map_or(DEFAULT_LIFETIME, Duration::from_secs);
         Some((token, lifetime))
     }
 }
@@ -195,7 +219,24 @@ impl TokenResponse {
 pub(crate) struct TokenKey {
     pub registry: String,
     pub repository: String,
+    /// The scopes, space-separated.
     pub scope: String,
+}
+
+impl TokenKey {
+    /// The key for `access` to `repository` on `registry`.
+    pub fn new(registry: &str, repository: &str, access: Access<'_>) -> Self {
+        Self {
+            registry: registry.to_owned(),
+            repository: repository.to_owned(),
+            scope: access.scopes(repository).join(" "),
+        }
+    }
+
+    /// The scopes, one per `scope` parameter of a token request.
+    pub fn scopes(&self) -> Vec<String> {
+        self.scope.split(' ').map(str::to_owned).collect()
+    }
 }
 
 #[derive(Debug)]
@@ -212,10 +253,7 @@ pub(crate) struct TokenCache {
 
 impl TokenCache {
     pub fn get(&self, key: &TokenKey) -> Option<Secret<String>> {
-        let mut tokens = self
-            .tokens
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tokens = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match tokens.get(key) {
             Some(t) if t.expires > Instant::now() => Some(t.token.clone()),
             Some(_) => {
@@ -226,12 +264,14 @@ impl TokenCache {
         }
     }
 
+    /// Forgets a token the registry refused.
+    pub fn remove(&self, key: &TokenKey) {
+        self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+    }
+
     pub fn insert(&self, key: TokenKey, token: Secret<String>, lifetime: Duration) {
         let expires = Instant::now() + lifetime.saturating_sub(EXPIRY_SLACK);
-        let mut tokens = self
-            .tokens
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tokens = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         tokens.insert(key, CachedToken { token, expires });
     }
 }
@@ -275,16 +315,29 @@ mod tests {
             service: c.param("service").map(str::to_owned),
         };
         assert_eq!(
-            bearer.token_url("repository:a/b:pull").as_str(),
+            bearer.token_url(&["repository:a/b:pull".into()]).as_str(),
             "https://a.io/token?x=1&service=a+io&scope=repository%3Aa%2Fb%3Apull"
         );
+        let key = TokenKey::new("r", "a/b", Access::Push { mount_from: Some("c") });
+        assert_eq!(
+            bearer.token_url(&key.scopes()).as_str(),
+            "https://a.io/token?x=1&service=a+io&scope=repository%3Aa%2Fb%3Apull%2Cpush&scope=repository%3Ac%3Apull"
+        );
+    }
+
+    #[test]
+    fn scope_table() {
+        let s = |access: Access<'_>| access.scopes("a/b").join(" ");
+        assert_eq!(s(Access::Pull), "repository:a/b:pull");
+        assert_eq!(s(Access::Push { mount_from: None }), "repository:a/b:pull,push");
+        assert_eq!(s(Access::Push { mount_from: Some("x/y") }), "repository:a/b:pull,push repository:x/y:pull");
+        assert_eq!(s(Access::Push { mount_from: Some("a/b") }), "repository:a/b:pull,push");
     }
 
     #[test]
     fn token_response_prefers_token() {
         let r: TokenResponse =
-            serde_json::from_str(r#"{"token":"t","access_token":"a","expires_in":300}"#)
-                .expect("json");
+            serde_json::from_str(r#"{"token":"t","access_token":"a","expires_in":300}"#).expect("json");
         let (t, life) = r.into_token().expect("token");
         assert_eq!((t.expose().as_str(), life), ("t", Duration::from_secs(300)));
         let r: TokenResponse = serde_json::from_str(r#"{"access_token":"a"}"#).expect("json");
@@ -297,23 +350,14 @@ mod tests {
     #[test]
     fn cache_expires_and_separates_scopes() {
         let cache = TokenCache::default();
-        let key = |scope: &str| TokenKey {
-            registry: "r".into(),
-            repository: "a".into(),
-            scope: scope.into(),
-        };
-        cache.insert(
-            key("pull"),
-            Secret::new("t".into()),
-            Duration::from_secs(300),
-        );
+        let key = |scope: &str| TokenKey { registry: "r".into(), repository: "a".into(), scope: scope.into() };
+        cache.insert(key("pull"), Secret::new("t".into()), Duration::from_secs(300));
         cache.insert(key("old"), Secret::new("o".into()), Duration::from_secs(5)); // below the slack
-        assert_eq!(
-            cache.get(&key("pull")).map(|t| t.expose().clone()),
-            Some("t".into())
-        );
+        assert_eq!(cache.get(&key("pull")).map(|t| t.expose().clone()), Some("t".into()));
         assert!(cache.get(&key("old")).is_none());
         assert!(cache.get(&key("push")).is_none());
         assert!(!format!("{cache:?}").contains("\"t\""));
+        cache.remove(&key("pull"));
+        assert!(cache.get(&key("pull")).is_none());
     }
 }

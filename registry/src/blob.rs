@@ -69,12 +69,7 @@ impl Client {
                     });
                 }
                 hasher.update(chunk);
-                dest.write_all(chunk)
-                    .await
-                    .map_err(|source| Error::BlobWrite {
-                        digest: digest.clone(),
-                        source,
-                    })?;
+                dest.write_all(chunk).await.map_err(|source| Error::BlobWrite { digest: digest.clone(), source })?;
             };
             match broken {
                 None if skip == 0 => break,
@@ -103,10 +98,7 @@ impl Client {
             resumes += 1;
             self.backoff(resumes).await;
         }
-        dest.flush().await.map_err(|source| Error::BlobWrite {
-            digest: digest.clone(),
-            source,
-        })?;
+        dest.flush().await.map_err(|source| Error::BlobWrite { digest: digest.clone(), source })?;
         verify_descriptor(desc, hasher)
     }
 
@@ -121,8 +113,8 @@ impl Client {
     ) -> Result<Response> {
         let mut headers = HeaderMap::new();
         if offset > 0 {
-            let range = HeaderValue::from_str(&format!("bytes={offset}-"))
-                .expect("a decimal range is a valid header value");
+            let range =
+                HeaderValue::from_str(&format!("bytes={offset}-")).expect("a decimal range is a valid header value");
             headers.insert(RANGE, range);
         }
         let response = self.get(reference, url, &headers).await?;
@@ -133,12 +125,8 @@ impl Client {
         })
         .await?;
         if response.status() == StatusCode::PARTIAL_CONTENT {
-            let content_range = response
-                .headers()
-                .get(CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
+            let content_range =
+                response.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
             if offset == 0 || range_start(&content_range) != Some(offset) {
                 return Err(Error::ResumeMismatch {
                     digest: desc.digest().clone(),

@@ -26,20 +26,14 @@ impl std::fmt::Debug for DigestHasher {
             Inner::Sha384(_) => "sha384",
             Inner::Sha512(_) => "sha512",
         };
-        f.debug_struct("DigestHasher")
-            .field("algorithm", &algorithm)
-            .field("len", &self.len)
-            .finish()
+        f.debug_struct("DigestHasher").field("algorithm", &algorithm).field("len", &self.len).finish()
     }
 }
 
 impl DigestHasher {
     /// A SHA-256 hasher (for content whose digest we compute rather than check).
     pub fn sha256() -> Self {
-        Self {
-            inner: Inner::Sha256(Sha256::new()),
-            len: 0,
-        }
+        Self { inner: Inner::Sha256(Sha256::new()), len: 0 }
     }
 
     /// A hasher for the algorithm `expected` uses.
@@ -52,11 +46,7 @@ impl DigestHasher {
             DigestAlgorithm::Sha256 => Inner::Sha256(Sha256::new()),
             DigestAlgorithm::Sha384 => Inner::Sha384(Sha384::new()),
             DigestAlgorithm::Sha512 => Inner::Sha512(Sha512::new()),
-            _ => {
-                return Err(Error::UnsupportedDigest {
-                    digest: expected.clone(),
-                })
-            }
+            _ => return Err(Error::UnsupportedDigest { digest: expected.clone() }),
         };
         Ok(Self { inner, len: 0 })
     }
@@ -109,10 +99,7 @@ pub fn verify(expected: &Digest, hasher: DigestHasher) -> Result<()> {
     if &found == expected {
         Ok(())
     } else {
-        Err(Error::DigestMismatch {
-            expected: expected.clone(),
-            found,
-        })
+        Err(Error::DigestMismatch { expected: expected.clone(), found })
     }
 }
 
@@ -145,10 +132,8 @@ mod tests {
     use super::*;
     use oci_spec::image::MediaType;
 
-    const EMPTY_SHA256: &str =
-        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-    const ABC_SHA256: &str =
-        "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    const EMPTY_SHA256: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    const ABC_SHA256: &str = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
 
     fn d(s: &str) -> Digest {
         s.parse().expect("test digest")
@@ -178,26 +163,14 @@ mod tests {
         }
         let sha512 = d(&format!("sha512:{}", "0".repeat(128)));
         let err = verify(&sha512, hashed(b"abc", &sha512)).expect_err("mismatch");
-        assert!(
-            matches!(err, Error::DigestMismatch { found, .. } if found.algorithm() == &DigestAlgorithm::Sha512)
-        );
+        assert!(matches!(err, Error::DigestMismatch { found, .. } if found.algorithm() == &DigestAlgorithm::Sha512));
     }
 
     #[test]
     fn descriptor_checks_size_first() {
         let desc = Descriptor::new(MediaType::ImageLayer, 4, d(ABC_SHA256));
         let err = verify_descriptor(&desc, hashed(b"abc", &d(ABC_SHA256))).expect_err("size");
-        assert!(
-            matches!(
-                err,
-                Error::SizeMismatch {
-                    expected: 4,
-                    found: 3,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, Error::SizeMismatch { expected: 4, found: 3, .. }), "{err:?}");
         let desc = Descriptor::new(MediaType::ImageLayer, 3, d(ABC_SHA256));
         assert!(verify_descriptor(&desc, hashed(b"abc", &d(ABC_SHA256))).is_ok());
         assert!(verify_bytes(&d(ABC_SHA256), b"abc").is_ok());
@@ -206,9 +179,6 @@ mod tests {
     #[test]
     fn unsupported_algorithm() {
         let other = d("blake3:abcd");
-        assert!(matches!(
-            DigestHasher::for_digest(&other),
-            Err(Error::UnsupportedDigest { .. })
-        ));
+        assert!(matches!(DigestHasher::for_digest(&other), Err(Error::UnsupportedDigest { .. })));
     }
 }

@@ -1,11 +1,13 @@
 //! The crate's error type and the OCI distribution error envelope.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use oci_spec::image::Digest;
 use reqwest::StatusCode;
 use serde::Deserialize;
 
+use crate::credentials::CredentialsError;
 use crate::platform::{Platform, PlatformError};
 use crate::reference::{Reference, ReferenceError};
 use crate::secret::RedactedUrl;
@@ -29,9 +31,31 @@ pub enum Error {
     /// A platform string did not parse.
     #[error(transparent)]
     Platform(#[from] PlatformError),
+    /// Registry credentials could not be read or stored.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
     /// The HTTP client could not be built (TLS backend initialisation).
     #[error("cannot initialise the HTTP client")]
     HttpClient(#[source] reqwest::Error),
+    /// A CA certificate file ([`ClientOptions::ca_certs`](crate::ClientOptions::ca_certs) or a
+    /// `certs.d` directory) could not be read.
+    #[error("cannot read CA certificate {path}")]
+    ReadCaCert {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A CA certificate file holds no usable PEM certificate.
+    #[error("invalid CA certificate {path}")]
+    InvalidCaCert {
+        /// The file.
+        path: PathBuf,
+        /// Why it was refused (`None`: the file has no `CERTIFICATE` block).
+        #[source]
+        source: Option<reqwest::Error>,
+    },
     /// A URL built from a reference or sent by the registry is not valid.
     #[error("invalid URL {url:?}")]
     InvalidUrl {
@@ -51,7 +75,7 @@ pub enum Error {
         source: reqwest::Error,
     },
     /// The registry answered with an unexpected status.
-    #[error("{url} answered {status}{}", envelope_suffix(.envelope.as_ref()))]
+    #[error("{url} answered {status}{}{}", envelope_suffix(.envelope.as_ref()), excerpt_suffix(.excerpt.as_deref()))]
     Status {
         /// The URL requested.
         url: RedactedUrl,
@@ -59,14 +83,23 @@ pub enum Error {
         status: StatusCode,
         /// The registry's error body, when it sent one.
         envelope: Option<ErrorEnvelope>,
+        /// When the body is not an error envelope (a proxy's HTML page): its title or first line,
+        /// at most 120 characters.
+        excerpt: Option<String>,
     },
-    /// The registry refused access, even after an anonymous token was fetched.
-    #[error("access to {url} denied{}", envelope_suffix(.envelope.as_ref()))]
+    /// The registry (or its token endpoint) refused access: no credentials were found for a
+    /// registry that needs them, the credentials were rejected, or they lack the permission.
+    /// Never retried more than once, so bad credentials cannot loop.
+    #[error("access to {url} denied{}{}", envelope_suffix(.envelope.as_ref()),
+        if *.sent_credentials { " (the credentials were rejected or lack permission)" }
+        else { " (no credentials were sent: the repository may need a login, or may not exist)" })]
     Unauthorized {
-        /// The URL requested.
+        /// The URL requested (the token endpoint when that is what refused).
         url: RedactedUrl,
         /// The registry's error body, when it sent one.
         envelope: Option<ErrorEnvelope>,
+        /// Whether credentials were sent (to the registry or its token endpoint).
+        sent_credentials: bool,
     },
     /// The registry has no manifest for this tag or digest.
     #[error("manifest for {reference} not found at {url}{}", envelope_suffix(.envelope.as_ref()))]
@@ -220,6 +253,48 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// Opening or reading the content being pushed failed.
+    #[error("reading blob {digest} for upload failed")]
+    BlobRead {
+        /// The blob's digest.
+        digest: Digest,
+        /// The I/O error from the source.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The registry reports a different digest (`Docker-Content-Digest`) for content we sent.
+    #[error("{url} stored the content as {returned:?}, but its digest is {expected}")]
+    RegistryDigestMismatch {
+        /// The URL of the request that stored it.
+        url: RedactedUrl,
+        /// The digest of the content sent.
+        expected: Digest,
+        /// The header's value.
+        returned: String,
+    },
+    /// A response is not what this step of the protocol requires (e.g. an upload started
+    /// without a `Location`, or an HTML page where the registry API was expected).
+    #[error("{url} answered {status} ({content_type}), expected {expected}")]
+    UnexpectedResponse {
+        /// The URL requested.
+        url: RedactedUrl,
+        /// The HTTP status.
+        status: StatusCode,
+        /// The response's `Content-Type` (`"no content type"` when absent).
+        content_type: String,
+        /// What the protocol step expects.
+        expected: &'static str,
+    },
+    /// After an upload chunk, the registry's `Range` does not end where the chunk did.
+    #[error("{url} acknowledged range {range:?} after a chunk ending at byte {expected_end}")]
+    UploadRange {
+        /// The URL of the chunk request.
+        url: RedactedUrl,
+        /// The last byte (inclusive) sent so far.
+        expected_end: u64,
+        /// The `Range` header received.
+        range: String,
+    },
     /// A resumed download's `Content-Range` does not start where the previous attempt stopped.
     #[error("{url} resumed {digest} with range {content_range:?}, expected it to start at byte {offset}")]
     ResumeMismatch {
@@ -236,6 +311,48 @@ pub enum Error {
 
 fn envelope_suffix(envelope: Option<&ErrorEnvelope>) -> String {
     envelope.map(|e| format!(": {e}")).unwrap_or_default()
+}
+
+fn excerpt_suffix(excerpt: Option<&str>) -> String {
+    excerpt.map(|e| format!(": {e:?}")).unwrap_or_default()
+}
+
+/// A short description of a non-envelope error body: an HTML page's `<title>`, else its first
+/// line of text with tags stripped, cut to 120 characters; `None` when nothing is left.
+pub(crate) fn body_excerpt(body: &[u8]) -> Option<String> {
+    const LIMIT: usize = 120;
+    let text = String::from_utf8_lossy(body);
+    let lower = text.to_ascii_lowercase();
+    let title = lower.find("<title>").and_then(|start| {
+        let start = start + "<title>".len();
+        let end = start + lower[start..].find("</title>")?;
+        text.get(start..end)
+    });
+    let source = title.map_or_else(|| strip_tags(&text), str::to_owned);
+    let line = source.lines().map(str::trim).find(|l| !l.is_empty())?.to_owned();
+    if line.chars().count() <= LIMIT {
+        return Some(line);
+    }
+    let mut cut: String = line.chars().take(LIMIT).collect();
+    cut.push('…');
+    Some(cut)
+}
+
+fn strip_tags(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_tag = false;
+    for c in text.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                out.push('\n');
+            }
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The error body of the OCI distribution spec: `{"errors": [{"code", "message", "detail"}]}`.
@@ -261,9 +378,7 @@ pub struct RegistryErrorInfo {
 impl ErrorEnvelope {
     /// Parses a response body; `None` when it is not an envelope with at least one error.
     pub fn parse(body: &[u8]) -> Option<Self> {
-        serde_json::from_slice::<Self>(body)
-            .ok()
-            .filter(|e| !e.errors.is_empty())
+        serde_json::from_slice::<Self>(body).ok().filter(|e| !e.errors.is_empty())
     }
 
     /// Whether any entry has this code (e.g. `"MANIFEST_UNKNOWN"`).
@@ -297,21 +412,31 @@ mod tests {
         let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"x"}},{"code":"DENIED"}]}"#;
         let env = ErrorEnvelope::parse(body).expect("envelope");
         assert!(env.has_code("DENIED"));
-        assert_eq!(
-            env.to_string(),
-            "MANIFEST_UNKNOWN: manifest unknown; DENIED"
-        );
+        assert_eq!(env.to_string(), "MANIFEST_UNKNOWN: manifest unknown; DENIED");
         assert_eq!(ErrorEnvelope::parse(b"<html>"), None);
         assert_eq!(ErrorEnvelope::parse(br#"{"errors":[]}"#), None);
     }
 
     #[test]
+    fn excerpt_table() {
+        let ex = |b: &str| body_excerpt(b.as_bytes());
+        assert_eq!(
+            ex("<html><head><TITLE>502 Bad Gateway</TITLE></head><body>x</body></html>"),
+            Some("502 Bad Gateway".into())
+        );
+        assert_eq!(
+            ex("<html><body>\n<h1>Access denied</h1><p>by proxy</p></body></html>"),
+            Some("Access denied".into())
+        );
+        assert_eq!(ex("  \nplain text\nmore"), Some("plain text".into()));
+        assert_eq!(ex(""), None);
+        assert_eq!(ex("<br/>"), None);
+        assert_eq!(ex(&"x".repeat(200)).map(|e| e.chars().count()), Some(121));
+    }
+
+    #[test]
     fn error_stays_small() {
         // Results are returned through every await point; keep them cheap to move.
-        assert!(
-            std::mem::size_of::<Error>() <= 128,
-            "{}",
-            std::mem::size_of::<Error>()
-        );
+        assert!(std::mem::size_of::<Error>() <= 128, "{}", std::mem::size_of::<Error>());
     }
 }

@@ -45,11 +45,7 @@ impl Platform {
             other => other.to_owned(),
         };
         let (architecture, variant) = normalize_arch(&architecture.to_ascii_lowercase(), variant);
-        Self {
-            os,
-            architecture,
-            variant,
-        }
+        Self { os, architecture, variant }
     }
 
     /// The platform this process runs on. The OS is always `linux`: containers are Linux here.
@@ -115,11 +111,7 @@ impl Platform {
 
     /// Parses an oci-spec descriptor platform.
     pub(crate) fn from_oci(p: &oci_spec::image::Platform) -> Self {
-        Self::new(
-            &p.os().to_string(),
-            &p.architecture().to_string(),
-            p.variant().as_deref(),
-        )
+        Self::new(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref())
     }
 }
 
@@ -159,10 +151,7 @@ impl FromStr for Platform {
     /// `os/arch[/variant]`; a lone `linux`-like OS gets the host architecture, a lone
     /// architecture gets `linux`.
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let invalid = |reason| PlatformError::Invalid {
-            input: input.to_owned(),
-            reason,
-        };
+        let invalid = |reason| PlatformError::Invalid { input: input.to_owned(), reason };
         let parts: Vec<&str> = input.trim().split('/').collect();
         if parts.iter().any(|p| p.is_empty()) {
             return Err(invalid("empty component"));
@@ -215,13 +204,7 @@ mod tests {
     /// `pref!(wanted, candidate, preference)`
     macro_rules! pref {
         ($want:expr, $have:expr, $expected:expr) => {
-            assert_eq!(
-                p($want).preference(&p($have)),
-                $expected,
-                "{} running {}",
-                $want,
-                $have
-            );
+            assert_eq!(p($want).preference(&p($have)), $expected, "{} running {}", $want, $have);
         };
     }
 

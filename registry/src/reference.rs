@@ -124,10 +124,7 @@ impl Reference {
     /// The same reference pinned to `digest` (the tag is kept for display).
     #[must_use]
     pub fn with_digest(&self, digest: Digest) -> Self {
-        Self {
-            digest: Some(digest),
-            ..self.clone()
-        }
+        Self { digest: Some(digest), ..self.clone() }
     }
 
     /// The host the registry API is served from (`registry-1.docker.io` for `docker.io`).
@@ -172,11 +169,8 @@ impl FromStr for Reference {
         let reference = || input.to_owned();
         let (rest, digest) = match input.split_once('@') {
             Some((rest, digest)) => {
-                let digest =
-                    Digest::from_str(digest).map_err(|source| ReferenceError::InvalidDigest {
-                        reference: reference(),
-                        source,
-                    })?;
+                let digest = Digest::from_str(digest)
+                    .map_err(|source| ReferenceError::InvalidDigest { reference: reference(), source })?;
                 (rest, Some(digest))
             }
             None => (input, None),
@@ -187,57 +181,31 @@ impl FromStr for Reference {
             _ => (rest, None),
         };
         let (registry, path) = split_domain(name);
-        let registry = if registry == "index.docker.io" {
-            DOCKER_HUB
-        } else {
-            registry
-        };
+        let registry = if registry == "index.docker.io" { DOCKER_HUB } else { registry };
         if !valid_domain(registry) {
-            return Err(ReferenceError::InvalidDomain {
-                reference: reference(),
-                domain: registry.to_owned(),
-            });
+            return Err(ReferenceError::InvalidDomain { reference: reference(), domain: registry.to_owned() });
         }
         if path.chars().any(|c| c.is_ascii_uppercase()) {
-            return Err(ReferenceError::Uppercase {
-                reference: reference(),
-            });
+            return Err(ReferenceError::Uppercase { reference: reference() });
         }
         if let Some(bad) = path.split('/').find(|c| !valid_path_component(c)) {
-            return Err(ReferenceError::InvalidPath {
-                reference: reference(),
-                component: bad.to_owned(),
-            });
+            return Err(ReferenceError::InvalidPath { reference: reference(), component: bad.to_owned() });
         }
-        let repository = if registry == DOCKER_HUB && !path.contains('/') {
-            format!("library/{path}")
-        } else {
-            path.to_owned()
-        };
+        let repository =
+            if registry == DOCKER_HUB && !path.contains('/') { format!("library/{path}") } else { path.to_owned() };
         let len = registry.len() + 1 + repository.len();
         if len > MAX_NAME_LEN {
-            return Err(ReferenceError::NameTooLong {
-                reference: reference(),
-                len,
-            });
+            return Err(ReferenceError::NameTooLong { reference: reference(), len });
         }
         if let Some(tag) = tag.filter(|t| !valid_tag(t)) {
-            return Err(ReferenceError::InvalidTag {
-                reference: reference(),
-                tag: tag.to_owned(),
-            });
+            return Err(ReferenceError::InvalidTag { reference: reference(), tag: tag.to_owned() });
         }
         let tag = match (tag, &digest) {
             (Some(tag), _) => Some(tag.to_owned()),
             (None, None) => Some(DEFAULT_TAG.to_owned()),
             (None, Some(_)) => None,
         };
-        Ok(Self {
-            registry: registry.to_owned(),
-            repository,
-            tag,
-            digest,
-        })
+        Ok(Self { registry: registry.to_owned(), repository, tag, digest })
     }
 }
 
@@ -245,9 +213,7 @@ impl FromStr for Reference {
 fn split_domain(name: &str) -> (&str, &str) {
     match name.split_once('/') {
         Some((first, path))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.chars().any(|c| c.is_ascii_uppercase()) =>
+            if first.contains(['.', ':']) || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase()) =>
         {
             (first, path)
         }
@@ -258,19 +224,13 @@ fn split_domain(name: &str) -> (&str, &str) {
 /// `host[:port]` where host is dot-separated labels or a bracketed IPv6 address.
 fn valid_domain(domain: &str) -> bool {
     let (host, port) = split_host_port(domain);
-    let port_ok =
-        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
     let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        !v6.is_empty()
-            && v6
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        !v6.is_empty() && v6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
     } else {
         host.split('.').all(|label| {
             !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -328,9 +288,7 @@ fn valid_tag(tag: &str) -> bool {
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     match tag.as_bytes() {
         [first, rest @ ..] => {
-            word(*first)
-                && rest.len() <= 127
-                && rest.iter().all(|&b| word(b) || b == b'.' || b == b'-')
+            word(*first) && rest.len() <= 127 && rest.iter().all(|&b| word(b) || b == b'.' || b == b'-')
         }
         [] => false,
     }
@@ -349,19 +307,9 @@ mod tests {
             assert_eq!(r.registry(), $reg, "registry of {}", $input);
             assert_eq!(r.repository(), $repo, "repository of {}", $input);
             assert_eq!(r.tag(), $tag, "tag of {}", $input);
-            assert_eq!(
-                r.digest().map(|d| d.to_string()).as_deref(),
-                $digest,
-                "digest of {}",
-                $input
-            );
+            assert_eq!(r.digest().map(|d| d.to_string()).as_deref(), $digest, "digest of {}", $input);
             assert_eq!(r.to_string(), $canon, "display of {}", $input);
-            assert_eq!(
-                r.to_string().parse::<Reference>().ok(),
-                Some(r),
-                "round trip of {}",
-                $input
-            );
+            assert_eq!(r.to_string().parse::<Reference>().ok(), Some(r), "round trip of {}", $input);
         }};
     }
 
@@ -375,30 +323,9 @@ mod tests {
     #[test]
     fn parse_table() {
         let d = Some(D);
-        parses!(
-            "busybox",
-            "docker.io",
-            "library/busybox",
-            Some("latest"),
-            None,
-            "docker.io/library/busybox:latest"
-        );
-        parses!(
-            "busybox:1.36",
-            "docker.io",
-            "library/busybox",
-            Some("1.36"),
-            None,
-            "docker.io/library/busybox:1.36"
-        );
-        parses!(
-            "user/app",
-            "docker.io",
-            "user/app",
-            Some("latest"),
-            None,
-            "docker.io/user/app:latest"
-        );
+        parses!("busybox", "docker.io", "library/busybox", Some("latest"), None, "docker.io/library/busybox:latest");
+        parses!("busybox:1.36", "docker.io", "library/busybox", Some("1.36"), None, "docker.io/library/busybox:1.36");
+        parses!("user/app", "docker.io", "user/app", Some("latest"), None, "docker.io/user/app:latest");
         parses!(
             "docker.io/busybox",
             "docker.io",
@@ -415,22 +342,8 @@ mod tests {
             None,
             "docker.io/library/busybox:latest"
         );
-        parses!(
-            "127.0.0.1:5000/busybox:1",
-            "127.0.0.1:5000",
-            "busybox",
-            Some("1"),
-            None,
-            "127.0.0.1:5000/busybox:1"
-        );
-        parses!(
-            format!("localhost:5000/a/b@{D}"),
-            "localhost:5000",
-            "a/b",
-            None,
-            d,
-            format!("localhost:5000/a/b@{D}")
-        );
+        parses!("127.0.0.1:5000/busybox:1", "127.0.0.1:5000", "busybox", Some("1"), None, "127.0.0.1:5000/busybox:1");
+        parses!(format!("localhost:5000/a/b@{D}"), "localhost:5000", "a/b", None, d, format!("localhost:5000/a/b@{D}"));
         parses!(
             format!("name:tag@{D}"),
             "docker.io",
@@ -439,14 +352,7 @@ mod tests {
             d,
             format!("docker.io/library/name:tag@{D}")
         );
-        parses!(
-            "localhost/x",
-            "localhost",
-            "x",
-            Some("latest"),
-            None,
-            "localhost/x:latest"
-        );
+        parses!("localhost/x", "localhost", "x", Some("latest"), None, "localhost/x:latest");
         parses!(
             "localhost:5000",
             "docker.io",
@@ -455,14 +361,7 @@ mod tests {
             None,
             "docker.io/library/localhost:5000"
         );
-        parses!(
-            "[::1]:5000/a:b",
-            "[::1]:5000",
-            "a",
-            Some("b"),
-            None,
-            "[::1]:5000/a:b"
-        );
+        parses!("[::1]:5000/a:b", "[::1]:5000", "a", Some("b"), None, "[::1]:5000/a:b");
         parses!(
             "ghcr.io/o/r/deep/path:v1.2.3-rc_1",
             "ghcr.io",
@@ -471,22 +370,8 @@ mod tests {
             None,
             "ghcr.io/o/r/deep/path:v1.2.3-rc_1"
         );
-        parses!(
-            "Registry/x",
-            "Registry",
-            "x",
-            Some("latest"),
-            None,
-            "Registry/x:latest"
-        );
-        parses!(
-            "a/b__c.d---e",
-            "docker.io",
-            "a/b__c.d---e",
-            Some("latest"),
-            None,
-            "docker.io/a/b__c.d---e:latest"
-        );
+        parses!("Registry/x", "Registry", "x", Some("latest"), None, "Registry/x:latest");
+        parses!("a/b__c.d---e", "docker.io", "a/b__c.d---e", Some("latest"), None, "docker.io/a/b__c.d---e:latest");
     }
 
     #[test]
@@ -499,18 +384,12 @@ mod tests {
         rejects!("a___b", ReferenceError::InvalidPath { .. });
         rejects!("a:", ReferenceError::InvalidTag { .. });
         rejects!("a:.x", ReferenceError::InvalidTag { .. });
-        rejects!(
-            format!("a:{}", "x".repeat(129)),
-            ReferenceError::InvalidTag { .. }
-        );
+        rejects!(format!("a:{}", "x".repeat(129)), ReferenceError::InvalidTag { .. });
         rejects!("a@sha256:abc", ReferenceError::InvalidDigest { .. });
         rejects!("a@", ReferenceError::InvalidDigest { .. });
         rejects!("host:port/a", ReferenceError::InvalidDomain { .. });
         rejects!("-bad.io/a", ReferenceError::InvalidDomain { .. });
-        rejects!(
-            format!("x/{}", "a".repeat(250)),
-            ReferenceError::NameTooLong { .. }
-        );
+        rejects!(format!("x/{}", "a".repeat(250)), ReferenceError::NameTooLong { .. });
     }
 
     #[test]
@@ -521,10 +400,7 @@ mod tests {
         let d: Digest = D.parse().expect("digest");
         let pinned = r.with_digest(d);
         assert_eq!(pinned.manifest_target(), D);
-        assert_eq!(
-            pinned.to_string(),
-            format!("docker.io/library/busybox:1@{D}")
-        );
+        assert_eq!(pinned.to_string(), format!("docker.io/library/busybox:1@{D}"));
     }
 
     #[test]

@@ -1,9 +1,7 @@
 //! Resolving a reference to one platform's manifest and image configuration.
 
 use bytes::Bytes;
-use oci_spec::image::{
-    Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest, MediaType,
-};
+use oci_spec::image::{Descriptor, Digest, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::{Response, Url};
 use serde::de::DeserializeOwned;
@@ -74,10 +72,7 @@ impl Document {
         match self.media_type.as_str() {
             OCI_INDEX | DOCKER_MANIFEST_LIST => Ok(Kind::Index),
             OCI_MANIFEST | DOCKER_MANIFEST_V2 => Ok(Kind::Manifest),
-            other => Err(Error::UnsupportedMediaType {
-                url: (&self.url).into(),
-                media_type: other.to_owned(),
-            }),
+            other => Err(Error::UnsupportedMediaType { url: (&self.url).into(), media_type: other.to_owned() }),
         }
     }
 
@@ -108,27 +103,15 @@ impl Client {
     /// [`Error::UnsupportedMediaType`] (schema 1, artifacts), verification errors
     /// ([`Error::DigestMismatch`], [`Error::SizeMismatch`]), parse errors, and the registry's
     /// [`Error::Status`], [`Error::Unauthorized`] or [`Error::Transport`].
-    pub async fn resolve(
-        &self,
-        reference: &Reference,
-        platform: &Platform,
-    ) -> Result<ResolvedImage> {
-        let mut document = self
-            .fetch_document(
-                reference,
-                reference.manifest_target(),
-                reference.digest(),
-                None,
-            )
-            .await?;
+    pub async fn resolve(&self, reference: &Reference, platform: &Platform) -> Result<ResolvedImage> {
+        let mut document =
+            self.fetch_document(reference, reference.manifest_target(), reference.digest(), None).await?;
         let mut index_digest = None;
         let mut depth = 0;
         while let Kind::Index = document.kind()? {
             depth += 1;
             if depth > MAX_INDEX_DEPTH {
-                return Err(Error::IndexTooDeep {
-                    url: document.url.into(),
-                });
+                return Err(Error::IndexTooDeep { url: document.url.into() });
             }
             let index: ImageIndex = document.parse()?;
             let entry = select(&index, platform).ok_or_else(|| Error::NoMatchingPlatform {
@@ -137,14 +120,8 @@ impl Client {
                 available: available(&index),
             })?;
             index_digest.get_or_insert_with(|| document.digest.clone());
-            document = self
-                .fetch_document(
-                    reference,
-                    entry.digest().as_ref(),
-                    Some(entry.digest()),
-                    Some(entry),
-                )
-                .await?;
+            document =
+                self.fetch_document(reference, entry.digest().as_ref(), Some(entry.digest()), Some(entry)).await?;
         }
         let manifest: ImageManifest = document.parse()?;
         let (config, config_bytes) = self.fetch_config(reference, manifest.config()).await?;
@@ -200,40 +177,23 @@ impl Client {
                 hasher.finish()
             }
         };
-        Ok(Document {
-            url,
-            bytes,
-            media_type,
-            digest,
-        })
+        Ok(Document { url, bytes, media_type, digest })
     }
 
-    async fn fetch_config(
-        &self,
-        reference: &Reference,
-        desc: &Descriptor,
-    ) -> Result<(ImageConfiguration, Bytes)> {
+    async fn fetch_config(&self, reference: &Reference, desc: &Descriptor) -> Result<(ImageConfiguration, Bytes)> {
         let media_type = desc.media_type().to_string();
         if media_type != OCI_CONFIG && media_type != DOCKER_CONFIG {
             let url = self.api_url(reference, &format!("blobs/{}", desc.digest()))?;
-            return Err(Error::UnsupportedMediaType {
-                url: url.into(),
-                media_type,
-            });
+            return Err(Error::UnsupportedMediaType { url: url.into(), media_type });
         }
         if desc.size() > MAX_CONFIG_BYTES {
             let url = self.api_url(reference, &format!("blobs/{}", desc.digest()))?;
-            return Err(Error::TooLarge {
-                url: url.into(),
-                limit: MAX_CONFIG_BYTES,
-            });
+            return Err(Error::TooLarge { url: url.into(), limit: MAX_CONFIG_BYTES });
         }
         let mut bytes = Vec::new();
         self.fetch_blob(reference, desc, &mut bytes).await?;
-        let config = serde_json::from_slice(&bytes).map_err(|source| Error::ConfigParse {
-            digest: desc.digest().clone(),
-            source,
-        })?;
+        let config = serde_json::from_slice(&bytes)
+            .map_err(|source| Error::ConfigParse { digest: desc.digest().clone(), source })?;
         Ok((config, Bytes::from(bytes)))
     }
 }
@@ -245,10 +205,7 @@ fn select<'a>(index: &'a ImageIndex, platform: &Platform) -> Option<&'a Descript
         .manifests()
         .iter()
         .filter(|d| {
-            matches!(
-                d.media_type().as_ref(),
-                OCI_MANIFEST | DOCKER_MANIFEST_V2 | OCI_INDEX | DOCKER_MANIFEST_LIST
-            )
+            matches!(d.media_type().as_ref(), OCI_MANIFEST | DOCKER_MANIFEST_V2 | OCI_INDEX | DOCKER_MANIFEST_LIST)
         })
         .filter_map(|d| {
             let candidate = Platform::from_oci(d.platform().as_ref()?);
@@ -259,15 +216,7 @@ fn select<'a>(index: &'a ImageIndex, platform: &Platform) -> Option<&'a Descript
 }
 
 fn available(index: &ImageIndex) -> Vec<String> {
-    index
-        .manifests()
-        .iter()
-        .filter_map(|d| {
-            d.platform()
-                .as_ref()
-                .map(|p| Platform::from_oci(p).to_string())
-        })
-        .collect()
+    index.manifests().iter().filter_map(|d| d.platform().as_ref().map(|p| Platform::from_oci(p).to_string())).collect()
 }
 
 fn content_type(response: &Response) -> Option<String> {
@@ -277,13 +226,7 @@ fn content_type(response: &Response) -> Option<String> {
 }
 
 fn header_digest(response: &Response) -> Option<Digest> {
-    response
-        .headers()
-        .get("docker-content-digest")?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    response.headers().get("docker-content-digest")?.to_str().ok()?.parse().ok()
 }
 
 /// The document's media type: the Content-Type when it is specific, else the body's own
@@ -296,26 +239,14 @@ fn media_type_of(content_type: Option<&str>, body: &[u8]) -> String {
         manifests: Option<serde::de::IgnoredAny>,
         config: Option<serde::de::IgnoredAny>,
     }
-    let generic = |t: &str| {
-        matches!(
-            t,
-            "application/json" | "text/plain" | "application/octet-stream"
-        )
-    };
+    let generic = |t: &str| matches!(t, "application/json" | "text/plain" | "application/octet-stream");
     if let Some(t) = content_type.filter(|t| !t.is_empty() && !generic(t)) {
         return t.to_owned();
     }
     match serde_json::from_slice::<Shape>(body) {
-        Ok(Shape {
-            media_type: Some(t),
-            ..
-        }) => t,
-        Ok(Shape {
-            manifests: Some(_), ..
-        }) => OCI_INDEX.to_owned(),
-        Ok(Shape {
-            config: Some(_), ..
-        }) => OCI_MANIFEST.to_owned(),
+        Ok(Shape { media_type: Some(t), .. }) => t,
+        Ok(Shape { manifests: Some(_), .. }) => OCI_INDEX.to_owned(),
+        Ok(Shape { config: Some(_), .. }) => OCI_MANIFEST.to_owned(),
         _ => content_type.unwrap_or_default().to_owned(),
     }
 }
@@ -329,9 +260,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, (media_type, os, arch))| {
-                let (arch, variant) = arch
-                    .split_once('/')
-                    .map_or((*arch, None), |(a, v)| (a, Some(v)));
+                let (arch, variant) = arch.split_once('/').map_or((*arch, None), |(a, v)| (a, Some(v)));
                 serde_json::json!({
                     "mediaType": media_type,
                     "digest": format!("sha256:{i:064}"),
@@ -340,8 +269,7 @@ mod tests {
                 })
             })
             .collect();
-        serde_json::from_value(serde_json::json!({ "schemaVersion": 2, "manifests": manifests }))
-            .expect("index")
+        serde_json::from_value(serde_json::json!({ "schemaVersion": 2, "manifests": manifests })).expect("index")
     }
 
     /// `selects!(entries, platform, index of the chosen entry or None)`
@@ -360,42 +288,14 @@ mod tests {
 
     #[test]
     fn select_table() {
-        selects!(
-            &[(M, "linux", "amd64"), (M, "linux", "arm64/v8")],
-            "linux/arm64",
-            Some(1)
-        );
-        selects!(
-            &[(M, "linux", "amd64"), (M, "linux", "arm64/v8")],
-            "linux/amd64",
-            Some(0)
-        );
+        selects!(&[(M, "linux", "amd64"), (M, "linux", "arm64/v8")], "linux/arm64", Some(1));
+        selects!(&[(M, "linux", "amd64"), (M, "linux", "arm64/v8")], "linux/amd64", Some(0));
         selects!(&[(M, "linux", "amd64")], "linux/s390x", None);
-        selects!(
-            &[(DM, "linux", "arm/v6"), (DM, "linux", "arm/v7")],
-            "linux/arm/v7",
-            Some(1)
-        );
-        selects!(
-            &[(DM, "linux", "arm/v6"), (DM, "linux", "arm/v5")],
-            "linux/arm/v7",
-            Some(0)
-        );
-        selects!(
-            &[(ATT, "linux", "amd64"), (M, "linux", "amd64")],
-            "linux/amd64",
-            Some(1)
-        );
-        selects!(
-            &[(M, "windows", "amd64"), (M, "linux", "amd64")],
-            "linux/amd64",
-            Some(1)
-        );
-        selects!(
-            &[(M, "linux", "amd64"), (M, "linux", "amd64")],
-            "linux/amd64",
-            Some(0)
-        );
+        selects!(&[(DM, "linux", "arm/v6"), (DM, "linux", "arm/v7")], "linux/arm/v7", Some(1));
+        selects!(&[(DM, "linux", "arm/v6"), (DM, "linux", "arm/v5")], "linux/arm/v7", Some(0));
+        selects!(&[(ATT, "linux", "amd64"), (M, "linux", "amd64")], "linux/amd64", Some(1));
+        selects!(&[(M, "windows", "amd64"), (M, "linux", "amd64")], "linux/amd64", Some(1));
+        selects!(&[(M, "linux", "amd64"), (M, "linux", "amd64")], "linux/amd64", Some(0));
     }
 
     #[test]
@@ -404,16 +304,10 @@ mod tests {
         let index = br#"{"schemaVersion":2,"manifests":[]}"#;
         let tagged = br#"{"mediaType":"application/vnd.docker.distribution.manifest.v2+json"}"#;
         assert_eq!(media_type_of(Some(OCI_INDEX), manifest), OCI_INDEX);
-        assert_eq!(
-            media_type_of(Some("application/json"), tagged),
-            DOCKER_MANIFEST_V2
-        );
+        assert_eq!(media_type_of(Some("application/json"), tagged), DOCKER_MANIFEST_V2);
         assert_eq!(media_type_of(None, index), OCI_INDEX);
         assert_eq!(media_type_of(Some("text/plain"), manifest), OCI_MANIFEST);
-        assert_eq!(
-            media_type_of(Some("application/json"), b"nope"),
-            "application/json"
-        );
+        assert_eq!(media_type_of(Some("application/json"), b"nope"), "application/json");
         assert_eq!(media_type_of(None, b"nope"), "");
     }
 }

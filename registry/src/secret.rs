@@ -106,23 +106,14 @@ mod tests {
     #[test]
     fn secret_redacts() {
         let s = Secret::new(String::from("hunter2"));
-        assert_eq!(
-            format!("{s} {s:?} {:?}", Some(&s)),
-            "<redacted> <redacted> Some(<redacted>)"
-        );
+        assert_eq!(format!("{s} {s:?} {:?}", Some(&s)), "<redacted> <redacted> Some(<redacted>)");
         assert_eq!(s.expose(), "hunter2");
     }
 
     #[test]
     fn url_redacts() {
-        masks!(
-            "https://user:hunter2@r.io/v2/",
-            "https://user:****@r.io/v2/"
-        );
+        masks!("https://user:hunter2@r.io/v2/", "https://user:****@r.io/v2/");
         masks!("https://hunter2@r.io/v2/", "https://****@r.io/v2/");
-        masks!(
-            "http://127.0.0.1:5000/v2/a/blobs/x",
-            "http://127.0.0.1:5000/v2/a/blobs/x"
-        );
+        masks!("http://127.0.0.1:5000/v2/a/blobs/x", "http://127.0.0.1:5000/v2/a/blobs/x");
     }
 }

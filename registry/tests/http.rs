@@ -42,11 +42,7 @@ impl Image {
             layer.len()
         )
         .into_bytes();
-        Self {
-            config,
-            layer,
-            manifest,
-        }
+        Self { config, layer, manifest }
     }
 
     fn layer_path(&self) -> String {
@@ -57,18 +53,14 @@ impl Image {
         Descriptor::new(
             "application/vnd.oci.image.layer.v1.tar".into(),
             self.layer.len() as u64,
-            sha(&self.layer)
-                .parse::<rbuild_registry::oci_spec::image::Digest>()
-                .expect("digest"),
+            sha(&self.layer).parse::<rbuild_registry::oci_spec::image::Digest>().expect("digest"),
         )
     }
 
     /// Serves manifest (by tag and digest), config and layer; `None` for anything else.
     fn serve(&self, req: &Request) -> Option<Reply> {
         let path = req.path();
-        if path == "/v2/r/manifests/latest"
-            || path == format!("/v2/r/manifests/{}", sha(&self.manifest))
-        {
+        if path == "/v2/r/manifests/latest" || path == format!("/v2/r/manifests/{}", sha(&self.manifest)) {
             return Some(Reply::ok(self.manifest.clone()).header("Content-Type", OCI_MANIFEST));
         }
         if path == format!("/v2/r/blobs/{}", sha(&self.config)) {
@@ -84,102 +76,60 @@ impl Image {
 fn client() -> Client {
     let mut options = ClientOptions::default();
     options.retry_delay = Duration::from_millis(1);
+    // Whatever the machine's ~/.docker/config.json says must not change these tests.
+    options.use_docker_config = false;
     Client::new(options).expect("client")
 }
 
 fn reference(server: &FakeServer, rest: &str) -> Reference {
-    format!("{}/{rest}", server.host())
-        .parse()
-        .expect("reference")
+    format!("{}/{rest}", server.host()).parse().expect("reference")
 }
 
 fn amd64() -> Platform {
     "linux/amd64".parse().expect("platform")
 }
 
-const UNAUTHORIZED: &str =
-    r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+const UNAUTHORIZED: &str = r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
 
 #[tokio::test]
 async fn bearer_token_is_fetched_once_and_reused() {
     let image = Image::new("amd64");
     let server = FakeServer::start(move |req| {
         if req.path() == "/token" {
-            assert_eq!(
-                req.target,
-                "/token?service=fake&scope=repository%3Ar%3Apull"
-            );
+            assert_eq!(req.target, "/token?service=fake&scope=repository%3Ar%3Apull");
             return Reply::ok(r#"{"token":"tok","expires_in":300}"#);
         }
         if req.header("authorization") != Some("Bearer tok") {
-            let realm = format!(
-                "Bearer realm=\"http://{}/token\",service=\"fake\"",
-                req.header("host").unwrap_or_default()
-            );
-            return Reply::status(401)
-                .header("WWW-Authenticate", &realm)
-                .body(UNAUTHORIZED);
+            let realm =
+                format!("Bearer realm=\"http://{}/token\",service=\"fake\"", req.header("host").unwrap_or_default());
+            return Reply::status(401).header("WWW-Authenticate", &realm).body(UNAUTHORIZED);
         }
         image.serve(req).unwrap_or(Reply::status(404))
     });
     let client = client();
     let r = reference(&server, "r:latest");
-    let first = client
-        .resolve(&r, &amd64())
-        .await
-        .expect("resolve with token");
+    let first = client.resolve(&r, &amd64()).await.expect("resolve with token");
     let again = client.resolve(&r, &amd64()).await.expect("resolve again");
     assert_eq!(first.digest, again.digest);
     let mut sink = Vec::new();
-    client
-        .fetch_blob(&r, &first.manifest.layers()[0], &mut sink)
-        .await
-        .expect("blob with token");
-    assert_eq!(
-        server.count("/token"),
-        1,
-        "token cached per repository and scope"
-    );
+    client.fetch_blob(&r, &first.manifest.layers()[0], &mut sink).await.expect("blob with token");
+    assert_eq!(server.count("/token"), 1, "token cached per repository and scope");
     // One anonymous attempt, then everything carries the token.
-    let anonymous = server
-        .requests()
-        .iter()
-        .filter(|q| q.header("authorization").is_none())
-        .count();
+    let anonymous = server.requests().iter().filter(|q| q.header("authorization").is_none()).count();
     assert_eq!(anonymous, 2, "the first manifest GET and the token GET");
     let manifest_get = &server.requests()[0];
-    for accepted in [
-        "oci.image.index",
-        "manifest.list.v2",
-        "oci.image.manifest",
-        "manifest.v2+json",
-    ] {
-        assert!(
-            manifest_get
-                .header("accept")
-                .is_some_and(|a| a.contains(accepted)),
-            "Accept has {accepted}"
-        );
+    for accepted in ["oci.image.index", "manifest.list.v2", "oci.image.manifest", "manifest.v2+json"] {
+        assert!(manifest_get.header("accept").is_some_and(|a| a.contains(accepted)), "Accept has {accepted}");
     }
-    assert!(manifest_get
-        .header("user-agent")
-        .is_some_and(|ua| ua.starts_with("rbuild/")));
+    assert!(manifest_get.header("user-agent").is_some_and(|ua| ua.starts_with("rbuild/")));
 }
 
 #[tokio::test]
 async fn basic_challenge_or_refused_token_is_unauthorized() {
-    let basic = FakeServer::start(|_| {
-        Reply::status(401)
-            .header("WWW-Authenticate", "Basic realm=\"r\"")
-            .body(UNAUTHORIZED)
-    });
-    match client()
-        .resolve(&reference(&basic, "r:latest"), &amd64())
-        .await
-    {
-        Err(Error::Unauthorized {
-            envelope: Some(e), ..
-        }) => assert!(e.has_code("UNAUTHORIZED")),
+    let basic =
+        FakeServer::start(|_| Reply::status(401).header("WWW-Authenticate", "Basic realm=\"r\"").body(UNAUTHORIZED));
+    match client().resolve(&reference(&basic, "r:latest"), &amd64()).await {
+        Err(Error::Unauthorized { envelope: Some(e), .. }) => assert!(e.has_code("UNAUTHORIZED")),
         other => panic!("expected Unauthorized, got {other:?}"),
     }
 
@@ -187,24 +137,13 @@ async fn basic_challenge_or_refused_token_is_unauthorized() {
         if req.path() == "/token" {
             return Reply::ok(r#"{"access_token":"useless"}"#);
         }
-        let realm = format!(
-            "Bearer realm=\"http://{}/token\"",
-            req.header("host").unwrap_or_default()
-        );
-        Reply::status(401)
-            .header("WWW-Authenticate", &realm)
-            .body(UNAUTHORIZED)
+        let realm = format!("Bearer realm=\"http://{}/token\"", req.header("host").unwrap_or_default());
+        Reply::status(401).header("WWW-Authenticate", &realm).body(UNAUTHORIZED)
     });
-    let err = client()
-        .resolve(&reference(&refusing, "r:latest"), &amd64())
-        .await
-        .expect_err("refused");
+    let err = client().resolve(&reference(&refusing, "r:latest"), &amd64()).await.expect_err("refused");
     assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
     assert_eq!(refusing.count("/token"), 1, "no token loop");
-    assert!(
-        !format!("{err:?} {err}").contains("useless"),
-        "token leaked into the error"
-    );
+    assert!(!format!("{err:?} {err}").contains("useless"), "token leaked into the error");
 }
 
 #[tokio::test]
@@ -218,34 +157,20 @@ async fn transient_failures_are_retried_then_reported() {
         }
         image.serve(req).unwrap_or(Reply::status(404))
     });
-    client()
-        .resolve(&reference(&flaky, "r:latest"), &amd64())
-        .await
-        .expect("third time lucky");
+    client().resolve(&reference(&flaky, "r:latest"), &amd64()).await.expect("third time lucky");
     assert_eq!(flaky.count("/v2/r/manifests/latest"), 3);
 
     let down = FakeServer::start(|_| {
         Reply::status(500).body(r#"{"errors":[{"code":"UNKNOWN","message":"storage on fire"}]}"#)
     });
-    match client()
-        .resolve(&reference(&down, "r:latest"), &amd64())
-        .await
-    {
-        Err(Error::Status {
-            status,
-            envelope: Some(e),
-            ..
-        }) => {
+    match client().resolve(&reference(&down, "r:latest"), &amd64()).await {
+        Err(Error::Status { status, envelope: Some(e), .. }) => {
             assert_eq!(status.as_u16(), 500);
             assert!(e.to_string().contains("storage on fire"));
         }
         other => panic!("expected Status, got {other:?}"),
     }
-    assert_eq!(
-        down.count("/v2/r/manifests/latest"),
-        4,
-        "one try and three retries"
-    );
+    assert_eq!(down.count("/v2/r/manifests/latest"), 4, "one try and three retries");
 }
 
 #[tokio::test]
@@ -259,20 +184,13 @@ async fn broken_download_resumes_with_range() {
             assert_eq!(range, format!("bytes={half}-"));
             let total = served.layer.len();
             Reply::status(206)
-                .header(
-                    "Content-Range",
-                    &format!("bytes {half}-{}/{total}", total - 1),
-                )
+                .header("Content-Range", &format!("bytes {half}-{}/{total}", total - 1))
                 .body(served.layer[half..].to_vec())
         }
     });
     let mut sink = Vec::new();
     client()
-        .fetch_blob(
-            &reference(&server, "r"),
-            &image.layer_descriptor(),
-            &mut sink,
-        )
+        .fetch_blob(&reference(&server, "r"), &image.layer_descriptor(), &mut sink)
         .await
         .expect("resumed download");
     assert_eq!(sink, image.layer);
@@ -289,11 +207,7 @@ async fn resume_against_a_server_ignoring_range_skips_what_was_written() {
     });
     let mut sink = Vec::new();
     client()
-        .fetch_blob(
-            &reference(&server, "r"),
-            &image.layer_descriptor(),
-            &mut sink,
-        )
+        .fetch_blob(&reference(&server, "r"), &image.layer_descriptor(), &mut sink)
         .await
         .expect("download restarted from zero");
     assert_eq!(sink, image.layer);
@@ -306,17 +220,10 @@ async fn download_that_keeps_breaking_gives_up() {
     let server = FakeServer::start(move |_| Reply::ok(served.layer.clone()).cut_at(1000));
     let mut sink = Vec::new();
     let err = client()
-        .fetch_blob(
-            &reference(&server, "r"),
-            &image.layer_descriptor(),
-            &mut sink,
-        )
+        .fetch_blob(&reference(&server, "r"), &image.layer_descriptor(), &mut sink)
         .await
         .expect_err("never completes");
-    assert!(
-        matches!(err, Error::BlobStream { written: 1000, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::BlobStream { written: 1000, .. }), "{err:?}");
     assert_eq!(server.count(&image.layer_path()), 4);
 }
 
@@ -332,11 +239,7 @@ async fn redirected_blob_is_followed() {
     });
     let mut sink = Vec::new();
     client()
-        .fetch_blob(
-            &reference(&server, "r"),
-            &image.layer_descriptor(),
-            &mut sink,
-        )
+        .fetch_blob(&reference(&server, "r"), &image.layer_descriptor(), &mut sink)
         .await
         .expect("followed redirect");
     assert_eq!(sink, image.layer);
@@ -353,14 +256,8 @@ async fn lying_registry_is_caught() {
         Reply::ok(wrong)
     });
     let desc = image.layer_descriptor();
-    let err = client()
-        .fetch_blob(&reference(&server, "r"), &desc, &mut Vec::new())
-        .await
-        .expect_err("lie");
-    assert!(
-        matches!(&err, Error::DigestMismatch { expected, .. } if expected == desc.digest()),
-        "{err:?}"
-    );
+    let err = client().fetch_blob(&reference(&server, "r"), &desc, &mut Vec::new()).await.expect_err("lie");
+    assert!(matches!(&err, Error::DigestMismatch { expected, .. } if expected == desc.digest()), "{err:?}");
 
     // A tag whose Docker-Content-Digest does not match the manifest sent.
     let served = image.clone();
@@ -368,10 +265,7 @@ async fn lying_registry_is_caught() {
         let reply = served.serve(req).unwrap_or(Reply::status(404));
         reply.header("Docker-Content-Digest", &sha(b"something else"))
     });
-    let err = client()
-        .resolve(&reference(&server, "r:latest"), &amd64())
-        .await
-        .expect_err("lie");
+    let err = client().resolve(&reference(&server, "r:latest"), &amd64()).await.expect_err("lie");
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err:?}");
 
     // An index entry served with another manifest of the same size.
@@ -393,10 +287,7 @@ async fn lying_registry_is_caught() {
         }
         Reply::status(404)
     });
-    let err = client()
-        .resolve(&reference(&server, "r:latest"), &amd64())
-        .await
-        .expect_err("lie");
+    let err = client().resolve(&reference(&server, "r:latest"), &amd64()).await.expect_err("lie");
     assert!(
         matches!(&err, Error::DigestMismatch { expected, .. } if expected.to_string() == sha(&image.manifest)),
         "{err:?}"

@@ -7,9 +7,7 @@ mod support;
 use std::path::Path;
 
 use rbuild_registry::oci_spec::image::{Descriptor, Digest, MediaType};
-use rbuild_registry::{
-    verify_descriptor, Client, ClientOptions, DigestHasher, Error, Platform, Reference,
-};
+use rbuild_registry::{verify_descriptor, Client, ClientOptions, DigestHasher, Error, Platform, Reference};
 use support::Registry;
 
 fn client() -> Client {
@@ -28,22 +26,11 @@ fn reference(text: &str) -> Reference {
 fn layout_top_digest(layout: &Path) -> Digest {
     let index = std::fs::read(layout.join("index.json")).expect("index.json");
     let index: serde_json::Value = serde_json::from_slice(&index).expect("index.json is JSON");
-    index["manifests"][0]["digest"]
-        .as_str()
-        .expect("digest")
-        .parse()
-        .expect("valid digest")
+    index["manifests"][0]["digest"].as_str().expect("digest").parse().expect("valid digest")
 }
 
-async fn fetch_to_file(
-    client: &Client,
-    r: &Reference,
-    desc: &Descriptor,
-    path: &Path,
-) -> Result<(), Error> {
-    let mut file = tokio::fs::File::create(path)
-        .await
-        .expect("create layer file");
+async fn fetch_to_file(client: &Client, r: &Reference, desc: &Descriptor, path: &Path) -> Result<(), Error> {
+    let mut file = tokio::fs::File::create(path).await.expect("create layer file");
     client.fetch_blob(r, desc, &mut file).await
 }
 
@@ -57,10 +44,7 @@ async fn resolve_by_tag_and_digest_then_fetch_layers() {
     let client = client();
     let tagged = reference(&registry.reference("busybox:latest"));
 
-    let image = client
-        .resolve(&tagged, &amd64())
-        .await
-        .expect("resolve by tag");
+    let image = client.resolve(&tagged, &amd64()).await.expect("resolve by tag");
     assert_eq!(image.digest, layout_top_digest(support::busybox_layout()));
     assert_eq!(image.index_digest, None);
     assert_eq!(image.media_type, MediaType::ImageManifest);
@@ -75,9 +59,7 @@ async fn resolve_by_tag_and_digest_then_fetch_layers() {
     assert_eq!(image.manifest.layers().len(), 1);
     for layer in image.manifest.layers() {
         let path = dir.path().join(layer.digest().digest());
-        fetch_to_file(&client, &tagged, layer, &path)
-            .await
-            .expect("fetch layer");
+        fetch_to_file(&client, &tagged, layer, &path).await.expect("fetch layer");
         // Re-hash what landed on disk: the file, not just the stream, must be the blob.
         let bytes = std::fs::read(&path).expect("read layer");
         let mut hasher = DigestHasher::for_digest(layer.digest()).expect("sha256");
@@ -85,28 +67,14 @@ async fn resolve_by_tag_and_digest_then_fetch_layers() {
         verify_descriptor(layer, hasher).expect("layer file matches its descriptor");
     }
 
-    let pinned = reference(&format!(
-        "{}@{}",
-        registry.reference("busybox"),
-        image.digest
-    ));
-    let by_digest = client
-        .resolve(&pinned, &amd64())
-        .await
-        .expect("resolve by digest");
+    let pinned = reference(&format!("{}@{}", registry.reference("busybox"), image.digest));
+    let by_digest = client.resolve(&pinned, &amd64()).await.expect("resolve by digest");
     assert_eq!(by_digest.digest, image.digest);
     assert_eq!(by_digest.manifest_bytes, image.manifest_bytes);
 
     // A pinned reference keeps its tag for display; the digest is what is fetched.
     let both = tagged.with_digest(image.digest.clone());
-    assert_eq!(
-        client
-            .resolve(&both, &amd64())
-            .await
-            .expect("tag@digest")
-            .digest,
-        image.digest
-    );
+    assert_eq!(client.resolve(&both, &amd64()).await.expect("tag@digest").digest, image.digest);
 }
 
 #[tokio::test]
@@ -120,32 +88,20 @@ async fn missing_tag_and_blob_are_not_found_with_envelope() {
 
     let missing = reference(&registry.reference("busybox:nope"));
     match client.resolve(&missing, &amd64()).await {
-        Err(Error::ManifestNotFound {
-            envelope: Some(envelope),
-            ..
-        }) => {
+        Err(Error::ManifestNotFound { envelope: Some(envelope), .. }) => {
             assert!(envelope.has_code("MANIFEST_UNKNOWN"), "{envelope}");
         }
         other => panic!("expected ManifestNotFound, got {other:?}"),
     }
 
-    let image = client
-        .resolve(&reference(&registry.reference("busybox:latest")), &amd64())
-        .await
-        .expect("resolve");
+    let image = client.resolve(&reference(&registry.reference("busybox:latest")), &amd64()).await.expect("resolve");
     let layer = &image.manifest.layers()[0];
-    let absent: Digest = format!("sha256:{}", "0".repeat(64))
-        .parse()
-        .expect("digest");
+    let absent: Digest = format!("sha256:{}", "0".repeat(64)).parse().expect("digest");
     let wrong = Descriptor::new(layer.media_type().clone(), layer.size(), absent.clone());
     let mut sink = Vec::new();
     let r = reference(&registry.reference("busybox:latest"));
     match client.fetch_blob(&r, &wrong, &mut sink).await {
-        Err(Error::BlobNotFound {
-            digest,
-            envelope: Some(envelope),
-            ..
-        }) => {
+        Err(Error::BlobNotFound { digest, envelope: Some(envelope), .. }) => {
             assert_eq!(digest, absent);
             assert!(envelope.has_code("BLOB_UNKNOWN"), "{envelope}");
         }
@@ -166,16 +122,10 @@ async fn corrupted_or_mis_sized_blobs_are_rejected() {
     let layer = image.manifest.layers()[0].clone();
 
     // A descriptor claiming one byte less: the download stops as soon as it overruns.
-    let short = Descriptor::new(
-        layer.media_type().clone(),
-        layer.size() - 1,
-        layer.digest().clone(),
-    );
+    let short = Descriptor::new(layer.media_type().clone(), layer.size() - 1, layer.digest().clone());
     let mut sink = Vec::new();
     match client.fetch_blob(&r, &short, &mut sink).await {
-        Err(Error::SizeMismatch {
-            expected, found, ..
-        }) => {
+        Err(Error::SizeMismatch { expected, found, .. }) => {
             assert_eq!(expected, layer.size() - 1);
             assert!(found >= layer.size(), "found {found}");
         }
@@ -206,16 +156,11 @@ async fn multi_platform_index_selects_the_platform() {
     }
     let layout = support::build_busybox_layout("amd64,arm64/v8").expect("multi-arch layout");
     let registry = Registry::start();
-    registry
-        .seed(&layout, "multi:latest", &["--all"])
-        .expect("seed index");
+    registry.seed(&layout, "multi:latest", &["--all"]).expect("seed index");
     let client = client();
     let r = reference(&registry.reference("multi:latest"));
 
-    let arm = client
-        .resolve(&r, &"linux/arm64/v8".parse().expect("platform"))
-        .await
-        .expect("arm64");
+    let arm = client.resolve(&r, &"linux/arm64/v8".parse().expect("platform")).await.expect("arm64");
     let amd = client.resolve(&r, &amd64()).await.expect("amd64");
     assert_eq!(arm.index_digest, Some(layout_top_digest(&layout)));
     assert_eq!(amd.index_digest, arm.index_digest);
@@ -224,10 +169,7 @@ async fn multi_platform_index_selects_the_platform() {
     assert_eq!(amd.config.architecture().to_string(), "amd64");
     assert_eq!(arm.manifest.layers(), amd.manifest.layers());
 
-    match client
-        .resolve(&r, &"linux/s390x".parse().expect("platform"))
-        .await
-    {
+    match client.resolve(&r, &"linux/s390x".parse().expect("platform")).await {
         Err(Error::NoMatchingPlatform { available, .. }) => {
             assert_eq!(available, ["linux/amd64", "linux/arm64"]);
         }
@@ -241,30 +183,15 @@ async fn docker_schema2_parses_into_oci_types() {
         return;
     }
     let registry = Registry::start();
-    registry
-        .seed(
-            support::busybox_layout(),
-            "docker:latest",
-            &["--format", "v2s2"],
-        )
-        .expect("seed v2s2");
+    registry.seed(support::busybox_layout(), "docker:latest", &["--format", "v2s2"]).expect("seed v2s2");
     let client = client();
     let r = reference(&registry.reference("docker:latest"));
     let image = client.resolve(&r, &amd64()).await.expect("resolve v2s2");
-    assert_eq!(
-        image.media_type.to_string(),
-        rbuild_registry::DOCKER_MANIFEST_V2
-    );
-    assert_eq!(
-        image.manifest.config().media_type().to_string(),
-        rbuild_registry::DOCKER_CONFIG
-    );
+    assert_eq!(image.media_type.to_string(), rbuild_registry::DOCKER_MANIFEST_V2);
+    assert_eq!(image.manifest.config().media_type().to_string(), rbuild_registry::DOCKER_CONFIG);
     assert_eq!(image.config.architecture().to_string(), "amd64");
     let layer = &image.manifest.layers()[0];
     let mut sink = Vec::new();
-    client
-        .fetch_blob(&r, layer, &mut sink)
-        .await
-        .expect("fetch v2s2 layer");
+    client.fetch_blob(&r, layer, &mut sink).await.expect("fetch v2s2 layer");
     assert_eq!(sink.len() as u64, layer.size());
 }

@@ -37,9 +37,7 @@ pub fn have(cmd: &str) -> bool {
         return false;
     };
     std::env::split_paths(&path).any(|dir| {
-        std::fs::metadata(dir.join(cmd))
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
+        std::fs::metadata(dir.join(cmd)).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
     })
 }
 
@@ -66,43 +64,22 @@ pub fn require_root(test: &str) -> bool {
 
 /// `true` when the busybox fixture can be built (busybox-static, jq).
 pub fn require_busybox(test: &str) -> bool {
-    require_tools(
-        test,
-        &[
-            ("busybox", "busybox-static"),
-            ("jq", "jq"),
-            ("gzip", "gzip"),
-        ],
-    )
+    require_tools(test, &[("busybox", "busybox-static"), ("jq", "jq"), ("gzip", "gzip")])
 }
 
 /// `true` when a registry can be started and seeded (docker-registry, skopeo, curl, plus the
 /// busybox fixture's tools).
 pub fn require_registry(test: &str) -> bool {
     require_busybox(test)
-        && require_tools(
-            test,
-            &[
-                ("docker-registry", "docker-registry"),
-                ("skopeo", "skopeo"),
-                ("curl", "curl"),
-            ],
-        )
+        && require_tools(test, &[("docker-registry", "docker-registry"), ("skopeo", "skopeo"), ("curl", "curl")])
 }
 
 fn require_tools(test: &str, tools: &[(&str, &str)]) -> bool {
-    let missing: Vec<&str> = tools
-        .iter()
-        .filter(|(cmd, _)| !have(cmd))
-        .map(|(_, pkg)| *pkg)
-        .collect();
+    let missing: Vec<&str> = tools.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, pkg)| *pkg).collect();
     if missing.is_empty() {
         return true;
     }
-    eprintln!(
-        "skipping {test}: needs `apt-get install {}` (CI installs them)",
-        missing.join(" ")
-    );
+    eprintln!("skipping {test}: needs `apt-get install {}` (CI installs them)", missing.join(" "));
     false
 }
 
@@ -124,11 +101,8 @@ fn scratch_workdir() -> io::Result<(PathBuf, tempfile::TempDir)> {
     let mut last = io::Error::other("no scratch directory");
     let target_tmp = option_env!("CARGO_TARGET_TMPDIR").map(PathBuf::from);
     for dir in target_tmp.into_iter().chain([std::env::temp_dir()]) {
-        let work = std::fs::create_dir_all(&dir).and_then(|()| {
-            tempfile::Builder::new()
-                .prefix("rbuild-busybox-")
-                .tempdir_in(&dir)
-        });
+        let work = std::fs::create_dir_all(&dir)
+            .and_then(|()| tempfile::Builder::new().prefix("rbuild-busybox-").tempdir_in(&dir));
         match work {
             Ok(work) => return Ok((dir, work)),
             Err(e) => last = e,
@@ -145,9 +119,7 @@ fn scratch_workdir() -> io::Result<(PathBuf, tempfile::TempDir)> {
 pub fn build_busybox_layout(arches: &str) -> io::Result<PathBuf> {
     let (scratch, work) = scratch_workdir()?;
     let out = work.path().join("layout");
-    let output = run(Command::new(fixture("busybox-image.sh"))
-        .arg(&out)
-        .arg(arches))?;
+    let output = run(Command::new(fixture("busybox-image.sh")).arg(&out).arg(arches))?;
     let digest = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     let hex = digest.strip_prefix("sha256:").unwrap_or(&digest);
     let name: String = hex.chars().take(16).collect();
@@ -160,10 +132,7 @@ pub fn build_busybox_layout(arches: &str) -> io::Result<PathBuf> {
     if final_dir.join("index.json").is_file() {
         Ok(final_dir)
     } else {
-        Err(io::Error::other(format!(
-            "could not place the busybox layout at {}",
-            final_dir.display()
-        )))
+        Err(io::Error::other(format!("could not place the busybox layout at {}", final_dir.display())))
     }
 }
 
@@ -174,12 +143,33 @@ pub fn busybox_layout() -> &'static Path {
     LAYOUT.get_or_init(|| build_busybox_layout("amd64").expect("building the busybox fixture"))
 }
 
+/// `true` when a registry with these options can be started (docker-registry, skopeo, curl,
+/// and openssl for TLS). Unlike [`require_registry`], the busybox fixture is not needed.
+pub fn require_registry_with(test: &str, options: &RegistryOptions) -> bool {
+    let mut tools = vec![("docker-registry", "docker-registry"), ("skopeo", "skopeo"), ("curl", "curl")];
+    if options.tls {
+        tools.push(("openssl", "openssl"));
+    }
+    require_tools(test, &tools)
+}
+
+/// How to start a [`Registry`].
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Serve HTTPS with a certificate for 127.0.0.1 signed by a CA made for this registry
+    /// ([`Registry::ca_cert_path`]).
+    pub tls: bool,
+    /// Require HTTP Basic auth with this user and password (htpasswd).
+    pub htpasswd: Option<(String, String)>,
+}
+
 /// A docker-registry on a free loopback port, stopped (and its state deleted) on drop.
 #[derive(Debug)]
 pub struct Registry {
     /// The port on 127.0.0.1.
     pub port: u16,
     state: tempfile::TempDir,
+    options: RegistryOptions,
 }
 
 impl Registry {
@@ -191,20 +181,109 @@ impl Registry {
 
     /// Starts a registry, or says why not.
     pub fn try_start() -> io::Result<Registry> {
-        let state = tempfile::Builder::new()
-            .prefix("rbuild-registry-")
-            .tempdir()?;
-        let output = run(Command::new(fixture("registry.sh"))
-            .arg("start")
-            .arg(state.path())
-            // If this process dies without dropping us, the script's watchdog stops the registry.
-            .env("RBUILD_REGISTRY_WATCH_PID", std::process::id().to_string()))?;
+        Self::try_start_with(RegistryOptions::default())
+    }
+
+    /// Starts a registry with TLS and/or auth. Panics if it cannot start: call
+    /// [`require_registry_with`] first.
+    pub fn start_with(options: RegistryOptions) -> Registry {
+        Self::try_start_with(options).expect("starting docker-registry")
+    }
+
+    /// Starts a registry with TLS and/or auth, or says why not.
+    pub fn try_start_with(options: RegistryOptions) -> io::Result<Registry> {
+        let state = tempfile::Builder::new().prefix("rbuild-registry-").tempdir()?;
+        let mut cmd = Command::new(fixture("registry.sh"));
+        cmd.arg("start").arg(state.path());
+        if options.tls {
+            cmd.arg("--tls");
+        }
+        if let Some((user, password)) = &options.htpasswd {
+            cmd.arg("--htpasswd").arg(format!("{user}:{password}"));
+        }
+        // If this process dies without dropping us, the script's watchdog stops the registry.
+        let output = run(cmd.env("RBUILD_REGISTRY_WATCH_PID", std::process::id().to_string()))?;
         let text = String::from_utf8_lossy(&output.stdout);
         let port = text
+            .lines()
+            .next()
+            .unwrap_or_default()
             .trim()
             .parse()
             .map_err(|e| io::Error::other(format!("registry.sh start printed {text:?}: {e}")))?;
-        Ok(Registry { port, state })
+        Ok(Registry { port, state, options })
+    }
+
+    /// Stops the registry and starts it again on the same port, with the same configuration
+    /// and storage (upload sessions in progress break; stored content stays).
+    pub fn restart(&self) -> io::Result<()> {
+        run(Command::new(fixture("registry.sh"))
+            .arg("restart")
+            .arg(self.state.path())
+            .env("RBUILD_REGISTRY_WATCH_PID", std::process::id().to_string()))
+        .map(drop)
+    }
+
+    /// The options it was started with.
+    pub fn options(&self) -> &RegistryOptions {
+        &self.options
+    }
+
+    /// The CA certificate that signed the registry's certificate (TLS registries only).
+    pub fn ca_cert_path(&self) -> Option<PathBuf> {
+        self.options.tls.then(|| self.state.path().join("ca/ca.crt"))
+    }
+
+    /// A directory holding only [`Registry::ca_cert_path`], as `ca.crt`: skopeo's `--cert-dir`,
+    /// or a docker `certs.d/<host:port>` directory (TLS registries only).
+    pub fn cert_dir(&self) -> Option<PathBuf> {
+        self.options.tls.then(|| self.state.path().join("ca"))
+    }
+
+    /// `user:password` when the registry requires auth.
+    pub fn creds(&self) -> Option<String> {
+        self.options.htpasswd.as_ref().map(|(user, password)| format!("{user}:{password}"))
+    }
+
+    /// The registry's log: its warnings and the access log (`"METHOD /path HTTP/1.1" status`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("log")).unwrap_or_default()
+    }
+
+    /// Access-log lines whose request line starts with `method path_prefix`, e.g.
+    /// `("PATCH", "/v2/a/blobs/uploads/")`.
+    pub fn requests(&self, method: &str, path_prefix: &str) -> Vec<String> {
+        let needle = format!("\"{method} {path_prefix}");
+        self.log().lines().filter(|line| line.contains(&needle)).map(str::to_owned).collect()
+    }
+
+    /// skopeo's flags for reaching this registry: TLS verification against its CA (or none for
+    /// plain HTTP) and its credentials.
+    pub fn skopeo_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        match self.cert_dir() {
+            Some(dir) => {
+                flags.push("--tls-verify=true".to_owned());
+                flags.push(format!("--cert-dir={}", dir.display()));
+            }
+            None => flags.push("--tls-verify=false".to_owned()),
+        }
+        if let Some(creds) = self.creds() {
+            flags.push(format!("--creds={creds}"));
+        }
+        flags
+    }
+
+    /// `skopeo inspect [--raw] docker://<host>/<name_tag>`, parsed.
+    pub fn skopeo_inspect(&self, name_tag: &str, raw: bool) -> io::Result<serde_json::Value> {
+        let mut cmd = Command::new("skopeo");
+        cmd.arg("inspect");
+        if raw {
+            cmd.arg("--raw");
+        }
+        cmd.args(self.skopeo_flags()).arg(format!("docker://{}", self.reference(name_tag)));
+        let output = run(&mut cmd)?;
+        serde_json::from_slice(&output.stdout).map_err(io::Error::other)
     }
 
     /// `127.0.0.1:<port>`.
@@ -225,28 +304,25 @@ impl Registry {
     /// The registry's stored copy of a blob, `<hex>` being the sha256 without the prefix.
     pub fn blob_path(&self, hex: &str) -> PathBuf {
         let prefix = hex.get(..2).unwrap_or(hex);
-        self.state
-            .path()
-            .join("data/docker/registry/v2/blobs/sha256")
-            .join(prefix)
-            .join(hex)
-            .join("data")
+        self.state.path().join("data/docker/registry/v2/blobs/sha256").join(prefix).join(hex).join("data")
     }
 
     /// Pushes the busybox fixture as `name_tag` (`busybox:latest`). Panics on failure.
     pub fn seed_busybox(&self, name_tag: &str) {
-        self.seed(busybox_layout(), name_tag, &[])
-            .expect("seeding the registry with busybox");
+        self.seed(busybox_layout(), name_tag, &[]).expect("seeding the registry with busybox");
     }
 
     /// Pushes the `latest` image of an OCI layout as `name_tag`, passing `skopeo_args` to
     /// `skopeo copy` (`--format v2s2` for docker media types, `--all` for an index).
+    /// The registry's credentials are passed when it requires auth.
     pub fn seed(&self, layout: &Path, name_tag: &str, skopeo_args: &[&str]) -> io::Result<()> {
+        let creds = self.creds().map(|c| format!("--dest-creds={c}"));
         run(Command::new(fixture("registry.sh"))
             .arg("seed")
             .arg(self.port.to_string())
             .arg(layout)
             .arg(name_tag)
+            .args(creds)
             .args(skopeo_args))
         .map(drop)
     }
@@ -255,10 +331,6 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         // Best effort: a failure here must not turn a passing test into a panic.
-        let _ = Command::new(fixture("registry.sh"))
-            .arg("stop")
-            .arg(self.state.path())
-            .stdin(Stdio::null())
-            .output();
+        let _ = Command::new(fixture("registry.sh")).arg("stop").arg(self.state.path()).stdin(Stdio::null()).output();
     }
 }

@@ -5,7 +5,7 @@
 //! returns a [`Reply`]; requests are recorded for assertions.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
@@ -18,15 +18,14 @@ pub struct Request {
     pub target: String,
     /// Header names lowercased.
     pub headers: Vec<(String, String)>,
+    /// The body (read by `Content-Length` or chunked transfer coding).
+    pub body: Vec<u8>,
 }
 
 impl Request {
     /// A header's value by lowercase name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// The path without the query.
@@ -48,12 +47,7 @@ pub struct Reply {
 impl Reply {
     /// A status with an empty body.
     pub fn status(status: u16) -> Self {
-        Self {
-            status,
-            headers: Vec::new(),
-            body: Vec::new(),
-            cut_at: None,
-        }
+        Self { status, headers: Vec::new(), body: Vec::new(), cut_at: None }
     }
 
     /// 200 with a body.
@@ -124,6 +118,29 @@ impl FakeServer {
     }
 }
 
+/// Reads the whole body so closing the connection does not reset it under the client.
+fn read_body(reader: &mut impl BufRead, headers: &[(String, String)]) -> Vec<u8> {
+    let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let mut body = Vec::new();
+    if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        loop {
+            let mut size = String::new();
+            if reader.read_line(&mut size).unwrap_or(0) == 0 {
+                break;
+            }
+            let size = usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16).unwrap_or(0);
+            let mut chunk = vec![0; size + 2]; // and its CRLF
+            if size == 0 || reader.read_exact(&mut chunk).is_err() {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else if let Some(len) = get("content-length").and_then(|v| v.parse::<u64>().ok()) {
+        let _ = reader.take(len).read_to_end(&mut body);
+    }
+    body
+}
+
 fn serve(stream: TcpStream, handler: &Handler, recorded: &Mutex<Vec<Request>>) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
     let mut line = String::new();
@@ -143,20 +160,14 @@ fn serve(stream: TcpStream, handler: &Handler, recorded: &Mutex<Vec<Request>>) {
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
         }
     }
-    let request = Request {
-        method,
-        target,
-        headers,
-    };
+    let body = read_body(&mut reader, &headers);
+    let request = Request { method, target, headers, body };
     let reply = handler(&request);
     recorded.lock().expect("lock").push(request);
 
     let mut stream = stream;
-    let mut head = format!(
-        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-        reply.status,
-        reply.body.len()
-    );
+    let mut head =
+        format!("HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n", reply.status, reply.body.len());
     for (k, v) in &reply.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
