@@ -31,11 +31,7 @@ pub(crate) struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub(crate) fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
+        Self { inner, hasher: Sha256::new(), count: 0 }
     }
 
     /// Returns the inner writer, the digest and the number of bytes written.
@@ -67,11 +63,7 @@ pub(crate) struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub(crate) fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
+        Self { inner, hasher: Sha256::new(), count: 0 }
     }
 
     /// The wrapped reader.
@@ -106,11 +98,7 @@ pub(crate) struct ExactReader<R> {
 
 impl<R: Read> ExactReader<R> {
     pub(crate) fn new(inner: R, len: u64) -> Self {
-        Self {
-            inner,
-            remaining: len,
-            read_failed: false,
-        }
+        Self { inner, remaining: len, read_failed: false }
     }
 }
 
@@ -119,18 +107,13 @@ impl<R: Read> Read for ExactReader<R> {
         if self.remaining == 0 || buf.is_empty() {
             return Ok(0);
         }
-        let want = usize::try_from(self.remaining)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
+        let want = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(buf.len());
         let n = match self.inner.read(&mut buf[..want]) {
             Ok(0) => {
                 self.read_failed = true;
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "source ended {} bytes before its declared size",
-                        self.remaining
-                    ),
+                    format!("source ended {} bytes before its declared size", self.remaining),
                 ));
             }
             Ok(n) => n,

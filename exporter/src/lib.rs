@@ -2,14 +2,20 @@
 //!
 //! - [`layer::pack`] turns a diff directory in overlayfs upper-dir format
 //!   (whiteouts as char devices 0:0, opaque dirs by xattr) into a
-//!   deterministic layer tar, optionally gzip-compressed, streamed to any
-//!   writer while computing the diff id and blob digest.
+//!   deterministic layer tar, uncompressed, gzip or zstd, streamed to any
+//!   writer while computing the diff id and blob digest. Compression runs on
+//!   all cores ([`layer::Compressor`], usable on its own) and its output does
+//!   not depend on the thread count.
 //! - [`layer::unpack`] applies a (possibly hostile) layer blob to an empty
 //!   directory in the same overlay format, confined to that directory.
 //! - [`oci::ImageBuilder`] appends packed layers and history to a base config
-//!   and produces canonical config and manifest JSON with their descriptors.
+//!   and produces canonical config and manifest JSON with their descriptors,
+//!   with OCI or docker media types and docker-only config fields carried along.
 //! - [`oci::write_oci_archive`] / [`oci::write_oci_dir`] write an OCI image
-//!   layout, streaming blobs from a [`oci::BlobSource`] and verifying them.
+//!   layout, [`oci::write_docker_archive`] a `docker load` archive, streaming
+//!   blobs from a [`oci::BlobSource`] and verifying them.
+//! - [`rootfs::write_rootfs_dir`] / [`rootfs::write_rootfs_tar`] write the
+//!   merged filesystem of a stack of diffs (`type=local`, `type=tar`).
 //!
 //! ```
 //! use rbuild_exporter::layer::{pack, Compression, PackOptions};
@@ -42,6 +48,7 @@
 
 pub mod layer;
 pub mod oci;
+pub mod rootfs;
 
 mod hash;
 
@@ -64,6 +71,12 @@ pub enum Error {
     /// See [`oci::LayoutError`].
     #[error(transparent)]
     Layout(#[from] oci::LayoutError),
+    /// See [`rootfs::RootfsError`].
+    #[error(transparent)]
+    Rootfs(#[from] rootfs::RootfsError),
+    /// See [`layer::ParseCompressionError`].
+    #[error(transparent)]
+    Compression(#[from] layer::ParseCompressionError),
 }
 
 /// `Result` with this crate's [`Error`].

@@ -52,9 +52,7 @@ fn read_back(bytes: &[u8]) -> Vec<Seen> {
             kind: h.entry_type(),
             mode: h.mode().unwrap(),
             uid: h.uid().unwrap(),
-            link: entry
-                .link_name_bytes()
-                .map(|l| String::from_utf8(l.into_owned()).unwrap()),
+            link: entry.link_name_bytes().map(|l| String::from_utf8(l.into_owned()).unwrap()),
             mtime: h.mtime().unwrap(),
             xattrs,
         });
@@ -94,10 +92,7 @@ fn entries_order_modes_links_and_whiteouts() {
     }
     assert_eq!(paths, want);
     assert_eq!(layer.entries, want.len());
-    assert_eq!(
-        layer.media_type.to_string(),
-        "application/vnd.oci.image.layer.v1.tar"
-    );
+    assert_eq!(layer.media_type.to_string(), "application/vnd.oci.image.layer.v1.tar");
 
     let get = |p: &str| seen.iter().find(|s| s.path == p).unwrap();
     assert_eq!(get("bin/").kind, EntryType::Directory);
@@ -110,19 +105,13 @@ fn entries_order_modes_links_and_whiteouts() {
     assert_eq!(get("lnk").link.as_deref(), Some("etc/passwd"));
     assert_eq!(get("fifo").kind, EntryType::Fifo);
     assert_eq!(get("fifo").mode, 0o640);
-    assert_eq!(
-        get("file-with-xattr").xattrs,
-        vec![("user.rbuild.test".to_owned(), b"v\x00al".to_vec())]
-    );
+    assert_eq!(get("file-with-xattr").xattrs, vec![("user.rbuild.test".to_owned(), b"v\x00al".to_vec())]);
     assert!(seen.iter().all(|s| s.mtime >= 1_600_000_000), "mtimes kept");
     if is_root() {
         let wh = get(".wh.removed");
         assert_eq!((wh.kind, wh.mode, wh.uid), (EntryType::Regular, 0, 0));
         assert_eq!(get("opq/.wh..wh..opq").kind, EntryType::Regular);
-        assert!(
-            get("opq/").xattrs.is_empty(),
-            "overlay xattrs are not copied"
-        );
+        assert!(get("opq/").xattrs.is_empty(), "overlay xattrs are not copied");
         assert_eq!(get("etc/passwd").uid, 1234);
     }
 }
@@ -136,10 +125,7 @@ fn deterministic_and_gzip_matches_plain() {
     let (b, b_bytes) = pack_vec(&diff, &plain());
     assert_eq!(a, b);
     assert_eq!(a_bytes, b_bytes);
-    assert_eq!(
-        a.diff_id, a.digest,
-        "uncompressed: blob digest is the diff id"
-    );
+    assert_eq!(a.diff_id, a.digest, "uncompressed: blob digest is the diff id");
     assert_eq!(a.digest, sha256_digest(&a_bytes));
     assert_eq!(a.size, a_bytes.len() as u64);
 
@@ -147,16 +133,11 @@ fn deterministic_and_gzip_matches_plain() {
     let (g1, g1_bytes) = pack_vec(&diff, &gz);
     let (g2, _) = pack_vec(&diff, &gz);
     assert_eq!(g1, g2, "gzip output is deterministic");
-    assert_eq!(
-        g1.media_type.to_string(),
-        "application/vnd.oci.image.layer.v1.tar+gzip"
-    );
+    assert_eq!(g1.media_type.to_string(), "application/vnd.oci.image.layer.v1.tar+gzip");
     assert_eq!(g1.diff_id, a.diff_id);
     assert_eq!(g1.digest, sha256_digest(&g1_bytes));
     let mut unzipped = Vec::new();
-    flate2::read::GzDecoder::new(&g1_bytes[..])
-        .read_to_end(&mut unzipped)
-        .unwrap();
+    flate2::read::GzDecoder::new(&g1_bytes[..]).read_to_end(&mut unzipped).unwrap();
     assert_eq!(unzipped, a_bytes);
 }
 
@@ -170,14 +151,8 @@ fn source_date_epoch_clamps_only_later_mtimes() {
     let mut opts = plain();
     opts.source_date_epoch(Some(1_000));
     let (_, bytes) = pack_vec(tmp.path(), &opts);
-    let times: Vec<(String, u64)> = read_back(&bytes)
-        .into_iter()
-        .map(|s| (s.path, s.mtime))
-        .collect();
-    assert_eq!(
-        times,
-        vec![("new".to_owned(), 1_000), ("old".to_owned(), 100)]
-    );
+    let times: Vec<(String, u64)> = read_back(&bytes).into_iter().map(|s| (s.path, s.mtime)).collect();
+    assert_eq!(times, vec![("new".to_owned(), 1_000), ("old".to_owned(), 100)]);
 }
 
 #[test]
@@ -198,13 +173,5 @@ fn long_names_use_pax() {
     let (_, bytes) = pack_vec(tmp.path(), &plain());
     let seen = read_back(&bytes);
     assert_eq!(seen.len(), 3);
-    assert_eq!(
-        seen[2].path,
-        format!(
-            "{}/{}/{}",
-            "d".repeat(120),
-            "e".repeat(120),
-            "f".repeat(200)
-        )
-    );
+    assert_eq!(seen[2].path, format!("{}/{}/{}", "d".repeat(120), "e".repeat(120), "f".repeat(200)));
 }

@@ -69,6 +69,13 @@ pub enum PackError {
         #[source]
         source: io::Error,
     },
+    /// Setting up the compressor (its threads, libzstd's context) failed.
+    #[error("starting the layer compressor")]
+    StartCompressor {
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// Finishing the tar stream, the compressor or flushing the output failed.
     #[error("finishing layer output")]
     Finish {

@@ -78,10 +78,9 @@ pub(crate) fn append_entry<W: Write, R: Read>(
     }
     header.set_entry_type(spec.kind);
     header.set_mode(spec.mode & 0o7777);
-    for (key, value, setter) in [
-        ("uid", spec.uid, Header::set_uid as fn(&mut Header, u64)),
-        ("gid", spec.gid, Header::set_gid),
-    ] {
+    for (key, value, setter) in
+        [("uid", spec.uid, Header::set_uid as fn(&mut Header, u64)), ("gid", spec.gid, Header::set_gid)]
+    {
         if value > MAX_OCTAL_8 {
             pax.insert(key.into(), value.to_string().into_bytes());
             setter(&mut header, 0);
@@ -162,10 +161,7 @@ mod tests {
     macro_rules! split {
         ($path:expr => fits $prefix:expr, $name:expr) => {
             let p = $path;
-            assert_eq!(
-                split_ustar_path(p.as_bytes()),
-                ($prefix.as_bytes(), $name.as_bytes(), true)
-            );
+            assert_eq!(split_ustar_path(p.as_bytes()), ($prefix.as_bytes(), $name.as_bytes(), true));
         };
         ($path:expr => pax) => {
             let p = $path;
@@ -204,10 +200,7 @@ mod tests {
         let mut entries = ar.entries().unwrap();
         let mut e = entries.next().unwrap().unwrap();
         assert_eq!(e.path_bytes().as_ref(), long.as_bytes());
-        assert_eq!(
-            e.link_name_bytes().unwrap().as_ref(),
-            "t".repeat(150).as_bytes()
-        );
+        assert_eq!(e.link_name_bytes().unwrap().as_ref(), "t".repeat(150).as_bytes());
         assert_eq!(e.header().uid().unwrap(), 5_000_000);
         assert_eq!(e.header().gid().unwrap(), 7);
         assert_eq!(e.header().mtime().unwrap(), 1_700_000_000);

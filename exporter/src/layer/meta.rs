@@ -18,10 +18,7 @@ pub(crate) struct Meta {
     pub xattrs: Vec<(String, Vec<u8>)>,
 }
 
-pub(crate) fn read_meta<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
-    name: &str,
-) -> Result<Meta, UnpackError> {
+pub(crate) fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta, UnpackError> {
     let header = entry.header();
     let old = header.as_old();
     let id = |v: io::Result<u64>, raw: &[u8], field| {
@@ -32,24 +29,18 @@ pub(crate) fn read_meta<R: Read>(
     };
     let uid = id(header.uid(), &old.uid, "uid")?;
     let gid = id(header.gid(), &old.gid, "gid")?;
-    let mode = lenient(header.mode().map(u64::from), &old.mode)
-        .ok_or_else(|| invalid(name, "mode"))? as u32
-        & 0o7777;
+    let mode = lenient(header.mode().map(u64::from), &old.mode).ok_or_else(|| invalid(name, "mode"))? as u32 & 0o7777;
     let mut mtime = lenient(header.mtime(), &old.mtime)
         .and_then(|t| i64::try_from(t).ok())
         .map(|t| (t, 0))
         .ok_or_else(|| invalid(name, "mtime"))?;
     let mut xattrs = Vec::new();
-    if let Some(pax) = entry
-        .pax_extensions()
-        .map_err(|source| UnpackError::ReadArchive { source })?
-    {
+    if let Some(pax) = entry.pax_extensions().map_err(|source| UnpackError::ReadArchive { source })? {
         for record in pax {
             let record = record.map_err(|_| invalid(name, "PAX record"))?;
             let Ok(key) = record.key() else { continue };
             if key == "mtime" {
-                mtime = parse_pax_time(record.value_bytes())
-                    .ok_or_else(|| invalid(name, "PAX mtime"))?;
+                mtime = parse_pax_time(record.value_bytes()).ok_or_else(|| invalid(name, "PAX mtime"))?;
             } else if let Some(xattr) = key.strip_prefix("SCHILY.xattr.") {
                 if !is_overlay_xattr(xattr) && !xattr.is_empty() {
                     xattrs.push((xattr.to_owned(), record.value_bytes().to_vec()));
@@ -57,20 +48,8 @@ pub(crate) fn read_meta<R: Read>(
             }
         }
     }
-    let ts = Timespec {
-        tv_sec: mtime.0,
-        tv_nsec: mtime.1,
-    };
-    Ok(Meta {
-        uid,
-        gid,
-        mode,
-        times: Timestamps {
-            last_access: ts,
-            last_modification: ts,
-        },
-        xattrs,
-    })
+    let ts = Timespec { tv_sec: mtime.0, tv_nsec: mtime.1 };
+    Ok(Meta { uid, gid, mode, times: Timestamps { last_access: ts, last_modification: ts }, xattrs })
 }
 
 /// A numeric header field; blank (all NUL or space) reads as 0, as Go's
@@ -83,14 +62,8 @@ fn lenient(parsed: io::Result<u64>, raw: &[u8]) -> Option<u64> {
     }
 }
 
-pub(crate) fn link_target<R: Read>(
-    entry: &tar::Entry<'_, R>,
-    name: &str,
-) -> Result<Vec<u8>, UnpackError> {
-    entry
-        .link_name_bytes()
-        .map(|t| t.into_owned())
-        .ok_or_else(|| invalid(name, "link target"))
+pub(crate) fn link_target<R: Read>(entry: &tar::Entry<'_, R>, name: &str) -> Result<Vec<u8>, UnpackError> {
+    entry.link_name_bytes().map(|t| t.into_owned()).ok_or_else(|| invalid(name, "link target"))
 }
 
 /// Parses a PAX time (`-?\d+(\.\d*)?`) into (seconds, nanoseconds >= 0).
@@ -106,18 +79,11 @@ fn parse_pax_time(value: &[u8]) -> Option<(i64, i64)> {
             nanos += digit * 10i64.pow(8 - i as u32);
         }
     }
-    Some(if negative && nanos > 0 {
-        (secs - 1, 1_000_000_000 - nanos)
-    } else {
-        (secs, nanos)
-    })
+    Some(if negative && nanos > 0 { (secs - 1, 1_000_000_000 - nanos) } else { (secs, nanos) })
 }
 
 pub(crate) fn invalid(entry: &str, field: &'static str) -> UnpackError {
-    UnpackError::InvalidHeader {
-        entry: entry.to_owned(),
-        field,
-    }
+    UnpackError::InvalidHeader { entry: entry.to_owned(), field }
 }
 
 #[cfg(test)]

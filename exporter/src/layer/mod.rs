@@ -6,6 +6,7 @@
 //! everything below it carries `trusted.overlay.opaque=y`. In a layer tar those
 //! are `.wh.<name>` and `<dir>/.wh..wh..opq` (the OCI whiteout convention).
 
+mod apply;
 mod compress;
 mod error;
 mod header;
@@ -14,10 +15,16 @@ mod pack;
 mod resolve;
 mod unpack;
 
-pub use compress::Compression;
+pub use compress::{Compression, Compressor, ParseCompressionError, GZIP_BLOCK_SIZE};
 pub use error::{PackError, UnpackError};
 pub use pack::{pack, PackOptions, PackedLayer};
 pub use unpack::{unpack, UnpackOptions, UnpackedLayer};
+
+// For the root filesystem outputs (`crate::rootfs`).
+pub(crate) use apply::{set_meta_at, set_meta_fd, SetMetaError};
+pub(crate) use meta::Meta;
+pub(crate) use pack::{children, read_xattrs, Kind, Node, Walker};
+pub(crate) use resolve::{is_dir, lstat_at, remove_at, Confined, ResolveError, DIR_FLAGS};
 
 /// Prefix of a whiteout entry name in a layer tar.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -28,7 +35,7 @@ pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 /// Opaque-directory xattrs recognised when packing (the `userxattr` mount
 /// option makes overlayfs use the `user.` namespace).
-const OPAQUE_XATTRS: [&str; 2] = [OPAQUE_XATTR, "user.overlay.opaque"];
+pub(crate) const OPAQUE_XATTRS: [&str; 2] = [OPAQUE_XATTR, "user.overlay.opaque"];
 
 /// Overlayfs bookkeeping xattrs (opaque, redirect, origin, metacopy…) never go
 /// into a layer and are never taken from one: a layer that set them could

@@ -22,7 +22,7 @@ use super::{is_overlay_xattr, OPAQUE_MARKER, OPAQUE_XATTRS, WHITEOUT_PREFIX};
 use crate::hash::{ExactReader, HashingWriter};
 
 /// Options for [`pack`]. Start from `PackOptions::default()` (gzip level 6,
-/// mtimes as on disk) and adjust.
+/// all cores, mtimes as on disk) and adjust.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PackOptions {
@@ -31,12 +31,21 @@ pub struct PackOptions {
     /// `SOURCE_DATE_EPOCH`: mtimes later than this many seconds since the
     /// epoch are written as this value; earlier ones are kept.
     pub source_date_epoch: Option<i64>,
+    /// Compression threads; 0 (the default) means one per core. The blob's
+    /// bytes do not depend on it.
+    pub threads: usize,
 }
 
 impl PackOptions {
     /// Sets the compression.
     pub fn compression(&mut self, compression: Compression) -> &mut Self {
         self.compression = compression;
+        self
+    }
+
+    /// Sets the number of compression threads (0: one per core).
+    pub fn threads(&mut self, threads: usize) -> &mut Self {
+        self.threads = threads;
         self
     }
 
@@ -90,38 +99,25 @@ impl PackedLayer {
 /// error, one that grows is cut at its size). Mount overlays without
 /// `redirect_dir` and `metacopy`, or the upper dir is not a complete diff.
 /// `out` is flushed but not synced.
-pub fn pack<W: Write>(
-    diff_dir: &Path,
-    out: W,
-    opts: &PackOptions,
-) -> Result<PackedLayer, PackError> {
+pub fn pack<W: Write>(diff_dir: &Path, out: W, opts: &PackOptions) -> Result<PackedLayer, PackError> {
     let finish = |source| PackError::Finish { source };
     let blob = HashingWriter::new(out);
-    let diff = HashingWriter::new(Compressor::new(opts.compression, blob));
+    let compressor = Compressor::with_threads(opts.compression, opts.threads, blob)
+        .map_err(|source| PackError::StartCompressor { source })?;
+    let diff = HashingWriter::new(compressor);
     let mut builder = tar::Builder::new(diff);
-    let entries = Walker {
-        opts,
-        links: HashMap::new(),
-        entries: 0,
-    }
-    .run(diff_dir, &mut builder)?;
+    let entries = Walker::new(opts.source_date_epoch).run(diff_dir, &mut builder)?;
     let diff = builder.into_inner().map_err(finish)?;
     let (compressor, diff_id, _) = diff.finish();
     let blob = compressor.finish().map_err(finish)?;
     let (mut out, digest, size) = blob.finish();
     out.flush().map_err(finish)?;
-    Ok(PackedLayer {
-        diff_id,
-        digest,
-        size,
-        media_type: opts.compression.media_type(),
-        entries,
-    })
+    Ok(PackedLayer { diff_id, digest, size, media_type: opts.compression.media_type(), entries })
 }
 
 /// What a directory entry on disk becomes in the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Dir,
     File,
     Symlink,
@@ -133,27 +129,28 @@ enum Kind {
 
 /// One entry found on disk, waiting to be written.
 #[derive(Debug)]
-struct Node {
-    fs_path: PathBuf,
+pub(crate) struct Node {
+    pub(crate) fs_path: PathBuf,
     /// Archive path without trailing slash.
-    tar_path: Vec<u8>,
-    meta: Metadata,
-    kind: Kind,
+    pub(crate) tar_path: Vec<u8>,
+    pub(crate) meta: Metadata,
+    pub(crate) kind: Kind,
 }
 
-struct Walker<'a> {
-    opts: &'a PackOptions,
+/// Writes nodes as tar entries (also used for merged root filesystems).
+pub(crate) struct Walker {
+    source_date_epoch: Option<i64>,
     /// (dev, ino) of multiply-linked inodes → archive path of the first one.
     links: HashMap<(u64, u64), Vec<u8>>,
     entries: usize,
 }
 
-impl Walker<'_> {
-    fn run<W: Write>(
-        mut self,
-        root: &Path,
-        builder: &mut tar::Builder<W>,
-    ) -> Result<usize, PackError> {
+impl Walker {
+    pub(crate) fn new(source_date_epoch: Option<i64>) -> Self {
+        Self { source_date_epoch, links: HashMap::new(), entries: 0 }
+    }
+
+    fn run<W: Write>(mut self, root: &Path, builder: &mut tar::Builder<W>) -> Result<usize, PackError> {
         // Explicit stack: a hostile RUN can nest directories deeper than the
         // thread stack would allow recursion.
         let mut stack = children(root, &[])?;
@@ -173,18 +170,14 @@ impl Walker<'_> {
     }
 
     fn mtime(&self, meta: &Metadata) -> i64 {
-        match self.opts.source_date_epoch {
+        match self.source_date_epoch {
             Some(epoch) if meta.mtime() > epoch => epoch,
             _ => meta.mtime(),
         }
     }
 
     /// Writes `node`; for a directory, returns whether it is opaque.
-    fn emit<W: Write>(
-        &mut self,
-        node: &Node,
-        builder: &mut tar::Builder<W>,
-    ) -> Result<bool, PackError> {
+    pub(crate) fn emit<W: Write>(&mut self, node: &Node, builder: &mut tar::Builder<W>) -> Result<bool, PackError> {
         let meta = &node.meta;
         let mtime = self.mtime(meta);
         if node.kind == Kind::Whiteout {
@@ -220,23 +213,13 @@ impl Walker<'_> {
             Kind::File => spec.size = meta.len(),
             Kind::Symlink => {
                 spec.kind = EntryType::Symlink;
-                let target =
-                    fs::read_link(&node.fs_path).map_err(|source| PackError::ReadLink {
-                        path: node.fs_path.clone(),
-                        source,
-                    })?;
+                let target = fs::read_link(&node.fs_path)
+                    .map_err(|source| PackError::ReadLink { path: node.fs_path.clone(), source })?;
                 spec.link = Some(target.as_os_str().as_bytes().to_vec());
             }
             Kind::Char | Kind::Block => {
-                spec.kind = if node.kind == Kind::Char {
-                    EntryType::Char
-                } else {
-                    EntryType::Block
-                };
-                spec.device = Some((
-                    rustix::fs::major(meta.rdev()),
-                    rustix::fs::minor(meta.rdev()),
-                ));
+                spec.kind = if node.kind == Kind::Char { EntryType::Char } else { EntryType::Block };
+                spec.device = Some((rustix::fs::major(meta.rdev()), rustix::fs::minor(meta.rdev())));
             }
             Kind::Fifo => spec.kind = EntryType::Fifo,
             Kind::Whiteout => {}
@@ -247,10 +230,7 @@ impl Walker<'_> {
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&node.fs_path)
-                .map_err(|source| PackError::ReadFile {
-                    path: node.fs_path.clone(),
-                    source,
-                })?;
+                .map_err(|source| PackError::ReadFile { path: node.fs_path.clone(), source })?;
             self.write(builder, node, &spec, Some(file))?;
         } else {
             self.write(builder, node, &spec, None)?;
@@ -258,11 +238,7 @@ impl Walker<'_> {
         Ok(opaque)
     }
 
-    fn emit_opaque_marker<W: Write>(
-        &mut self,
-        dir: &Node,
-        builder: &mut tar::Builder<W>,
-    ) -> Result<(), PackError> {
+    fn emit_opaque_marker<W: Write>(&mut self, dir: &Node, builder: &mut tar::Builder<W>) -> Result<(), PackError> {
         let mut path = dir.tar_path.clone();
         path.push(b'/');
         path.extend_from_slice(OPAQUE_MARKER.as_bytes());
@@ -284,40 +260,29 @@ impl Walker<'_> {
                 let r = append_entry(builder, spec, &mut data);
                 match r {
                     Err(source) if data.read_failed => {
-                        return Err(PackError::ReadFile {
-                            path: node.fs_path.clone(),
-                            source,
-                        })
+                        return Err(PackError::ReadFile { path: node.fs_path.clone(), source })
                     }
                     r => r,
                 }
             }
             None => append_entry(builder, spec, io::empty()),
         };
-        result.map_err(|source| PackError::WriteEntry {
-            path: node.fs_path.clone(),
-            source,
-        })?;
+        result.map_err(|source| PackError::WriteEntry { path: node.fs_path.clone(), source })?;
         self.entries += 1;
         Ok(())
     }
 }
 
 /// Lists `dir`, classifies each entry and sorts by archive name.
-fn children(dir: &Path, dir_tar: &[u8]) -> Result<Vec<Node>, PackError> {
-    let read_dir_err = |source| PackError::ReadDir {
-        path: dir.to_path_buf(),
-        source,
-    };
+pub(crate) fn children(dir: &Path, dir_tar: &[u8]) -> Result<Vec<Node>, PackError> {
+    let read_dir_err = |source| PackError::ReadDir { path: dir.to_path_buf(), source };
     let mut nodes = Vec::new();
     for dirent in fs::read_dir(dir).map_err(read_dir_err)? {
         let dirent = dirent.map_err(read_dir_err)?;
         let name = dirent.file_name();
         let fs_path = dirent.path();
-        let meta = fs::symlink_metadata(&fs_path).map_err(|source| PackError::Stat {
-            path: fs_path.clone(),
-            source,
-        })?;
+        let meta =
+            fs::symlink_metadata(&fs_path).map_err(|source| PackError::Stat { path: fs_path.clone(), source })?;
         let ft = meta.file_type();
         let kind = if ft.is_dir() {
             Kind::Dir
@@ -344,12 +309,7 @@ fn children(dir: &Path, dir_tar: &[u8]) -> Result<Vec<Node>, PackError> {
             tar_path.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
         }
         tar_path.extend_from_slice(name.as_bytes());
-        nodes.push(Node {
-            fs_path,
-            tar_path,
-            meta,
-            kind,
-        });
+        nodes.push(Node { fs_path, tar_path, meta, kind });
     }
     nodes.sort_by(|a, b| a.tar_path.cmp(&b.tar_path));
     Ok(nodes)
@@ -357,11 +317,8 @@ fn children(dir: &Path, dir_tar: &[u8]) -> Result<Vec<Node>, PackError> {
 
 /// Reads the xattrs of `path` (not following symlinks), minus overlay's own,
 /// and whether they mark the directory opaque.
-fn read_xattrs(path: &Path) -> Result<(BTreeMap<String, Vec<u8>>, bool), PackError> {
-    let err = |source: io::Error| PackError::ReadXattrs {
-        path: path.to_path_buf(),
-        source,
-    };
+pub(crate) fn read_xattrs(path: &Path) -> Result<(BTreeMap<String, Vec<u8>>, bool), PackError> {
+    let err = |source: io::Error| PackError::ReadXattrs { path: path.to_path_buf(), source };
     let names = match read_sized(|buf| rustix::fs::llistxattr(path, buf)) {
         Ok(names) => names,
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok((BTreeMap::new(), false)),

@@ -30,23 +30,14 @@ pub(crate) struct Confined {
     last: Option<(Vec<Vec<u8>>, Rc<OwnedFd>)>,
 }
 
-pub(crate) const DIR_FLAGS: OFlags = OFlags::RDONLY
-    .union(OFlags::DIRECTORY)
-    .union(OFlags::NOFOLLOW)
-    .union(OFlags::CLOEXEC);
+pub(crate) const DIR_FLAGS: OFlags =
+    OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
 
 impl Confined {
     /// Opens `dest` (following symlinks: the caller chose it).
     pub(crate) fn open(dest: &Path) -> io::Result<Self> {
-        let fd = rustix::fs::open(
-            dest,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        Ok(Self {
-            root: Rc::new(fd),
-            last: None,
-        })
+        let fd = rustix::fs::open(dest, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(Self { root: Rc::new(fd), last: None })
     }
 
     pub(crate) fn root(&self) -> Rc<OwnedFd> {
@@ -74,11 +65,7 @@ impl Confined {
     /// Opens the directory at `comps` below the root. With `create`, missing
     /// components are created with mode 0755 (as docker does for parents a
     /// layer does not list).
-    pub(crate) fn dir(
-        &mut self,
-        comps: &[&[u8]],
-        create: bool,
-    ) -> Result<Rc<OwnedFd>, ResolveError> {
+    pub(crate) fn dir(&mut self, comps: &[&[u8]], create: bool) -> Result<Rc<OwnedFd>, ResolveError> {
         if comps.is_empty() {
             return Ok(self.root());
         }
@@ -103,9 +90,7 @@ impl Confined {
                 Err(Errno::NOENT) => return Err(ResolveError::Missing(prefix())),
                 Err(Errno::LOOP | Errno::NOTDIR) => {
                     return Err(match lstat_at(fd.as_fd(), comp) {
-                        Ok(Some(st))
-                            if FileType::from_raw_mode(st.st_mode) == FileType::Symlink =>
-                        {
+                        Ok(Some(st)) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
                             ResolveError::Symlink(prefix())
                         }
                         _ => ResolveError::NotDir(prefix()),

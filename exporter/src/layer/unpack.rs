@@ -4,24 +4,20 @@
 //! earlier entries inside the destination.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStringExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
 
 use oci_spec::image::Digest;
-use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timestamps, Uid, XattrFlags};
-use rustix::io::Errno;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps, XattrFlags};
 use tar::EntryType;
 
+use super::apply;
 use super::error::UnpackError;
 use super::meta::{invalid, link_target, read_meta, Meta};
-use super::resolve::{
-    components, is_dir, join, lstat_at, remove_at, Confined, ResolveError, DIR_FLAGS,
-};
+use super::resolve::{components, is_dir, join, lstat_at, remove_at, Confined, ResolveError, DIR_FLAGS};
 use super::{OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX};
 use crate::hash::{ExactReader, HashingReader};
 
@@ -60,7 +56,7 @@ pub struct UnpackedLayer {
     pub entries: usize,
 }
 
-/// Applies a layer blob (gzip detected by its magic bytes, else plain tar)
+/// Applies a layer blob (gzip or zstd detected by its magic bytes, else plain tar)
 /// to the empty directory `dest`, in overlayfs upper-dir format: `.wh.NAME`
 /// becomes a character device 0:0 `NAME`, `.wh..wh..opq` sets
 /// `trusted.overlay.opaque=y` on its directory. Owners, modes (setuid
@@ -72,44 +68,27 @@ pub struct UnpackedLayer {
 /// compares `digest`/`diff_id` with what it expected. Creating device nodes
 /// and applying owners and `trusted.*` xattrs needs root. On error `dest` is
 /// left partly written (never anything outside it): discard it.
-pub fn unpack<R: Read>(
-    reader: R,
-    dest: &Path,
-    opts: &UnpackOptions,
-) -> Result<UnpackedLayer, UnpackError> {
+pub fn unpack<R: Read>(reader: R, dest: &Path, opts: &UnpackOptions) -> Result<UnpackedLayer, UnpackError> {
     let read_err = |source| UnpackError::ReadArchive { source };
-    let open_err = |source| UnpackError::OpenDest {
-        path: dest.to_path_buf(),
-        source,
-    };
+    let open_err = |source| UnpackError::OpenDest { path: dest.to_path_buf(), source };
     let confined = Confined::open(dest).map_err(open_err)?;
     if !confined.is_empty().map_err(open_err)? {
-        return Err(UnpackError::DestNotEmpty {
-            path: dest.to_path_buf(),
-        });
+        return Err(UnpackError::DestNotEmpty { path: dest.to_path_buf() });
     }
 
     let mut raw = HashingReader::new(reader);
     let (diff_id, entries) = {
         let mut buffered = BufReader::with_capacity(64 * 1024, &mut raw);
         let head = buffered.fill_buf().map_err(read_err)?;
-        let gzip = head.starts_with(&[0x1f, 0x8b]);
-        if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            return Err(UnpackError::UnsupportedCompression { format: "zstd" });
-        }
+        let format = sniff(head)?;
         let result = {
-            let decoded: Box<dyn Read + '_> = if gzip {
-                Box::new(flate2::read::MultiGzDecoder::new(&mut buffered))
-            } else {
-                Box::new(&mut buffered)
+            let decoded: Box<dyn Read + '_> = match format {
+                Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut buffered)),
+                Format::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(&mut buffered).map_err(read_err)?),
+                Format::Tar => Box::new(&mut buffered),
             };
             let mut tar_stream = HashingReader::new(decoded);
-            let mut applier = Applier {
-                confined,
-                opts,
-                dir_times: BTreeMap::new(),
-                entries: 0,
-            };
+            let mut applier = Applier { confined, opts, dir_times: BTreeMap::new(), entries: 0 };
             {
                 let mut archive = tar::Archive::new(&mut tar_stream);
                 for entry in archive.entries().map_err(read_err)? {
@@ -125,12 +104,31 @@ pub fn unpack<R: Read>(
         result
     };
     let (digest, size) = raw.finish();
-    Ok(UnpackedLayer {
-        diff_id,
-        digest,
-        size,
-        entries,
-    })
+    Ok(UnpackedLayer { diff_id, digest, size, entries })
+}
+
+/// How a blob is encoded, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Tar,
+    Gzip,
+    Zstd,
+}
+
+fn sniff(head: &[u8]) -> Result<Format, UnpackError> {
+    const MAGIC: [(&[u8], Result<Format, &str>); 5] = [
+        (&[0x1f, 0x8b], Ok(Format::Gzip)),
+        (&[0x28, 0xb5, 0x2f, 0xfd], Ok(Format::Zstd)),
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0], Err("xz")),
+        (b"BZh", Err("bzip2")),
+        (&[0x04, 0x22, 0x4d, 0x18], Err("lz4")),
+    ];
+    for (magic, format) in MAGIC {
+        if head.starts_with(magic) {
+            return format.map_err(|format| UnpackError::UnsupportedCompression { format });
+        }
+    }
+    Ok(Format::Tar)
 }
 
 struct Applier<'a> {
@@ -149,9 +147,7 @@ impl Applier<'_> {
         if kind.is_pax_global_extensions() {
             return Ok(());
         }
-        let comps = components(&raw_path).ok_or_else(|| UnpackError::PathEscape {
-            entry: name.clone(),
-        })?;
+        let comps = components(&raw_path).ok_or_else(|| UnpackError::PathEscape { entry: name.clone() })?;
         self.entries += 1;
         let Some((&last, parents)) = comps.split_last() else {
             return self.apply_root(&mut entry, &name, kind);
@@ -173,14 +169,8 @@ impl Applier<'_> {
             }
             let meta = read_meta(&mut entry, &name)?;
             self.clear(&parent, target, &name, false)?;
-            rustix::fs::mknodat(
-                &*parent,
-                target,
-                FileType::CharacterDevice,
-                Mode::empty(),
-                0,
-            )
-            .map_err(|e| create_err(&name, e.into()))?;
+            rustix::fs::mknodat(&*parent, target, FileType::CharacterDevice, Mode::empty(), 0)
+                .map_err(|e| create_err(&name, e.into()))?;
             return rustix::fs::utimensat(&*parent, target, &meta.times, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| set_err(&name, "times", e.into()));
         }
@@ -196,18 +186,13 @@ impl Applier<'_> {
                 let fd = rustix::fs::openat(&*parent, last, DIR_FLAGS, Mode::empty())
                     .map_err(|e| create_err(&name, e.into()))?;
                 self.set_meta_fd(fd.as_fd(), &meta, &name)?;
-                self.dir_times
-                    .insert(comps.iter().map(|c| c.to_vec()).collect(), meta.times);
+                self.dir_times.insert(comps.iter().map(|c| c.to_vec()).collect(), meta.times);
                 Ok(())
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let meta = read_meta(&mut entry, &name)?;
                 self.clear(&parent, last, &name, false)?;
-                let flags = OFlags::WRONLY
-                    | OFlags::CREATE
-                    | OFlags::EXCL
-                    | OFlags::NOFOLLOW
-                    | OFlags::CLOEXEC;
+                let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
                 let fd = rustix::fs::openat(&*parent, last, flags, Mode::from_raw_mode(0o600))
                     .map_err(|e| create_err(&name, e.into()))?;
                 let mut file = File::from(fd);
@@ -217,22 +202,17 @@ impl Applier<'_> {
                     return Err(if data.read_failed {
                         UnpackError::ReadArchive { source }
                     } else {
-                        UnpackError::WriteFile {
-                            entry: name,
-                            source,
-                        }
+                        UnpackError::WriteFile { entry: name, source }
                     });
                 }
                 self.set_meta_fd(file.as_fd(), &meta, &name)?;
-                rustix::fs::futimens(&file, &meta.times)
-                    .map_err(|e| set_err(&name, "times", e.into()))
+                rustix::fs::futimens(&file, &meta.times).map_err(|e| set_err(&name, "times", e.into()))
             }
             EntryType::Symlink => {
                 let meta = read_meta(&mut entry, &name)?;
                 let target = link_target(&entry, &name)?;
                 self.clear(&parent, last, &name, false)?;
-                rustix::fs::symlinkat(target.as_slice(), &*parent, last)
-                    .map_err(|e| create_err(&name, e.into()))?;
+                rustix::fs::symlinkat(target.as_slice(), &*parent, last).map_err(|e| create_err(&name, e.into()))?;
                 self.set_meta_at(&parent, last, &meta, &name, false)
             }
             EntryType::Link => self.hardlink(&entry, &name, &comps, &parent),
@@ -242,35 +222,21 @@ impl Applier<'_> {
                     EntryType::Fifo => (FileType::Fifo, 0),
                     _ => {
                         let number = |v: io::Result<Option<u32>>| {
-                            v.ok()
-                                .flatten()
-                                .ok_or_else(|| invalid(&name, "device number"))
+                            v.ok().flatten().ok_or_else(|| invalid(&name, "device number"))
                         };
                         let major = number(entry.header().device_major())?;
                         let minor = number(entry.header().device_minor())?;
-                        let ft = if kind == EntryType::Char {
-                            FileType::CharacterDevice
-                        } else {
-                            FileType::BlockDevice
-                        };
+                        let ft =
+                            if kind == EntryType::Char { FileType::CharacterDevice } else { FileType::BlockDevice };
                         (ft, rustix::fs::makedev(major, minor))
                     }
                 };
                 self.clear(&parent, last, &name, false)?;
-                rustix::fs::mknodat(
-                    &*parent,
-                    last,
-                    file_type,
-                    Mode::from_raw_mode(meta.mode),
-                    dev,
-                )
-                .map_err(|e| create_err(&name, e.into()))?;
+                rustix::fs::mknodat(&*parent, last, file_type, Mode::from_raw_mode(meta.mode), dev)
+                    .map_err(|e| create_err(&name, e.into()))?;
                 self.set_meta_at(&parent, last, &meta, &name, true)
             }
-            other => Err(UnpackError::UnsupportedEntry {
-                entry: name,
-                kind: char::from(other.as_byte()),
-            }),
+            other => Err(UnpackError::UnsupportedEntry { entry: name, kind: char::from(other.as_byte()) }),
         }
     }
 
@@ -300,20 +266,11 @@ impl Applier<'_> {
     ) -> Result<(), UnpackError> {
         let target = link_target(entry, name)?;
         let target_name = String::from_utf8_lossy(&target).into_owned();
-        let outside = || UnpackError::HardlinkOutside {
-            entry: name.to_owned(),
-            target: target_name.clone(),
-        };
-        let missing = || UnpackError::HardlinkTargetMissing {
-            entry: name.to_owned(),
-            target: target_name.clone(),
-        };
+        let outside = || UnpackError::HardlinkOutside { entry: name.to_owned(), target: target_name.clone() };
+        let missing = || UnpackError::HardlinkTargetMissing { entry: name.to_owned(), target: target_name.clone() };
         let tcomps = components(&target).ok_or_else(outside)?;
         let Some((&tlast, tparents)) = tcomps.split_last() else {
-            return Err(UnpackError::HardlinkToDirectory {
-                entry: name.to_owned(),
-                target: target_name,
-            });
+            return Err(UnpackError::HardlinkToDirectory { entry: name.to_owned(), target: target_name });
         };
         if tcomps == comps {
             return Ok(()); // a link to itself changes nothing
@@ -326,36 +283,21 @@ impl Applier<'_> {
         match lstat_at(&*tdir, tlast).map_err(|e| create_err(name, e))? {
             None => return Err(missing()),
             Some(st) if is_dir(&st) => {
-                return Err(UnpackError::HardlinkToDirectory {
-                    entry: name.to_owned(),
-                    target: target_name,
-                })
+                return Err(UnpackError::HardlinkToDirectory { entry: name.to_owned(), target: target_name })
             }
             Some(_) => {}
         }
         let last = comps[comps.len() - 1];
         self.clear(parent, last, name, false)?;
         // No AT_SYMLINK_FOLLOW: linking a symlink links the symlink itself.
-        rustix::fs::linkat(&*tdir, tlast, &**parent, last, AtFlags::empty())
-            .map_err(|e| create_err(name, e.into()))
+        rustix::fs::linkat(&*tdir, tlast, &**parent, last, AtFlags::empty()).map_err(|e| create_err(name, e.into()))
     }
 
-    fn dir(
-        &mut self,
-        name: &str,
-        comps: &[&[u8]],
-        create: bool,
-    ) -> Result<Rc<OwnedFd>, UnpackError> {
+    fn dir(&mut self, name: &str, comps: &[&[u8]], create: bool) -> Result<Rc<OwnedFd>, UnpackError> {
         self.confined.dir(comps, create).map_err(|e| match e {
-            ResolveError::Symlink(parent) => UnpackError::SymlinkParent {
-                entry: name.to_owned(),
-                parent,
-            },
+            ResolveError::Symlink(parent) => UnpackError::SymlinkParent { entry: name.to_owned(), parent },
             ResolveError::NotDir(parent) | ResolveError::Missing(parent) => {
-                UnpackError::ParentNotDirectory {
-                    entry: name.to_owned(),
-                    parent,
-                }
+                UnpackError::ParentNotDirectory { entry: name.to_owned(), parent }
             }
             ResolveError::Io(source) => create_err(name, source),
         })
@@ -363,17 +305,8 @@ impl Applier<'_> {
 
     /// Removes whatever is at `last` in `parent`, unless it is a directory and
     /// `keep_dir` is set; returns whether a directory was kept.
-    fn clear(
-        &mut self,
-        parent: &OwnedFd,
-        last: &[u8],
-        name: &str,
-        keep_dir: bool,
-    ) -> Result<bool, UnpackError> {
-        let replace_err = |source| UnpackError::Replace {
-            entry: name.to_owned(),
-            source,
-        };
+    fn clear(&mut self, parent: &OwnedFd, last: &[u8], name: &str, keep_dir: bool) -> Result<bool, UnpackError> {
+        let replace_err = |source| UnpackError::Replace { entry: name.to_owned(), source };
         let Some(st) = lstat_at(parent, last).map_err(replace_err)? else {
             return Ok(false);
         };
@@ -385,29 +318,10 @@ impl Applier<'_> {
         Ok(false)
     }
 
-    /// Owner, then mode (chown clears setuid), then xattrs (chown clears
-    /// `security.capability`), on an open file or directory.
     fn set_meta_fd(&self, fd: BorrowedFd<'_>, meta: &Meta, name: &str) -> Result<(), UnpackError> {
-        if self.opts.chown {
-            rustix::fs::fchown(
-                fd,
-                Some(Uid::from_raw_unchecked(meta.uid)),
-                Some(Gid::from_raw_unchecked(meta.gid)),
-            )
-            .map_err(|e| set_err(name, "owner", e.into()))?;
-        }
-        rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode))
-            .map_err(|e| set_err(name, "mode", e.into()))?;
-        for (key, value) in &meta.xattrs {
-            match rustix::fs::fsetxattr(fd, key.as_str(), value, XattrFlags::empty()) {
-                Ok(()) | Err(Errno::NOTSUP) => {}
-                Err(e) => return Err(set_err(name, &format!("xattr {key}"), e.into())),
-            }
-        }
-        Ok(())
+        apply::set_meta_fd(fd, meta, self.opts.chown).map_err(|e| set_err(name, &e.what, e.source))
     }
 
-    /// The same for a symlink or node that cannot be opened: by name in `parent`.
     fn set_meta_at(
         &self,
         parent: &OwnedFd,
@@ -416,50 +330,7 @@ impl Applier<'_> {
         name: &str,
         chmod: bool,
     ) -> Result<(), UnpackError> {
-        if self.opts.chown {
-            let (uid, gid) = (
-                Uid::from_raw_unchecked(meta.uid),
-                Gid::from_raw_unchecked(meta.gid),
-            );
-            rustix::fs::chownat(
-                parent,
-                last,
-                Some(uid),
-                Some(gid),
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| set_err(name, "owner", e.into()))?;
-        }
-        if chmod {
-            // Not a symlink (we just made the node), so following is harmless.
-            rustix::fs::chmodat(
-                parent,
-                last,
-                Mode::from_raw_mode(meta.mode),
-                AtFlags::empty(),
-            )
-            .map_err(|e| set_err(name, "mode", e.into()))?;
-        }
-        if !meta.xattrs.is_empty() {
-            // The parent is reached through its fd's magic link, the final
-            // component is not followed (lsetxattr).
-            let mut path = format!("/proc/self/fd/{}/", parent.as_raw_fd()).into_bytes();
-            path.extend_from_slice(last);
-            let path = OsString::from_vec(path);
-            for (key, value) in &meta.xattrs {
-                match rustix::fs::lsetxattr(
-                    path.as_os_str(),
-                    key.as_str(),
-                    value,
-                    XattrFlags::empty(),
-                ) {
-                    Ok(()) | Err(Errno::NOTSUP | Errno::PERM) => {}
-                    Err(e) => return Err(set_err(name, &format!("xattr {key}"), e.into())),
-                }
-            }
-        }
-        rustix::fs::utimensat(parent, last, &meta.times, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| set_err(name, "times", e.into()))
+        apply::set_meta_at(parent, last, meta, self.opts.chown, chmod).map_err(|e| set_err(name, &e.what, e.source))
     }
 
     /// Sets directory mtimes, children before parents; directories a later
@@ -482,16 +353,9 @@ impl Applier<'_> {
 }
 
 fn create_err(entry: &str, source: io::Error) -> UnpackError {
-    UnpackError::Create {
-        entry: entry.to_owned(),
-        source,
-    }
+    UnpackError::Create { entry: entry.to_owned(), source }
 }
 
 fn set_err(entry: &str, what: &str, source: io::Error) -> UnpackError {
-    UnpackError::SetMetadata {
-        entry: entry.to_owned(),
-        what: what.to_owned(),
-        source,
-    }
+    UnpackError::SetMetadata { entry: entry.to_owned(), what: what.to_owned(), source }
 }

@@ -77,10 +77,7 @@ impl LayoutBlobs {
     /// Where the blob `digest` lives. Digests are validated when parsed (no
     /// `/` or `..` can appear), so the path stays below `root`.
     pub fn path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("blobs")
-            .join(digest.algorithm().as_ref())
-            .join(digest.digest())
+        self.root.join("blobs").join(digest.algorithm().as_ref()).join(digest.digest())
     }
 }
 
@@ -112,9 +109,6 @@ mod tests {
         assert_eq!(s, "b");
         assert_eq!(both.open(&da).unwrap().1, 1);
         let missing = sha256_digest(b"c");
-        assert_eq!(
-            both.open(&missing).err().map(|e| e.kind()),
-            Some(io::ErrorKind::NotFound)
-        );
+        assert_eq!(both.open(&missing).err().map(|e| e.kind()), Some(io::ErrorKind::NotFound));
     }
 }

@@ -17,6 +17,17 @@ pub enum ImageError {
         /// `rootfs.diff_ids` entries.
         diff_ids: usize,
     },
+    /// A zstd layer cannot be listed in a docker-media-type manifest (docker
+    /// has no zstd layer type): build with OCI media types.
+    #[error("layer {digest} is zstd-compressed, which needs OCI media types (oci-mediatypes=true)")]
+    ZstdNeedsOciMediaTypes {
+        /// The layer.
+        digest: Digest,
+    },
+    /// The image config is not a JSON object with an object `config` field
+    /// where the extra runtime-config fields go.
+    #[error("image config has no runtime config object to add fields to")]
+    ConfigNotObject,
     /// Serializing a document to JSON failed.
     #[error("serializing {what}")]
     Serialize {
@@ -105,6 +116,35 @@ pub enum LayoutError {
     TooDeep {
         /// The blob at which the limit was hit.
         digest: Digest,
+    },
+    /// A docker archive holds one image: the root must be an image manifest,
+    /// not an index.
+    #[error("{digest} is a {media_type}, not an image manifest: a docker archive holds one image")]
+    NotAnImageManifest {
+        /// The root descriptor.
+        digest: Digest,
+        /// Its media type.
+        media_type: String,
+    },
+    /// The config lists a different number of diff ids than the manifest has
+    /// layers, which `docker load` would refuse.
+    #[error("image {digest} has {layers} layers but its config lists {diff_ids} diff ids")]
+    LayerCountMismatch {
+        /// The manifest.
+        digest: Digest,
+        /// Layers in the manifest.
+        layers: usize,
+        /// `rootfs.diff_ids` in the config.
+        diff_ids: usize,
+    },
+    /// Serializing the docker archive's `manifest.json` or `repositories` failed.
+    #[error("serializing {what}")]
+    Serialize {
+        /// Which file.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
     },
     /// An existing `index.json` in the target directory could not be read or parsed.
     #[error("reading existing index {path}")]

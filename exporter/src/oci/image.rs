@@ -4,14 +4,15 @@
 use std::collections::{BTreeMap, HashMap};
 
 use oci_spec::image::{
-    Arch, Config, Descriptor, History, ImageConfiguration, ImageIndexBuilder, ImageManifestBuilder,
-    MediaType, Os, Platform, PlatformBuilder,
+    Arch, Config, Descriptor, History, ImageConfiguration, ImageIndexBuilder, ImageManifestBuilder, MediaType, Os,
+    Platform, PlatformBuilder,
 };
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::blobs::MemoryBlobs;
 use super::error::ImageError;
+use super::mediatype::{convert_layer, manifest_and_config};
 use crate::hash::sha256_digest;
 use crate::layer::PackedLayer;
 
@@ -22,8 +23,7 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Er
     fn sorted(value: Value) -> Value {
         match value {
             Value::Object(map) => {
-                let entries: BTreeMap<String, Value> =
-                    map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+                let entries: BTreeMap<String, Value> = map.into_iter().map(|(k, v)| (k, sorted(v))).collect();
                 Value::Object(entries.into_iter().collect())
             }
             Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
@@ -36,11 +36,13 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Er
 /// A finished image: config and manifest bytes, ready to store or push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuiltImage {
-    /// The config document (`application/vnd.oci.image.config.v1+json`).
+    /// The config document (`application/vnd.oci.image.config.v1+json`, or
+    /// docker's `...container.image.v1+json`).
     pub config_json: Vec<u8>,
     /// Its descriptor.
     pub config: Descriptor,
-    /// The manifest document (`application/vnd.oci.image.manifest.v1+json`).
+    /// The manifest document (`application/vnd.oci.image.manifest.v1+json`,
+    /// or docker's `...distribution.manifest.v2+json`).
     pub manifest_json: Vec<u8>,
     /// Its descriptor, with the platform from the config.
     pub manifest: Descriptor,
@@ -60,6 +62,16 @@ impl BuiltImage {
 /// Builds an image from a base (config plus the base manifest's layer
 /// descriptors) by appending layers and history.
 ///
+/// Media types: OCI by default; [`oci_mediatypes(false)`](Self::oci_mediatypes)
+/// writes docker schema 2 types instead. Either way every layer descriptor,
+/// base layers included, is converted to the chosen family at build time.
+///
+/// Runtime-config fields that docker has and the OCI type drops
+/// (`Healthcheck`, `OnBuild`, `Shell`, `ArgsEscaped`) are carried in
+/// [`extra_config_mut`](Self::extra_config_mut) and merged into the config's
+/// `config` object when building (an extra field replaces a typed one of the
+/// same name); [`docker_config_extras`] takes them from a base's config JSON.
+///
 /// ```
 /// use rbuild_exporter::oci::ImageBuilder;
 /// use rbuild_exporter::oci_spec::image::{Arch, HistoryBuilder, Os};
@@ -77,6 +89,8 @@ pub struct ImageBuilder {
     runtime: Option<Config>,
     layers: Vec<Descriptor>,
     annotations: HashMap<String, String>,
+    oci_mediatypes: bool,
+    extra_config: Map<String, Value>,
 }
 
 impl ImageBuilder {
@@ -92,6 +106,8 @@ impl ImageBuilder {
             runtime,
             layers: base_layers,
             annotations: HashMap::new(),
+            oci_mediatypes: true,
+            extra_config: Map::new(),
         }
     }
 
@@ -104,7 +120,8 @@ impl ImageBuilder {
         Self::new(config, Vec::new())
     }
 
-    /// The config as it would be built now (runtime config included).
+    /// The config as it would be built now (runtime config included, the
+    /// [extra fields](Self::extra_config_mut) not: they have no typed home).
     pub fn image_config(&self) -> ImageConfiguration {
         let mut config = self.config.clone();
         config.set_config(self.runtime.clone());
@@ -140,10 +157,7 @@ impl ImageBuilder {
     /// Appends a layer: its diff id to `rootfs`, its descriptor to the
     /// manifest and `history` (with `empty_layer` cleared) to the history.
     pub fn add_layer(&mut self, layer: &PackedLayer, mut history: History) -> &mut Self {
-        self.config
-            .rootfs_mut()
-            .diff_ids_mut()
-            .push(layer.diff_id.to_string());
+        self.config.rootfs_mut().diff_ids_mut().push(layer.diff_id.to_string());
         self.layers.push(layer.descriptor());
         history.set_empty_layer(None);
         self.push_history(history);
@@ -167,6 +181,26 @@ impl ImageBuilder {
         }
     }
 
+    /// Chooses OCI media types (`true`, the default) or docker schema 2 ones
+    /// (`false`, for registries that predate OCI; zstd layers then fail to build).
+    pub fn oci_mediatypes(&mut self, oci: bool) -> &mut Self {
+        self.oci_mediatypes = oci;
+        self
+    }
+
+    /// Extra runtime-config fields (docker's `Healthcheck`, `OnBuild`,
+    /// `Shell`, `ArgsEscaped`…), merged into the config's `config` object by
+    /// [`build`](Self::build). Empty by default.
+    pub fn extra_config_mut(&mut self) -> &mut Map<String, Value> {
+        &mut self.extra_config
+    }
+
+    /// Replaces the extra runtime-config fields.
+    pub fn set_extra_config(&mut self, extra: Map<String, Value>) -> &mut Self {
+        self.extra_config = extra;
+        self
+    }
+
     /// Adds an annotation to the manifest.
     pub fn annotate(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
         self.annotations.insert(key.into(), value.into());
@@ -177,67 +211,86 @@ impl ImageBuilder {
     pub fn build(&self) -> Result<BuiltImage, ImageError> {
         let diff_ids = self.config.rootfs().diff_ids().len();
         if diff_ids != self.layers.len() {
-            return Err(ImageError::LayerCountMismatch {
-                layers: self.layers.len(),
-                diff_ids,
-            });
+            return Err(ImageError::LayerCountMismatch { layers: self.layers.len(), diff_ids });
         }
-        let config_json =
-            canonical_json(&self.image_config()).map_err(|source| ImageError::Serialize {
-                what: "image config",
-                source,
-            })?;
-        let config = Descriptor::new(
-            MediaType::ImageConfig,
-            config_json.len() as u64,
-            sha256_digest(&config_json),
-        );
+        let config_json = self.config_document()?;
+        let (manifest_type, config_type) = manifest_and_config(self.oci_mediatypes);
+        let config = Descriptor::new(config_type, config_json.len() as u64, sha256_digest(&config_json));
+        let layers =
+            self.layers.iter().map(|l| convert_layer(l, self.oci_mediatypes)).collect::<Result<Vec<_>, _>>()?;
 
         let mut manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
-            .media_type(MediaType::ImageManifest)
+            .media_type(manifest_type.clone())
             .config(config.clone())
-            .layers(self.layers.clone());
+            .layers(layers);
         if !self.annotations.is_empty() {
             manifest = manifest.annotations(self.annotations.clone());
         }
-        let manifest = manifest.build().map_err(|source| ImageError::Build {
-            what: "image manifest",
-            source,
-        })?;
-        let manifest_json = canonical_json(&manifest).map_err(|source| ImageError::Serialize {
-            what: "image manifest",
-            source,
-        })?;
-        let mut descriptor = Descriptor::new(
-            MediaType::ImageManifest,
-            manifest_json.len() as u64,
-            sha256_digest(&manifest_json),
-        );
+        let manifest = manifest.build().map_err(|source| ImageError::Build { what: "image manifest", source })?;
+        let manifest_json =
+            canonical_json(&manifest).map_err(|source| ImageError::Serialize { what: "image manifest", source })?;
+        let mut descriptor = Descriptor::new(manifest_type, manifest_json.len() as u64, sha256_digest(&manifest_json));
         descriptor.set_platform(Some(self.platform()?));
-        Ok(BuiltImage {
-            config_json,
-            config,
-            manifest_json,
-            manifest: descriptor,
-        })
+        Ok(BuiltImage { config_json, config, manifest_json, manifest: descriptor })
+    }
+
+    /// The config JSON, with the extra runtime-config fields merged in.
+    fn config_document(&self) -> Result<Vec<u8>, ImageError> {
+        let serialize = |source| ImageError::Serialize { what: "image config", source };
+        let config = self.image_config();
+        if self.extra_config.is_empty() {
+            return canonical_json(&config).map_err(serialize);
+        }
+        let mut value = serde_json::to_value(&config).map_err(serialize)?;
+        let Value::Object(top) = &mut value else {
+            return Err(ImageError::ConfigNotObject);
+        };
+        let runtime = top.entry("config").or_insert_with(|| Value::Object(Map::new()));
+        let Value::Object(runtime) = runtime else {
+            return Err(ImageError::ConfigNotObject);
+        };
+        for (key, field) in &self.extra_config {
+            runtime.insert(key.clone(), field.clone());
+        }
+        canonical_json(&value).map_err(serialize)
     }
 
     fn platform(&self) -> Result<Platform, ImageError> {
-        let mut platform = PlatformBuilder::default()
-            .architecture(self.config.architecture().clone())
-            .os(self.config.os().clone());
+        let mut platform =
+            PlatformBuilder::default().architecture(self.config.architecture().clone()).os(self.config.os().clone());
         if let Some(variant) = self.config.variant() {
             platform = platform.variant(variant.clone());
         }
         if let Some(version) = self.config.os_version() {
             platform = platform.os_version(version.clone());
         }
-        platform.build().map_err(|source| ImageError::Build {
-            what: "platform",
-            source,
-        })
+        platform.build().map_err(|source| ImageError::Build { what: "platform", source })
     }
+}
+
+/// Runtime-config fields docker keeps and the OCI config type drops, as
+/// BuildKit's image type carries them.
+const DOCKER_ONLY_FIELDS: [&str; 4] = ["Healthcheck", "OnBuild", "Shell", "ArgsEscaped"];
+
+/// The docker-only runtime-config fields (`Healthcheck`, `OnBuild`, `Shell`,
+/// `ArgsEscaped`) found in an image config document's `config` object, for
+/// [`ImageBuilder::set_extra_config`]. A child image inherits all but
+/// `OnBuild`, whose triggers the frontend runs and then clears (as docker
+/// does): remove it before passing the map on.
+pub fn docker_config_extras(config_json: &[u8]) -> Result<Map<String, Value>, serde_json::Error> {
+    let value: Value = serde_json::from_slice(config_json)?;
+    let mut extras = Map::new();
+    if let Some(Value::Object(runtime)) = value.get("config") {
+        for key in DOCKER_ONLY_FIELDS {
+            if let Some(field) = runtime.get(key) {
+                if !field.is_null() {
+                    extras.insert(key.to_owned(), field.clone());
+                }
+            }
+        }
+    }
+    Ok(extras)
 }
 
 /// A finished image index (multi-platform image).
@@ -253,11 +306,7 @@ pub struct BuiltIndex {
 /// carry its platform, as [`BuiltImage::manifest`] does).
 pub fn build_index(manifests: Vec<Descriptor>) -> Result<BuiltIndex, ImageError> {
     let index_json = index_document(manifests)?;
-    let index = Descriptor::new(
-        MediaType::ImageIndex,
-        index_json.len() as u64,
-        sha256_digest(&index_json),
-    );
+    let index = Descriptor::new(MediaType::ImageIndex, index_json.len() as u64, sha256_digest(&index_json));
     Ok(BuiltIndex { index_json, index })
 }
 
@@ -268,12 +317,6 @@ pub(crate) fn index_document(manifests: Vec<Descriptor>) -> Result<Vec<u8>, Imag
         .media_type(MediaType::ImageIndex)
         .manifests(manifests)
         .build()
-        .map_err(|source| ImageError::Build {
-            what: "image index",
-            source,
-        })?;
-    canonical_json(&index).map_err(|source| ImageError::Serialize {
-        what: "image index",
-        source,
-    })
+        .map_err(|source| ImageError::Build { what: "image index", source })?;
+    canonical_json(&index).map_err(|source| ImageError::Serialize { what: "image index", source })
 }

@@ -13,6 +13,7 @@ use tar::{EntryType, Header};
 use super::blobs::BlobSource;
 use super::error::LayoutError;
 use super::image::index_document;
+use super::mediatype::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST as DOCKER_LIST};
 use crate::hash::{ExactReader, HashingReader};
 
 /// Annotation with the full image name (containerd's).
@@ -23,8 +24,6 @@ pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 const MAX_MANIFEST: u64 = 4 << 20;
 const MAX_DEPTH: usize = 4;
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// The `index.json` annotations BuildKit writes for `name`: the name itself
 /// as `io.containerd.image.name` and its tag (`latest` when it has neither a
@@ -64,12 +63,27 @@ pub fn write_oci_archive<W: Write>(
     name: Option<&str>,
     blobs: &dyn BlobSource,
 ) -> Result<W, LayoutError> {
-    let all = reachable_blobs(manifest, blobs)?;
-    let index = index_document(vec![index_entry(manifest, name)])
-        .map_err(|source| LayoutError::BuildIndex { source })?;
+    write_layout_archive(out, manifest, vec![index_entry(manifest, name)], &[], blobs)
+}
+
+/// An OCI layout tar whose `index.json` lists `entries`, with `extra` files
+/// after it (the docker archive's `manifest.json` and `repositories`), then
+/// every blob reachable from `root`.
+pub(super) fn write_layout_archive<W: Write>(
+    out: W,
+    root: &Descriptor,
+    entries: Vec<Descriptor>,
+    extra: &[(&str, Vec<u8>)],
+    blobs: &dyn BlobSource,
+) -> Result<W, LayoutError> {
+    let all = reachable_blobs(root, blobs)?;
+    let index = index_document(entries).map_err(|source| LayoutError::BuildIndex { source })?;
     let mut builder = tar::Builder::new(out);
     append_file(&mut builder, "oci-layout", OCI_LAYOUT)?;
     append_file(&mut builder, "index.json", &index)?;
+    for (path, bytes) in extra {
+        append_file(&mut builder, path, bytes)?;
+    }
     append_dir(&mut builder, "blobs/")?;
     let mut dirs = HashSet::new();
     for desc in &all {
@@ -84,10 +98,7 @@ pub fn write_oci_archive<W: Write>(
         let result = builder.append_data(&mut header, &path, &mut reader);
         reader.check(result, Path::new(&path))?;
     }
-    builder.into_inner().map_err(|source| LayoutError::Write {
-        path: "<end of archive>".into(),
-        source,
-    })
+    builder.into_inner().map_err(|source| LayoutError::Write { path: "<end of archive>".into(), source })
 }
 
 /// Writes the same layout into directory `dir` (created if missing). Blobs
@@ -114,13 +125,8 @@ pub fn write_oci_dir(
             continue;
         }
         fs::create_dir_all(&blob_dir).map_err(write_err(&blob_dir))?;
-        let tmp = blob_dir.join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            desc.digest().digest()
-        ));
-        let result = copy_verified(desc, blobs, &tmp)
-            .and_then(|()| fs::rename(&tmp, &path).map_err(write_err(&path)));
+        let tmp = blob_dir.join(format!(".tmp-{}-{}", std::process::id(), desc.digest().digest()));
+        let result = copy_verified(desc, blobs, &tmp).and_then(|()| fs::rename(&tmp, &path).map_err(write_err(&path)));
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
@@ -138,18 +144,9 @@ pub fn write_oci_dir(
             .manifests()
             .clone(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(source) => {
-            return Err(LayoutError::ReadIndex {
-                path: index_path,
-                source,
-            })
-        }
+        Err(source) => return Err(LayoutError::ReadIndex { path: index_path, source }),
     };
-    let ref_name = |d: &Descriptor| {
-        d.annotations()
-            .as_ref()
-            .and_then(|a| a.get(ANNOTATION_REF_NAME).cloned())
-    };
+    let ref_name = |d: &Descriptor| d.annotations().as_ref().and_then(|a| a.get(ANNOTATION_REF_NAME).cloned());
     let new_ref = ref_name(&entry);
     manifests.retain(|d| match (&new_ref, ref_name(d)) {
         (Some(new), Some(old)) => *new != old,
@@ -163,11 +160,10 @@ pub fn write_oci_dir(
 }
 
 /// The manifest descriptor as listed in `index.json`.
-fn index_entry(manifest: &Descriptor, name: Option<&str>) -> Descriptor {
+pub(super) fn index_entry(manifest: &Descriptor, name: Option<&str>) -> Descriptor {
     let mut entry = manifest.clone();
     if let Some(name) = name {
-        let mut annotations: HashMap<String, String> =
-            entry.annotations().clone().unwrap_or_default();
+        let mut annotations: HashMap<String, String> = entry.annotations().clone().unwrap_or_default();
         annotations.extend(name_annotations(name));
         entry.set_annotations(Some(annotations));
     }
@@ -176,10 +172,7 @@ fn index_entry(manifest: &Descriptor, name: Option<&str>) -> Descriptor {
 
 /// Every blob reachable from `root`, each once, in discovery order:
 /// manifest, config, layers (indexes recurse into their manifests).
-fn reachable_blobs(
-    root: &Descriptor,
-    blobs: &dyn BlobSource,
-) -> Result<Vec<Descriptor>, LayoutError> {
+fn reachable_blobs(root: &Descriptor, blobs: &dyn BlobSource) -> Result<Vec<Descriptor>, LayoutError> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     visit(root, blobs, 0, &mut seen, &mut out)?;
@@ -200,9 +193,7 @@ fn visit(
     let media_type = desc.media_type().to_string();
     if *desc.media_type() == MediaType::ImageIndex || media_type == DOCKER_LIST {
         if depth >= MAX_DEPTH {
-            return Err(LayoutError::TooDeep {
-                digest: desc.digest().clone(),
-            });
+            return Err(LayoutError::TooDeep { digest: desc.digest().clone() });
         }
         let index: ImageIndex = read_json(desc, blobs)?;
         for child in index.manifests() {
@@ -219,43 +210,29 @@ fn visit(
     Ok(())
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(
     desc: &Descriptor,
     blobs: &dyn BlobSource,
 ) -> Result<T, LayoutError> {
     if desc.size() > MAX_MANIFEST {
-        return Err(LayoutError::ManifestTooLarge {
-            digest: desc.digest().clone(),
-            size: desc.size(),
-        });
+        return Err(LayoutError::ManifestTooLarge { digest: desc.digest().clone(), size: desc.size() });
     }
     let (reader, _) = open_checked(desc, blobs)?;
     let mut reader = Verifying::new(desc, reader);
     let mut bytes = Vec::new();
     let result = reader.read_to_end(&mut bytes).map(|_| ());
     reader.check(result, Path::new("<memory>"))?;
-    serde_json::from_slice(&bytes).map_err(|source| LayoutError::ParseManifest {
-        digest: desc.digest().clone(),
-        source,
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|source| LayoutError::ParseManifest { digest: desc.digest().clone(), source })
 }
 
 /// Opens a blob and checks the source agrees with the descriptor on its size.
-fn open_checked<'a>(
-    desc: &Descriptor,
-    blobs: &'a dyn BlobSource,
-) -> Result<(Box<dyn Read + 'a>, u64), LayoutError> {
+fn open_checked<'a>(desc: &Descriptor, blobs: &'a dyn BlobSource) -> Result<(Box<dyn Read + 'a>, u64), LayoutError> {
     if *desc.digest().algorithm() != DigestAlgorithm::Sha256 {
-        return Err(LayoutError::UnsupportedDigest {
-            digest: desc.digest().clone(),
-        });
+        return Err(LayoutError::UnsupportedDigest { digest: desc.digest().clone() });
     }
-    let (reader, size) = blobs
-        .open(desc.digest())
-        .map_err(|source| LayoutError::OpenBlob {
-            digest: desc.digest().clone(),
-            source,
-        })?;
+    let (reader, size) =
+        blobs.open(desc.digest()).map_err(|source| LayoutError::OpenBlob { digest: desc.digest().clone(), source })?;
     if size != desc.size() {
         return Err(LayoutError::BlobSizeMismatch {
             digest: desc.digest().clone(),
@@ -274,10 +251,7 @@ struct Verifying<'a, R> {
 
 impl<'a, R: Read> Verifying<'a, R> {
     fn new(desc: &'a Descriptor, reader: R) -> Self {
-        Self {
-            desc,
-            inner: HashingReader::new(ExactReader::new(reader, desc.size())),
-        }
+        Self { desc, inner: HashingReader::new(ExactReader::new(reader, desc.size())) }
     }
 
     /// Classifies the copy's outcome and compares the digest.
@@ -287,18 +261,12 @@ impl<'a, R: Read> Verifying<'a, R> {
             return Err(if self.inner.get_ref().read_failed {
                 LayoutError::ReadBlob { digest, source }
             } else {
-                LayoutError::Write {
-                    path: dest.to_path_buf(),
-                    source,
-                }
+                LayoutError::Write { path: dest.to_path_buf(), source }
             });
         }
         let (found, _) = self.inner.finish();
         if found != digest {
-            return Err(LayoutError::BlobDigestMismatch {
-                expected: digest,
-                found,
-            });
+            return Err(LayoutError::BlobDigestMismatch { expected: digest, found });
         }
         Ok(())
     }
@@ -312,31 +280,20 @@ impl<R: Read> Read for Verifying<'_, R> {
 
 fn copy_verified(desc: &Descriptor, blobs: &dyn BlobSource, tmp: &Path) -> Result<(), LayoutError> {
     let (reader, _) = open_checked(desc, blobs)?;
-    let mut file = File::create(tmp).map_err(|source| LayoutError::Write {
-        path: tmp.to_path_buf(),
-        source,
-    })?;
+    let mut file = File::create(tmp).map_err(|source| LayoutError::Write { path: tmp.to_path_buf(), source })?;
     let mut reader = Verifying::new(desc, reader);
     let result = io::copy(&mut reader, &mut file).map(|_| ());
     reader.check(result, tmp)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LayoutError> {
-    let write_err = |source| LayoutError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let write_err = |source| LayoutError::Write { path: path.to_path_buf(), source };
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp: PathBuf = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    fs::write(&tmp, bytes)
-        .and_then(|()| fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            write_err(e)
-        })
+    fs::write(&tmp, bytes).and_then(|()| fs::rename(&tmp, path)).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        write_err(e)
+    })
 }
 
 fn file_header(size: u64, mode: u32) -> Header {
@@ -350,18 +307,9 @@ fn file_header(size: u64, mode: u32) -> Header {
     header
 }
 
-fn append_file<W: Write>(
-    builder: &mut tar::Builder<W>,
-    path: &str,
-    bytes: &[u8],
-) -> Result<(), LayoutError> {
+fn append_file<W: Write>(builder: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -> Result<(), LayoutError> {
     let mut header = file_header(bytes.len() as u64, 0o644);
-    builder
-        .append_data(&mut header, path, bytes)
-        .map_err(|source| LayoutError::Write {
-            path: path.into(),
-            source,
-        })
+    builder.append_data(&mut header, path, bytes).map_err(|source| LayoutError::Write { path: path.into(), source })
 }
 
 fn append_dir<W: Write>(builder: &mut tar::Builder<W>, path: &str) -> Result<(), LayoutError> {
@@ -369,10 +317,7 @@ fn append_dir<W: Write>(builder: &mut tar::Builder<W>, path: &str) -> Result<(),
     header.set_entry_type(EntryType::Directory);
     builder
         .append_data(&mut header, path, io::empty())
-        .map_err(|source| LayoutError::Write {
-            path: path.into(),
-            source,
-        })
+        .map_err(|source| LayoutError::Write { path: path.into(), source })
 }
 
 #[cfg(test)]
@@ -382,16 +327,8 @@ mod tests {
     macro_rules! names {
         ($name:expr => $tag:expr) => {
             let a = name_annotations($name);
-            assert_eq!(
-                a.get(ANNOTATION_IMAGE_NAME).map(String::as_str),
-                Some($name)
-            );
-            assert_eq!(
-                a.get(ANNOTATION_REF_NAME).map(String::as_str),
-                $tag,
-                "{}",
-                $name
-            );
+            assert_eq!(a.get(ANNOTATION_IMAGE_NAME).map(String::as_str), Some($name));
+            assert_eq!(a.get(ANNOTATION_REF_NAME).map(String::as_str), $tag, "{}", $name);
         };
     }
 

@@ -1,14 +1,19 @@
 //! Image metadata and outputs: config/manifest/index documents from layers,
-//! and OCI image layouts written as a tar archive or a directory.
+//! OCI image layouts written as a tar archive or a directory, and docker
+//! (`docker save`) archives.
 
 mod blobs;
+mod docker_archive;
 mod error;
 mod image;
 mod layout;
+mod mediatype;
 
 pub use blobs::{BlobSource, LayoutBlobs, MemoryBlobs};
+pub use docker_archive::write_docker_archive;
 pub use error::{ImageError, LayoutError};
-pub use image::{build_index, canonical_json, BuiltImage, BuiltIndex, ImageBuilder};
-pub use layout::{
-    name_annotations, write_oci_archive, write_oci_dir, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME,
+pub use image::{build_index, canonical_json, docker_config_extras, BuiltImage, BuiltIndex, ImageBuilder};
+pub use layout::{name_annotations, write_oci_archive, write_oci_dir, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
+pub use mediatype::{
+    DOCKER_CONFIG, DOCKER_FOREIGN_LAYER_GZIP, DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
 };

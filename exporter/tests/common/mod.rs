@@ -8,6 +8,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
+use std::path::PathBuf;
+use std::process::Command;
+
+use rbuild_exporter::layer::{pack, Compression, PackOptions, PackedLayer};
+use rbuild_exporter::oci::{BuiltImage, ImageBuilder};
+use rbuild_exporter::oci_spec::image::{Arch, HistoryBuilder, Os};
 use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, XattrFlags, CWD};
 
 pub fn is_root() -> bool {
@@ -24,20 +30,9 @@ pub fn skip_unless_root(what: &str) -> bool {
 }
 
 pub fn set_mtime(path: &Path, secs: i64) {
-    let ts = Timespec {
-        tv_sec: secs,
-        tv_nsec: 0,
-    };
-    rustix::fs::utimensat(
-        CWD,
-        path,
-        &Timestamps {
-            last_access: ts,
-            last_modification: ts,
-        },
-        AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
+    let ts = Timespec { tv_sec: secs, tv_nsec: 0 };
+    rustix::fs::utimensat(CWD, path, &Timestamps { last_access: ts, last_modification: ts }, AtFlags::SYMLINK_NOFOLLOW)
+        .unwrap();
 }
 
 pub fn chmod(path: &Path, mode: u32) {
@@ -69,19 +64,8 @@ pub fn build_diff(root: &Path) {
     fs::create_dir(root.join("tmp")).unwrap();
     chmod(&root.join("tmp"), 0o1777);
     fs::write(root.join("file-with-xattr"), b"x").unwrap();
-    set_xattr(
-        &root.join("file-with-xattr"),
-        "user.rbuild.test",
-        b"v\x00al",
-    );
-    rustix::fs::mknodat(
-        CWD,
-        root.join("fifo"),
-        FileType::Fifo,
-        Mode::from_raw_mode(0o640),
-        0,
-    )
-    .unwrap();
+    set_xattr(&root.join("file-with-xattr"), "user.rbuild.test", b"v\x00al");
+    rustix::fs::mknodat(CWD, root.join("fifo"), FileType::Fifo, Mode::from_raw_mode(0o640), 0).unwrap();
     let _socket = std::os::unix::net::UnixListener::bind(root.join("sock")).unwrap();
     if is_root() {
         whiteout(&root.join("removed"));
@@ -102,18 +86,11 @@ pub fn walk(root: &Path) -> Vec<(String, fs::Metadata)> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let mut kids: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
+        let mut kids: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
         kids.sort();
         for kid in kids {
             let meta = fs::symlink_metadata(&kid).unwrap();
-            let rel = kid
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
+            let rel = kid.strip_prefix(root).unwrap().to_string_lossy().into_owned();
             if meta.is_dir() {
                 stack.push(kid.clone());
             }
@@ -153,11 +130,7 @@ pub fn describe(root: &Path) -> Vec<NodeInfo> {
         } else if ft.is_symlink() {
             "symlink".into()
         } else if ft.is_char_device() {
-            format!(
-                "char {}:{}",
-                rustix::fs::major(meta.rdev()),
-                rustix::fs::minor(meta.rdev())
-            )
+            format!("char {}:{}", rustix::fs::major(meta.rdev()), rustix::fs::minor(meta.rdev()))
         } else if ft.is_block_device() {
             "block".into()
         } else if ft.is_fifo() {
@@ -182,9 +155,7 @@ pub fn describe(root: &Path) -> Vec<NodeInfo> {
             gid: meta.gid(),
             mtime: meta.mtime(),
             content: ft.is_file().then(|| fs::read(&full).unwrap()),
-            link: ft
-                .is_symlink()
-                .then(|| fs::read_link(&full).unwrap().to_string_lossy().into_owned()),
+            link: ft.is_symlink().then(|| fs::read_link(&full).unwrap().to_string_lossy().into_owned()),
             hardlink_of,
             xattrs: xattrs(&full),
             path,
@@ -220,36 +191,16 @@ pub struct Raw<'a> {
 
 impl<'a> Raw<'a> {
     pub fn file(name: &'a str, data: &'a [u8]) -> Self {
-        Self {
-            name: name.as_bytes(),
-            kind: tar::EntryType::Regular,
-            link: b"",
-            data,
-            mode: 0o644,
-            pax: Vec::new(),
-        }
+        Self { name: name.as_bytes(), kind: tar::EntryType::Regular, link: b"", data, mode: 0o644, pax: Vec::new() }
     }
     pub fn dir(name: &'a str) -> Self {
-        Self {
-            kind: tar::EntryType::Directory,
-            mode: 0o755,
-            ..Self::file(name, b"")
-        }
+        Self { kind: tar::EntryType::Directory, mode: 0o755, ..Self::file(name, b"") }
     }
     pub fn symlink(name: &'a str, target: &'a str) -> Self {
-        Self {
-            kind: tar::EntryType::Symlink,
-            link: target.as_bytes(),
-            mode: 0o777,
-            ..Self::file(name, b"")
-        }
+        Self { kind: tar::EntryType::Symlink, link: target.as_bytes(), mode: 0o777, ..Self::file(name, b"") }
     }
     pub fn hardlink(name: &'a str, target: &'a str) -> Self {
-        Self {
-            kind: tar::EntryType::Link,
-            link: target.as_bytes(),
-            ..Self::file(name, b"")
-        }
+        Self { kind: tar::EntryType::Link, link: target.as_bytes(), ..Self::file(name, b"") }
     }
 }
 
@@ -257,9 +208,7 @@ pub fn raw_tar(entries: &[Raw<'_>]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for e in entries {
         if !e.pax.is_empty() {
-            builder
-                .append_pax_extensions(e.pax.iter().copied())
-                .unwrap();
+            builder.append_pax_extensions(e.pax.iter().copied()).unwrap();
         }
         let mut h = tar::Header::new_ustar();
         h.as_old_mut().name[..e.name.len()].copy_from_slice(e.name);
@@ -282,4 +231,65 @@ pub fn listing(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+pub const NAME: &str = "docker.io/library/rbuild-busybox:latest";
+
+/// A one-layer busybox image whose layer blob sits in `<store>/blobs/sha256/`.
+pub fn busybox_image(store: &Path) -> (BuiltImage, PackedLayer) {
+    busybox_image_with(store, Compression::default(), |_| {})
+}
+
+/// The same with another compression and extra builder settings.
+pub fn busybox_image_with(
+    store: &Path,
+    compression: Compression,
+    configure: impl FnOnce(&mut ImageBuilder),
+) -> (BuiltImage, PackedLayer) {
+    let rootfs = store.join("rootfs");
+    fs::create_dir_all(rootfs.join("bin")).unwrap();
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists());
+    match busybox {
+        Some(path) => {
+            fs::copy(path, rootfs.join("bin/busybox")).unwrap();
+        }
+        None => {
+            eprintln!("busybox not installed (apt-get install busybox-static): using a stub binary");
+            fs::write(rootfs.join("bin/busybox"), b"#!stub").unwrap();
+        }
+    }
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+
+    let blob_dir = store.join("blobs/sha256");
+    fs::create_dir_all(&blob_dir).unwrap();
+    let tmp = store.join("layer.tmp");
+    let mut opts = PackOptions::default();
+    opts.source_date_epoch(Some(0)).compression(compression);
+    let layer = pack(&rootfs, fs::File::create(&tmp).unwrap(), &opts).unwrap();
+    fs::rename(&tmp, blob_dir.join(layer.digest.digest())).unwrap();
+
+    let mut image = ImageBuilder::scratch(Arch::default(), Os::Linux);
+    image.runtime_config_mut().set_env(Some(vec!["PATH=/bin".into()])).set_cmd(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "echo hi".into(),
+    ]));
+    image.add_layer(&layer, HistoryBuilder::default().created_by("COPY rootfs /").build().unwrap());
+    image.add_history(HistoryBuilder::default().created_by("CMD [\"sh\"]").build().unwrap());
+    configure(&mut image);
+    (image.build().unwrap(), layer)
+}
+
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.exists());
+    if found.is_none() {
+        eprintln!("skipping {name} check: {name} is not installed (apt-get install {name})");
+    }
+    found
+}
+
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
