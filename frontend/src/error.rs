@@ -35,7 +35,7 @@ pub enum ErrorKind {
     /// Valid Dockerfile syntax rbuild cannot build yet.
     #[error("{feature} is not supported by rbuild yet")]
     Unsupported {
-        /// The instruction or flag (`ADD`, `RUN --mount`).
+        /// The instruction or flag (`RUN --device`).
         feature: String,
     },
     /// Variable expansion failed.

@@ -11,8 +11,10 @@
 //!   s-expression form (`rbuild debug parse`).
 //! - [`instructions`]: nodes → typed [`instructions::Instruction`]s grouped into stages; every
 //!   invalid instruction of the file is reported at once.
-//! - [`build`]: stages → [`BuildDefinition`] (graph, target, config, history) for one platform,
-//!   converting only the stages the target needs.
+//! - [`build`]: stages → [`BuildDefinition`] (graph, target, config, Docker-only config
+//!   fields, history, warnings) for one platform, converting only the stages the target needs
+//!   (and the stages and images their `COPY --from`, `RUN --mount=from=` and base-image
+//!   `ONBUILD` triggers read).
 //! - [`shell`]: BuildKit's word lexer and variable expansion.
 //!
 //! # Example

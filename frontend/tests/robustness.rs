@@ -14,7 +14,7 @@ impl ImageResolver for AnyImage {
         let json = r#"{"architecture":"amd64","os":"linux","config":{"Env":["A=1"],"Cmd":["sh"]},
             "rootfs":{"type":"layers","diff_ids":["sha256:00"]}}"#;
         let config = serde_json::from_str(json).map_err(|e| ResolveError::Registry(Box::new(e)))?;
-        Ok(ResolvedImage { reference: reference.to_owned(), digest: "sha256:00".into(), config })
+        Ok(ResolvedImage { reference: reference.to_owned(), digest: "sha256:00".into(), config, raw_config: None })
     }
 }
 
@@ -90,6 +90,17 @@ const TOKENS: &[&[u8]] = &[
     b"HEALTHCHECK ",
     b"EXPOSE 1-65535 ",
     b"--chmod=7777 ",
+    b"--link ",
+    b"--parents ",
+    b"--exclude=*.md ",
+    b"--mount=type=cache,target=/c ",
+    b"--mount=type=secret,id=s,env=S ",
+    b"--mount=from=0,target=/x ",
+    b"ADD https://example.com/a.tgz ",
+    b"ADD git@host:r.git#main:sub ",
+    b"--checksum=sha256:00 ",
+    b"--interval=1s ",
+    b"#!/bin/sh\n",
 ];
 
 #[test]
@@ -121,6 +132,13 @@ fn hostile_snippets() {
         b"FROM a\nUSER ${x:?}",
         b"FROM scratch\nCOPY --from=scratch a b",
         b"FROM a AS b\nFROM b AS a\nFROM a",
+        b"FROM a AS b\nONBUILD COPY --from=b x y\nFROM b",
+        b"FROM a\nRUN --mount=type=tmpfs,size=99999999999999999999999g,target=/t x",
+        b"FROM a\nRUN --mount=from=99999999999999999999,target=/x x",
+        b"FROM a\nHEALTHCHECK --interval=9999999999999h CMD x",
+        b"FROM a\nADD https://h/r.git?ref=a&ref=b /x",
+        b"FROM a\nCOPY --link --chown=a:b <<EOF <<EOF /x\nEOF\nEOF\n",
+        b"FROM a\nRUN <<EOF\n#!\nEOF\n",
     ];
     for c in cases {
         run_all(c);

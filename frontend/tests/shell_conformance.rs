@@ -9,39 +9,24 @@ use std::path::PathBuf;
 use rbuild_frontend::shell::Lexer;
 
 fn vector(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance/buildkit")
-        .join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/buildkit").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 /// Fails with every failing row, or if no row ran at all.
 fn report(file: &str, executed: usize, failures: &[String]) {
-    eprintln!(
-        "{file}: {} of {executed} rows passed",
-        executed - failures.len()
-    );
+    eprintln!("{file}: {} of {executed} rows passed", executed - failures.len());
     assert!(executed > 0, "{file}: no rows executed");
-    assert!(
-        failures.is_empty(),
-        "{file}: {} of {executed} rows failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{file}: {} of {executed} rows failed:\n{}", failures.len(), failures.join("\n"));
 }
 
 /// `PLATFORM|INPUT|EXPECTED`, run for platforms `A` and `U` with BuildKit's test env.
 #[test]
 fn env_var_test() {
-    let env: BTreeMap<String, String> = [
-        ("PWD", "/home"),
-        ("SHELL", "bash"),
-        ("KOREAN", "한국어"),
-        ("NULL", ""),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    let env: BTreeMap<String, String> = [("PWD", "/home"), ("SHELL", "bash"), ("KOREAN", "한국어"), ("NULL", "")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     let lexer = Lexer::new('\\');
     let (mut executed, mut failures) = (0, Vec::new());
     for (idx, raw) in vector("shell-envVarTest").lines().enumerate() {
@@ -73,9 +58,7 @@ fn env_var_test() {
             (Err(_), _) => false,
         };
         if !pass {
-            failures.push(format!(
-                "row {row}: input {input:?}: expected {expected:?}, got {got:?}"
-            ));
+            failures.push(format!("row {row}: input {input:?}: expected {expected:?}, got {got:?}"));
         }
     }
     report("shell-envVarTest", executed, &failures);
@@ -99,24 +82,14 @@ fn words_test() {
         }
         executed += 1;
         let Some((input, expected)) = raw.split_once('|').filter(|(_, e)| !e.contains('|')) else {
-            failures.push(format!(
-                "row {row}: malformed (want exactly one '|'): {raw:?}"
-            ));
+            failures.push(format!("row {row}: malformed (want exactly one '|'): {raw:?}"));
             continue;
         };
         let input = input.trim();
-        let expected: Vec<String> = expected
-            .trim_start_matches(' ')
-            .split(',')
-            .map(str::to_owned)
-            .collect();
-        let got = lexer
-            .process_words(input, &env)
-            .unwrap_or_else(|_| vec!["error".to_owned()]);
+        let expected: Vec<String> = expected.trim_start_matches(' ').split(',').map(str::to_owned).collect();
+        let got = lexer.process_words(input, &env).unwrap_or_else(|_| vec!["error".to_owned()]);
         if got != expected {
-            failures.push(format!(
-                "row {row}: input {input:?}: expected {expected:?}, got {got:?}"
-            ));
+            failures.push(format!("row {row}: input {input:?}: expected {expected:?}, got {got:?}"));
         }
     }
     report("shell-wordsTest", executed, &failures);

@@ -81,11 +81,7 @@ impl Platform {
             "riscv64" => "riscv64",
             other => other,
         };
-        Platform {
-            os: "linux".to_owned(),
-            architecture: architecture.to_owned(),
-            variant: None,
-        }
+        Platform { os: "linux".to_owned(), architecture: architecture.to_owned(), variant: None }
     }
 }
 
@@ -234,7 +230,8 @@ pub struct ExecOp {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {
     /// Absolute path in the container (for secrets and ssh, the default location is filled in
-    /// by the frontend: `/run/secrets/<id>`, `/run/buildkit/ssh_agent.N`).
+    /// by the frontend: `/run/secrets/<id>`, `/run/buildkit/ssh_agent.N`). Empty for a secret
+    /// exposed only as an environment variable (`env=` without `target=`).
     pub target: String,
     /// What is mounted.
     pub kind: MountKind,

@@ -6,6 +6,7 @@
 
 pub mod ir;
 mod key;
+pub mod print;
 mod progress;
 mod scheduler;
 mod worker;

@@ -26,7 +26,9 @@ use crate::worker::{ExecContext, Worker};
 /// How a solve runs.
 #[derive(Clone, Debug)]
 pub struct SolveOptions {
-    /// Most vertices executing at once (default: number of CPUs).
+    /// Most vertices executing at once. The default is four per CPU, at least 8: a step that
+    /// sleeps or waits on the network (a package download) must not hold a core hostage, and
+    /// CPU-heavy work inside steps (compression, hashing) has its own core-sized pools.
     pub max_parallelism: usize,
     /// Ignore cached results of every non-source vertex (`--no-cache`).
     pub no_cache: bool,
@@ -35,7 +37,7 @@ pub struct SolveOptions {
 impl Default for SolveOptions {
     fn default() -> Self {
         SolveOptions {
-            max_parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            max_parallelism: std::thread::available_parallelism().map_or(8, |n| (n.get() * 4).max(8)),
             no_cache: false,
         }
     }

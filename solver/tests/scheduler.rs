@@ -4,7 +4,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rbuild_solver::ir::{ExecOp, FileAction, FileOp, GraphBuilder, Input, NetworkMode, Op, OpId, Platform, SecurityMode, SourceOp, VertexMeta};
+use rbuild_solver::ir::{
+    ExecOp, FileAction, FileOp, GraphBuilder, Input, NetworkMode, Op, OpId, Platform, SecurityMode, SourceOp,
+    VertexMeta,
+};
 use rbuild_solver::{CacheKey, ExecContext, Progress, SolveError, SolveOptions, Solver, Worker};
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +90,16 @@ async fn independent_branches_run_in_parallel_and_shared_input_runs_once() {
     let unused = run(&mut b, Some(base), "not needed");
     let actions = branches
         .iter()
-        .map(|br| FileAction::Copy { src: Input::of(*br), src_paths: vec!["/out".into()], dest: "/".into(), chown: None, chmod: None, exclude: vec![], parents: false, unpack_archives: false })
+        .map(|br| FileAction::Copy {
+            src: Input::of(*br),
+            src_paths: vec!["/out".into()],
+            dest: "/".into(),
+            chown: None,
+            chmod: None,
+            exclude: vec![],
+            parents: false,
+            unpack_archives: false,
+        })
         .collect();
     let fan_in = b.add(Op::File(FileOp { base: Some(Input::of(base)), actions }), VertexMeta::default()).unwrap();
     let g = Arc::new(b.build());

@@ -6,11 +6,29 @@ use rbuild_solver::ir::{FileAction, FileOp, Input, Op};
 
 use super::dispatch::Converter;
 use super::paths;
+use super::run::is_proxy_arg;
 use super::state::{go_list, go_quoted_list, Progress, StageState};
 use super::values::{check_signal, parse_chown, parse_port_spec};
+use super::Warning;
 use crate::error::{Error, ErrorKind};
-use crate::instructions::{ArgDecl, Command, CommandLine};
+use crate::instructions::{ArgDecl, Command, CommandLine, Instruction};
 use crate::parser::KeyValue;
+
+/// Build args that exist without an `ARG` (BuildKit's `defaultArgs` and the epoch).
+const PREDEFINED_ARGS: [&str; 12] = [
+    "BUILDPLATFORM",
+    "BUILDOS",
+    "BUILDOSVERSION",
+    "BUILDARCH",
+    "BUILDVARIANT",
+    "TARGETPLATFORM",
+    "TARGETOS",
+    "TARGETOSVERSION",
+    "TARGETARCH",
+    "TARGETVARIANT",
+    "TARGETSTAGE",
+    "SOURCE_DATE_EPOCH",
+];
 
 /// `ARG`s that configure the build rather than the steps, never put in the environment.
 const NON_ENV_ARGS: [&str; 2] = ["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"];
@@ -71,6 +89,34 @@ impl Converter<'_> {
         Ok(())
     }
 
+    /// Docker's warning for `--build-arg`s no `ARG` of the build declares (platform, proxy and
+    /// `BUILDKIT_*` args are always consumed).
+    pub(super) fn unused_build_args(&self, reachable: &std::collections::BTreeSet<usize>) -> Vec<Warning> {
+        let mut declared: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+        let stage_cmds = reachable.iter().filter_map(|i| self.plans.get(*i)).flat_map(|p| p.commands.iter());
+        for cmd in self.df().meta_args.iter().chain(stage_cmds) {
+            if let Instruction::Arg(decls) = &cmd.instruction {
+                declared.extend(decls.iter().map(|d| d.key.as_str()));
+            }
+        }
+        let unused: Vec<&str> = self
+            .req
+            .build_args
+            .keys()
+            .map(String::as_str)
+            .filter(|k| {
+                !declared.contains(k) && !PREDEFINED_ARGS.contains(k) && !is_proxy_arg(k) && !k.starts_with("BUILDKIT_")
+            })
+            .collect();
+        if unused.is_empty() {
+            return Vec::new();
+        }
+        vec![Warning {
+            span: None,
+            message: format!("One or more build-args [{}] were not consumed", unused.join(" ")),
+        }]
+    }
+
     /// Shell form gets the stage's shell in front; exec form is kept.
     pub(super) fn with_shell(st: &StageState, c: &CommandLine) -> Vec<String> {
         if !c.prepend_shell {
@@ -85,6 +131,7 @@ impl Converter<'_> {
         let args = Self::with_shell(st, c);
         st.commit(format!("CMD {}", go_quoted_list(&args)), None);
         st.config.cmd = Some(args);
+        st.config.args_escaped = true;
         st.cmd_set = true;
     }
 

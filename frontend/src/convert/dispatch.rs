@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rbuild_solver::ir::{GraphBuilder, Input, Op, OpId, Platform, SourceOp, VertexMeta};
 
-use super::plan::{self, FromRef, StagePlan};
+use super::plan::{self, CommandDeps, StagePlan};
 use super::state::{uppercase_cmd, EnvList, ImageConfig, Progress, StageState};
 use super::{BuildDefinition, BuildRequest, ImageResolver, ResolvedImage};
 use crate::error::{source_span, Error, ErrorKind};
@@ -27,7 +27,7 @@ pub(crate) struct Converter<'a> {
     resolver: &'a dyn ImageResolver,
     pub(super) lexer: Lexer,
     pub(super) global_args: EnvList,
-    plans: Vec<StagePlan>,
+    pub(super) plans: Vec<StagePlan>,
     target: usize,
     graph: GraphBuilder,
     context: Option<Input>,
@@ -67,22 +67,32 @@ impl<'a> Converter<'a> {
         self.df.stages.get(i).and_then(|s| s.name.clone()).unwrap_or_else(|| format!("stage-{i}"))
     }
 
+    pub(super) fn df(&self) -> &'a Dockerfile {
+        self.df
+    }
+
     pub(super) fn file(&self) -> &'a str {
         self.req.filename.as_str()
     }
 
     /// Converts every stage the target needs.
     pub(crate) fn run(mut self) -> Result<BuildDefinition, Error> {
-        let reachable = plan::reachable(&self.plans, self.target);
-        let diags: Vec<_> = reachable
-            .iter()
-            .filter_map(|i| self.df.stages.get(*i))
-            .flat_map(|s| plan::unsupported(self.file(), s))
-            .collect();
-        if let Some(err) = Error::collect(diags) {
-            return Err(err);
+        let mut reachable = plan::reachable(&self.plans, self.target);
+        self.check_supported(&reachable)?;
+        // Base images may carry ONBUILD triggers, and triggers may read further stages or
+        // images: resolve until nothing new is needed (BuildKit's `resolveStages`).
+        loop {
+            self.resolve_images(&reachable)?;
+            let mut new_deps = false;
+            for &i in &reachable {
+                new_deps |= self.init_triggers(i)?;
+            }
+            if !new_deps {
+                break;
+            }
+            reachable = plan::reachable(&self.plans, self.target);
         }
-        self.resolve_images(&reachable)?;
+        self.check_supported(&reachable)?;
         for i in 0..self.plans.len() {
             if reachable.contains(&i) {
                 let state = self.dispatch_stage(i)?;
@@ -94,6 +104,10 @@ impl<'a> Converter<'a> {
         let Some(Some(last)) = self.done.get(self.target).cloned() else {
             return Err(ErrorKind::NoStages.into());
         };
+        let c = &last.config;
+        let extra_config =
+            super::imageconfig::extra_config(c.healthcheck.as_ref(), &c.onbuild, &c.shell, c.args_escaped);
+        let warnings = self.unused_build_args(&reachable);
         Ok(BuildDefinition {
             graph: self.graph.build(),
             target: last.fs,
@@ -101,40 +115,54 @@ impl<'a> Converter<'a> {
             config: last.config.to_oci(),
             author: last.config.author.clone(),
             shell: (!last.config.shell.is_empty()).then(|| last.config.shell.clone()),
+            extra_config,
             history: last.history,
-            warnings: Vec::new(),
+            warnings,
         })
     }
 
-    fn stage_platform(&self, i: usize) -> Platform {
+    /// Fails with every use of a feature rbuild cannot build yet in the reachable stages.
+    fn check_supported(&self, reachable: &std::collections::BTreeSet<usize>) -> Result<(), Error> {
+        let diags: Vec<_> = reachable
+            .iter()
+            .filter_map(|i| self.plans.get(*i))
+            .flat_map(|p| plan::unsupported(self.file(), &p.commands))
+            .collect();
+        match Error::collect(diags) {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn stage_platform(&self, i: usize) -> Platform {
         self.plans.get(i).and_then(|p| p.platform.clone()).unwrap_or_else(|| self.req.platform.clone())
     }
 
-    /// Resolves the images reachable stages start from or copy from, before anything is
+    /// Resolves the images reachable stages start from, copy from or mount, before anything is
     /// dispatched (so an unreachable stage's image is never looked up).
     fn resolve_images(&mut self, reachable: &std::collections::BTreeSet<usize>) -> Result<(), Error> {
         for &i in reachable {
-            let df = self.df;
-            let (Some(plan), Some(stage)) = (self.plans.get(i).cloned(), df.stages.get(i)) else { continue };
+            let Some(plan) = self.plans.get(i) else { continue };
+            let stage_span = self.df.stages.get(i).map_or(Span::new(0, 0), |s| s.span);
+            let mut wanted: Vec<(String, Platform, Span)> = Vec::new();
             if plan.parent.is_none() && !plan.base_name.eq_ignore_ascii_case("scratch") {
-                let (name, platform) = (plan.base_name.clone(), self.stage_platform(i));
-                self.resolve(&name, &platform).map_err(|e| e.or_at(self.file(), stage.span))?;
+                wanted.push((plan.base_name.clone(), self.stage_platform(i), stage_span));
             }
-            let froms: Vec<(String, Span)> = plan
-                .copy_from
-                .iter()
-                .zip(&stage.commands)
-                .filter_map(|(f, c)| match f {
-                    Some(FromRef::Image(r)) if !r.eq_ignore_ascii_case("scratch") => Some((r.clone(), c.span)),
-                    _ => None,
-                })
-                .collect();
-            for (reference, span) in froms {
-                let platform = self.req.platform.clone();
+            for (deps, cmd) in plan.deps.iter().zip(&plan.commands) {
+                for r in deps.images().filter(|r| !r.eq_ignore_ascii_case("scratch")) {
+                    wanted.push((r.to_owned(), self.req.platform.clone(), cmd.span));
+                }
+            }
+            for (reference, platform, span) in wanted {
                 self.resolve(&reference, &platform).map_err(|e| e.or_at(self.file(), span))?;
             }
         }
         Ok(())
+    }
+
+    /// The resolved image (cached per reference and platform).
+    pub(super) fn resolve_base(&mut self, reference: &str, platform: &Platform) -> Result<ResolvedImage, Error> {
+        Ok(self.resolve(reference, platform)?.resolved)
     }
 
     fn resolve(&mut self, reference: &str, platform: &Platform) -> Result<BaseImage, Error> {
@@ -193,14 +221,15 @@ impl<'a> Converter<'a> {
             let base = self.resolve(&plan.base_name, &platform).map_err(|e| e.or_at(self.file(), stage.span))?;
             let name = progress.name(&format!("FROM {}", pinned(&base.resolved)));
             let fs = self.image_fs(&base, &platform, name, stage.span)?;
-            let mut st = StageState::new(fs, ImageConfig::from_image(&base.resolved.config), platform);
+            let mut st = StageState::new(fs, ImageConfig::from_resolved(&base.resolved), platform);
             st.base_image = Some(base.resolved);
             st
         };
         state.apply_base_config();
-        for (ci, cmd) in stage.commands.iter().enumerate() {
-            let from = plan.copy_from.get(ci).cloned().flatten();
-            self.dispatch(&mut state, &mut progress, i, cmd, from).map_err(|e| e.or_at(self.file(), cmd.span))?;
+        // Triggers are consumed by the stage built on them; they are not inherited.
+        state.config.onbuild.clear();
+        for (cmd, deps) in plan.commands.iter().zip(&plan.deps) {
+            self.dispatch(&mut state, &mut progress, i, cmd, deps).map_err(|e| e.or_at(self.file(), cmd.span))?;
         }
         Ok(state)
     }
@@ -211,7 +240,7 @@ impl<'a> Converter<'a> {
         progress: &mut Progress,
         stage: usize,
         cmd: &Command,
-        from: Option<FromRef>,
+        deps: &CommandDeps,
     ) -> Result<(), Error> {
         match &cmd.instruction {
             Instruction::Env(kvs) => self.dispatch_env(st, kvs),
@@ -240,9 +269,19 @@ impl<'a> Converter<'a> {
                 Ok(())
             }
             Instruction::Workdir(p) => self.dispatch_workdir(st, progress, cmd, p),
-            Instruction::Run(r) => self.dispatch_run(st, progress, cmd, r),
-            Instruction::Copy(c) => self.dispatch_copy(st, progress, stage, cmd, c, from),
-            other => Err(ErrorKind::Unsupported { feature: other.keyword().to_owned() }.into()),
+            Instruction::Run(r) => self.dispatch_run(st, progress, stage, cmd, r, deps),
+            Instruction::Copy(c) => self.dispatch_copy(st, progress, stage, cmd, c, deps.copy_from.clone()),
+            Instruction::Add(a) => self.dispatch_add(st, progress, cmd, a),
+            Instruction::Onbuild(expr) => {
+                st.config.onbuild.push(expr.clone());
+                Ok(())
+            }
+            Instruction::Healthcheck(h) => {
+                let h = super::imageconfig::HealthConfig::from_instruction(h);
+                st.commit(format!("HEALTHCHECK {}", h.history_text()), None);
+                st.config.healthcheck = Some(h);
+                Ok(())
+            }
         }
     }
 
@@ -265,6 +304,20 @@ impl<'a> Converter<'a> {
     pub(super) fn display_text(&self, original: &str, env: &EnvList, raw: bool) -> String {
         let lexer = if raw { self.lexer.with_raw_quotes(true).with_skip_unset_env(true) } else { self.lexer };
         uppercase_cmd(&lexer.process_word(original, env).unwrap_or_else(|_| original.to_owned()))
+    }
+
+    /// Resolves (cached) an image for `COPY --from` or a mount: its filesystem, `None` when
+    /// empty.
+    pub(super) fn image_input(&mut self, reference: &str, span: Span) -> Result<Option<Input>, Error> {
+        if reference.eq_ignore_ascii_case("scratch") {
+            return Ok(None);
+        }
+        self.copy_image_fs(reference, span)
+    }
+
+    /// Adds an op with the given metadata.
+    pub(super) fn add_op_meta(&mut self, op: Op, meta: VertexMeta) -> Result<OpId, Error> {
+        Ok(self.graph.add(op, meta)?)
     }
 
     /// Adds an op with its progress name and span.

@@ -5,12 +5,17 @@
 //! base's config; build-time environment, working directory and user are tracked per stage;
 //! metadata-only instructions change the config and history but add no op.
 
+mod add;
 mod config;
 mod copy;
 mod dispatch;
+mod imageconfig;
+mod mount;
+mod onbuild;
 mod paths;
 mod plan;
 mod run;
+mod source;
 mod state;
 mod values;
 
@@ -62,6 +67,9 @@ pub struct ResolvedImage {
     pub digest: String,
     /// The image's config (runtime config, rootfs, history).
     pub config: ImageConfiguration,
+    /// The config blob as fetched. `config` drops Docker-only runtime fields (`OnBuild`,
+    /// `Shell`, `Healthcheck`, `ArgsEscaped`); they are read from here when present.
+    pub raw_config: Option<Vec<u8>>,
 }
 
 /// Why an image could not be resolved.
@@ -98,8 +106,16 @@ pub struct BuildDefinition {
     pub config: oci_spec::image::Config,
     /// `MAINTAINER` (or the base image's author).
     pub author: Option<String>,
-    /// `SHELL`, which Docker-format configs keep (OCI configs have no field for it).
+    /// `SHELL`, which Docker-format configs keep (OCI configs have no field for it). Also in
+    /// `extra_config`.
     pub shell: Option<Vec<String>>,
+    /// Runtime-config keys OCI's `Config` has no field for, with Docker's names and JSON shapes,
+    /// for the exporter to merge into the config's `config` object: `Healthcheck`
+    /// (`{"Test": [...], "Interval": ns, "Timeout": ns, "StartPeriod": ns, "StartInterval": ns,
+    /// "Retries": n}`, zero fields left out), `OnBuild` (trigger lines), `Shell` (argv) and
+    /// `ArgsEscaped` (`true` once a `CMD` was set, as BuildKit writes it). Inherited values of the
+    /// base image come along (read from [`ResolvedImage::raw_config`]).
+    pub extra_config: serde_json::Map<String, serde_json::Value>,
     /// History entries added by this Dockerfile (for the target and the stages it is built
     /// on), in order. The base image's own history is not included: prepend
     /// `base.config.history()`.
@@ -144,7 +160,7 @@ pub fn build(req: &BuildRequest<'_>, resolver: &dyn ImageResolver) -> Result<Bui
     if dockerfile.stages.is_empty() {
         return Err(ErrorKind::NoStages.into());
     }
-    let warnings = parsed
+    let warnings: Vec<Warning> = parsed
         .warnings
         .iter()
         .map(|w| Warning {
@@ -153,7 +169,7 @@ pub fn build(req: &BuildRequest<'_>, resolver: &dyn ImageResolver) -> Result<Bui
         })
         .collect();
     let mut def = dispatch::Converter::new(req, &dockerfile, resolver)?.run()?;
-    def.warnings = warnings;
+    def.warnings.splice(0..0, warnings);
     Ok(def)
 }
 

@@ -9,18 +9,52 @@ use super::state::EnvList;
 use super::values::parse_platform;
 use super::BuildRequest;
 use crate::error::{Diagnostic, Error, ErrorKind};
-use crate::instructions::{Dockerfile, Instruction, Stage};
-use crate::parser::parse_heredoc;
+use crate::instructions::{mount_from, Command, Dockerfile, Instruction};
 use crate::shell::Lexer;
 use crate::suggest::did_you_mean;
 
-/// What `COPY --from` names.
+/// What `COPY --from` or `RUN --mount=from=` names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum FromRef {
     /// A stage, by index.
     Stage(usize),
     /// An image reference.
     Image(String),
+}
+
+/// The other stages and images one command reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CommandDeps {
+    /// `COPY --from`.
+    pub copy_from: Option<FromRef>,
+    /// `RUN --mount` `from=`, one per mount (`None`: the build context or nothing).
+    pub mounts: Vec<Option<FromRef>>,
+}
+
+impl CommandDeps {
+    fn refs(&self) -> impl Iterator<Item = &FromRef> + '_ {
+        self.copy_from.iter().chain(self.mounts.iter().flatten())
+    }
+
+    /// Stages read.
+    pub(crate) fn stages(&self) -> impl Iterator<Item = usize> + '_ {
+        self.refs().filter_map(|r| match r {
+            FromRef::Stage(i) => Some(*i),
+            FromRef::Image(_) => None,
+        })
+    }
+
+    /// Images read.
+    pub(crate) fn images(&self) -> impl Iterator<Item = &str> + '_ {
+        self.refs().filter_map(|r| match r {
+            FromRef::Image(i) => Some(i.as_str()),
+            FromRef::Stage(_) => None,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.refs().next().is_none()
+    }
 }
 
 /// What is known about a stage before dispatching it.
@@ -34,10 +68,15 @@ pub(crate) struct StagePlan {
     pub parent: Option<usize>,
     /// Name in progress output (`build`, `stage-1`, or empty for a lone stage).
     pub display: String,
-    /// Numbered steps (image `FROM`, `RUN`, `COPY`, `ADD`, `WORKDIR`).
+    /// BuildKit's step total: image `FROM`, `RUN`, `COPY`, `ADD`, `WORKDIR`, and every
+    /// `ONBUILD` trigger.
     pub total_steps: usize,
-    /// `COPY --from` target per command (aligned with the stage's commands).
-    pub copy_from: Vec<Option<FromRef>>,
+    /// The commands to dispatch: `ONBUILD` triggers of the base first, then the stage's own.
+    pub commands: Vec<Command>,
+    /// What each command reads (aligned with `commands`).
+    pub deps: Vec<CommandDeps>,
+    /// Whether the base's `ONBUILD` triggers were looked up already.
+    pub triggers_init: bool,
 }
 
 /// BuildKit's `defaultArgs` followed by the `ARG`s before the first `FROM`.
@@ -135,16 +174,7 @@ pub(crate) fn plan_stages(
             earlier.insert(n.to_lowercase(), i);
         }
         let display = stage.name.clone().unwrap_or_else(|| format!("stage-{i}"));
-        let counted = stage
-            .commands
-            .iter()
-            .filter(|c| {
-                matches!(
-                    c.instruction,
-                    Instruction::Add(_) | Instruction::Copy(_) | Instruction::Run(_) | Instruction::Workdir(_)
-                )
-            })
-            .count();
+        let counted = stage.commands.iter().filter(|c| counts_as_step(&c.instruction)).count();
         let from_image = parent.is_none() && !base_name.eq_ignore_ascii_case("scratch");
         plans.push(StagePlan {
             base_name,
@@ -152,32 +182,27 @@ pub(crate) fn plan_stages(
             parent,
             display,
             total_steps: counted + usize::from(from_image),
-            copy_from: Vec::new(),
+            commands: stage.commands.clone(),
+            deps: Vec::new(),
+            triggers_init: false,
         });
     }
-    let mut image_deps = 0;
-    for (i, stage) in df.stages.iter().enumerate() {
-        let mut froms = Vec::with_capacity(stage.commands.len());
-        for cmd in &stage.commands {
-            let from = match &cmd.instruction {
-                Instruction::Copy(c) => c.from.as_deref(),
-                _ => None,
-            };
-            let Some(from) = from.filter(|f| !f.is_empty()) else {
-                froms.push(None);
-                continue;
-            };
-            let r = resolve_from(from, df, lexer).map_err(|k| Error::at(file, cmd.span, k))?;
-            image_deps += usize::from(matches!(r, FromRef::Image(_)));
-            froms.push(Some(r));
+    // BuildKit registers a pseudo-stage for every image a `COPY --from` names and for every
+    // mount whose `from` is not a stage (the build context counts as `scratch`).
+    let mut pseudo_stages = 0;
+    for plan in &mut plans {
+        let mut deps = Vec::with_capacity(plan.commands.len());
+        for cmd in &plan.commands {
+            let d = command_deps(cmd, df, lexer).map_err(|k| Error::at(file, cmd.span, k))?;
+            pseudo_stages += usize::from(matches!(d.copy_from, Some(FromRef::Image(_))));
+            pseudo_stages += d.mounts.iter().filter(|m| !matches!(m, Some(FromRef::Stage(_)))).count();
+            deps.push(d);
         }
-        if let Some(plan) = plans.get_mut(i) {
-            plan.copy_from = froms;
-        }
+        plan.deps = deps;
     }
     // BuildKit drops the stage prefix when the build has a single state (image sources of
     // `COPY --from` count as states).
-    if plans.len() + image_deps == 1 {
+    if plans.len() + pseudo_stages == 1 {
         for p in &mut plans {
             p.display.clear();
         }
@@ -189,12 +214,42 @@ pub(crate) fn plan_stages(
     Ok(plans)
 }
 
+/// Whether BuildKit numbers the step (`[2/5]`).
+pub(crate) fn counts_as_step(i: &Instruction) -> bool {
+    matches!(i, Instruction::Add(_) | Instruction::Copy(_) | Instruction::Run(_) | Instruction::Workdir(_))
+}
+
+/// The stages and images `cmd` reads.
+pub(crate) fn command_deps(cmd: &Command, df: &Dockerfile, lexer: &Lexer) -> Result<CommandDeps, ErrorKind> {
+    let mut deps = CommandDeps::default();
+    match &cmd.instruction {
+        Instruction::Copy(c) => {
+            if let Some(from) = c.from.as_deref().filter(|f| !f.is_empty()) {
+                deps.copy_from = Some(resolve_from(from, df, lexer)?);
+            }
+        }
+        Instruction::Run(r) => {
+            for m in &r.mounts {
+                let from = mount_from(m).map_err(ErrorKind::InvalidInstruction)?;
+                deps.mounts.push(from.map(|f| resolve_name(&f, df)).transpose()?);
+            }
+        }
+        _ => {}
+    }
+    Ok(deps)
+}
+
 fn resolve_from(from: &str, df: &Dockerfile, lexer: &Lexer) -> Result<FromRef, ErrorKind> {
     let empty: Vec<(String, String)> = Vec::new();
     match lexer.process_word(from, &empty) {
         Ok(w) if w == from => {}
         _ => return Err(ErrorKind::FromExpansion),
     }
+    resolve_name(from, df)
+}
+
+/// A stage index, a stage name, else an image.
+fn resolve_name(from: &str, df: &Dockerfile) -> Result<FromRef, ErrorKind> {
     if let Some(index) = parse_go_int(from) {
         return match usize::try_from(index).ok().filter(|i| *i < df.stages.len()) {
             Some(i) => Ok(FromRef::Stage(i)),
@@ -239,10 +294,7 @@ pub(crate) fn target_index(req: &BuildRequest<'_>, df: &Dockerfile) -> Result<us
 }
 
 fn stage_edges(plan: &StagePlan) -> impl Iterator<Item = usize> + '_ {
-    plan.parent.into_iter().chain(plan.copy_from.iter().filter_map(|f| match f {
-        Some(FromRef::Stage(i)) => Some(*i),
-        _ => None,
-    }))
+    plan.parent.into_iter().chain(plan.deps.iter().flat_map(CommandDeps::stages))
 }
 
 fn check_cycles(df: &Dockerfile, plans: &[StagePlan]) -> Result<(), (usize, ErrorKind)> {
@@ -303,53 +355,21 @@ pub(crate) fn reachable(plans: &[StagePlan], target: usize) -> BTreeSet<usize> {
     seen
 }
 
-/// Every use of a feature rbuild cannot build yet in `stage`, as located diagnostics.
-pub(crate) fn unsupported(file: &str, stage: &Stage) -> Vec<Diagnostic> {
+/// Every use of a feature rbuild cannot build yet in `commands`, as located diagnostics.
+pub(crate) fn unsupported(file: &str, commands: &[Command]) -> Vec<Diagnostic> {
     let mut out = Vec::new();
-    for cmd in &stage.commands {
-        let mut flag = |feature: &str| {
-            out.push(Error::diagnostic(file, cmd.span, ErrorKind::Unsupported { feature: feature.to_owned() }));
-        };
-        match &cmd.instruction {
-            Instruction::Add(_) => flag("ADD"),
-            Instruction::Onbuild(_) => flag("ONBUILD"),
-            Instruction::Healthcheck(_) => flag("HEALTHCHECK"),
-            Instruction::Run(r) => {
-                if !r.mounts.is_empty() {
-                    flag("RUN --mount");
-                }
-                if !r.devices.is_empty() {
-                    flag("RUN --device");
-                }
-                let single_heredoc = r.command.args.len() == 1
-                    && matches!(r.command.args.first().map(|a| parse_heredoc(a)), Some(Ok(Some(_))));
-                let script = r.command.files.first().map(|f| {
-                    if f.chomp {
-                        crate::parser::chomp_heredoc_content(&f.data)
-                    } else {
-                        f.data.clone()
-                    }
-                });
-                if single_heredoc && script.is_some_and(|d| d.starts_with("#!")) {
-                    flag("RUN with a heredoc script starting with #!");
-                }
+    for cmd in commands {
+        if let Instruction::Run(r) = &cmd.instruction {
+            if !r.devices.is_empty() {
+                let kind = ErrorKind::Unsupported { feature: "RUN --device".to_owned() };
+                out.push(Error::diagnostic(file, cmd.span, kind));
             }
-            Instruction::Copy(c) => {
-                if c.link {
-                    flag("COPY --link");
-                }
-                if c.parents {
-                    flag("COPY --parents");
-                }
-                if !c.excludes.is_empty() {
-                    flag("COPY --exclude");
-                }
-                if !c.paths.contents.is_empty() {
-                    flag("COPY from a heredoc");
-                }
-            }
-            _ => {}
         }
     }
     out
+}
+
+/// Whether a trigger list adds dependencies on other stages or images.
+pub(crate) fn has_deps(deps: &[CommandDeps]) -> bool {
+    deps.iter().any(|d| !d.is_empty())
 }

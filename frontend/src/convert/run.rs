@@ -1,24 +1,68 @@
 //! `RUN`: an exec op on the stage's filesystem (BuildKit's `dispatchRun`).
 
-use rbuild_solver::ir::{ExecOp, Input, NetworkMode, Op, SecurityMode};
+use rbuild_solver::ir::{ExecOp, FileAction, FileOp, Input, Mount, MountKind, NetworkMode, Op, SecurityMode};
 
+use super::copy::INLINE_DOCUMENT;
 use super::dispatch::Converter;
+use super::plan::CommandDeps;
 use super::state::{Progress, StageState};
 use crate::error::{Error, ErrorKind};
 use crate::instructions::{ArgDecl, Command, CommandLine, RunInstruction};
 use crate::parser::{chomp_heredoc_content, parse_heredoc};
 
+/// Where a `RUN <<EOF` script starting with `#!` is mounted (BuildKit's choice).
+const PIPES_DIR: &str = "/dev/pipes";
+
+/// The proxy build args BuildKit passes to every `RUN` without an `ARG`, each under both
+/// spellings (they never reach the image or the history).
+const PROXY_ARGS: [(&str, &str); 5] = [
+    ("HTTP_PROXY", "http_proxy"),
+    ("HTTPS_PROXY", "https_proxy"),
+    ("FTP_PROXY", "ftp_proxy"),
+    ("NO_PROXY", "no_proxy"),
+    ("ALL_PROXY", "all_proxy"),
+];
+
+/// Whether `key` is one of the predefined proxy args (any case).
+pub(crate) fn is_proxy_arg(key: &str) -> bool {
+    PROXY_ARGS.iter().any(|(upper, _)| upper.eq_ignore_ascii_case(key))
+}
+
 impl Converter<'_> {
     /// Never variable-expanded by the frontend: the shell does that at run time, with the
-    /// build environment (config `ENV`s plus in-scope `ARG`s) as process environment.
+    /// build environment (config `ENV`s plus in-scope `ARG`s, then proxy build args) as process
+    /// environment. Mount options are expanded.
     pub(super) fn dispatch_run(
         &mut self,
         st: &mut StageState,
         progress: &mut Progress,
+        stage: usize,
         cmd: &Command,
         run: &RunInstruction,
+        deps: &CommandDeps,
     ) -> Result<(), Error> {
-        let (command, summary) = with_heredocs(&run.command)?;
+        let (command, summary, script) = with_heredocs(&run.command)?;
+        let mut mounts = Vec::new();
+        if let Some((name, data)) = script {
+            // A lone heredoc starting with `#!` is written to a file on an empty tree, mounted
+            // read-only, and run by its interpreter line.
+            let path = super::paths::join(&["/", &name]);
+            let op = Op::File(FileOp {
+                base: None,
+                actions: vec![FileAction::Mkfile {
+                    path: path.clone(),
+                    data: data.into_bytes(),
+                    mode: 0o755,
+                    chown: None,
+                }],
+            });
+            let id = self.add_op(op, INLINE_DOCUMENT.to_owned(), cmd.span, false)?;
+            mounts.push(Mount {
+                target: PIPES_DIR.to_owned(),
+                kind: MountKind::Bind { source: Input::of(id), selector: "/".to_owned(), readonly: true },
+            });
+        }
+        mounts.extend(self.run_mounts(st, stage, cmd, &run.mounts, &deps.mounts)?);
         let args = Self::with_shell(st, &command);
         let network = match run.network.as_deref() {
             Some("none") => NetworkMode::None,
@@ -29,16 +73,18 @@ impl Converter<'_> {
             Some("insecure") => SecurityMode::Insecure,
             _ => SecurityMode::Sandbox,
         };
+        let mut env = st.env.to_strings();
+        env.extend(self.proxy_env(&env));
         let op = Op::Exec(ExecOp {
             rootfs: st.fs,
             args: args.clone(),
-            env: st.env.to_strings(),
+            env,
             cwd: st.workdir.clone(),
             user: st.user.clone(),
             network,
             security,
             platform: st.platform.clone(),
-            mounts: Vec::new(),
+            mounts,
         });
         let mut text = cmd.original.clone();
         if let Some(s) = summary {
@@ -51,14 +97,40 @@ impl Converter<'_> {
         st.commit(created_by, Some(id));
         Ok(())
     }
+
+    /// `HTTP_PROXY=v`, `http_proxy=v`, ... for the proxy build args given, unless the build
+    /// environment has the name already.
+    fn proxy_env(&self, env: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        for (upper, lower) in PROXY_ARGS {
+            // BuildKit takes the build arg matching case-insensitively, last in sorted order.
+            let matching = self.req.build_args.iter().filter(|(k, _)| k.eq_ignore_ascii_case(upper));
+            let Some((_, v)) = matching.max_by_key(|(k, _)| k.as_str()) else {
+                continue;
+            };
+            if v.is_empty() {
+                continue;
+            }
+            for k in [upper, lower] {
+                if !env.iter().any(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == k) {
+                    out.push(format!("{k}={v}"));
+                }
+            }
+        }
+        out
+    }
 }
 
+/// A heredoc script run from a file: its name and body.
+type Script = Option<(String, String)>;
+
 /// Folds heredoc bodies into the command as BuildKit does: a lone `<<EOF` runs the body as
-/// the shell command; otherwise the bodies are appended so the shell reads them. Returns the
-/// command and, for the lone form, the summary shown in the progress name.
-fn with_heredocs(c: &CommandLine) -> Result<(CommandLine, Option<String>), Error> {
+/// the shell command (or, starting with `#!`, as a script file); otherwise the bodies are
+/// appended so the shell reads them. Returns the command, for the lone form the summary
+/// shown in the progress name, and the script file to mount.
+fn with_heredocs(c: &CommandLine) -> Result<(CommandLine, Option<String>, Script), Error> {
     if c.files.is_empty() {
-        return Ok((c.clone(), None));
+        return Ok((c.clone(), None, None));
     }
     let [line] = c.args.as_slice() else {
         return Err(invalid_run(c));
@@ -70,8 +142,13 @@ fn with_heredocs(c: &CommandLine) -> Result<(CommandLine, Option<String>), Error
     out.files.clear();
     if let (Ok(Some(_)), Some(first)) = (parse_heredoc(line), c.files.first()) {
         let data = if first.chomp { chomp_heredoc_content(&first.data) } else { first.data.clone() };
+        let summary = Some(summarize_heredoc(&first.data));
+        if data.starts_with("#!") {
+            out.args = vec![super::paths::join(&[PIPES_DIR, &first.name])];
+            return Ok((out, summary, Some((first.name.clone(), data))));
+        }
         out.args = vec![data];
-        return Ok((out, Some(summarize_heredoc(&first.data))));
+        return Ok((out, summary, None));
     }
     let mut script = line.clone();
     for f in &c.files {
@@ -80,7 +157,7 @@ fn with_heredocs(c: &CommandLine) -> Result<(CommandLine, Option<String>), Error
         script.push_str(&f.name);
     }
     out.args = vec![script];
-    Ok((out, None))
+    Ok((out, None, None))
 }
 
 fn invalid_run(c: &CommandLine) -> Error {
@@ -137,14 +214,19 @@ mod tests {
 
     #[test]
     fn heredoc_folding() {
-        let (c, s) = with_heredocs(&cl(&["<<EOF"], &[("EOF", "echo a\necho b\n", false)])).unwrap();
+        let (c, s, f) = with_heredocs(&cl(&["<<EOF"], &[("EOF", "echo a\necho b\n", false)])).unwrap();
         assert_eq!(c.args, ["echo a\necho b\n"]);
         assert_eq!(s.as_deref(), Some("echo a..."));
-        let (c, s) = with_heredocs(&cl(&["<<-EOF"], &[("EOF", "\techo a\n", true)])).unwrap();
+        assert!(f.is_none());
+        let (c, s, _) = with_heredocs(&cl(&["<<-EOF"], &[("EOF", "\techo a\n", true)])).unwrap();
         assert_eq!(c.args, ["echo a\n"]);
         assert_eq!(s.as_deref(), Some("echo a"));
-        let (c, s) = with_heredocs(&cl(&["cat <<A > /f"], &[("A", "x\n", false)])).unwrap();
+        let (c, s, _) = with_heredocs(&cl(&["cat <<A > /f"], &[("A", "x\n", false)])).unwrap();
         assert_eq!(c.args, ["cat <<A > /f\nx\nA"]);
         assert!(s.is_none());
+        let (c, s, f) = with_heredocs(&cl(&["<<-S"], &[("S", "\t#!/bin/sh\necho\n", true)])).unwrap();
+        assert_eq!(c.args, ["/dev/pipes/S"]);
+        assert_eq!(s.as_deref(), Some("#!/bin/sh..."));
+        assert_eq!(f, Some(("S".to_owned(), "#!/bin/sh\necho\n".to_owned())));
     }
 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use oci_spec::image::{Config, ConfigBuilder, ImageConfiguration};
 use rbuild_solver::ir::{Input, Platform};
 
+use super::imageconfig::{DockerExtras, HealthConfig};
 use super::{HistoryStep, ResolvedImage};
 use crate::instructions::ArgDecl;
 use crate::shell::Env;
@@ -32,6 +33,12 @@ pub(crate) struct ImageConfig {
     pub shell: Vec<String>,
     /// `MAINTAINER`.
     pub author: Option<String>,
+    /// `HEALTHCHECK` (Docker-only field).
+    pub healthcheck: Option<HealthConfig>,
+    /// `ONBUILD` triggers recorded for images built on this one (Docker-only field).
+    pub onbuild: Vec<String>,
+    /// Docker's `ArgsEscaped`, which BuildKit sets with every `CMD`.
+    pub args_escaped: bool,
     /// Position of each key in `env` (kept in step by [`ImageConfig::env_set`]).
     env_pos: HashMap<String, usize>,
 }
@@ -52,8 +59,19 @@ impl ImageConfig {
         self
     }
 
-    /// The runtime config of a pulled image.
-    pub(crate) fn from_image(image: &ImageConfiguration) -> ImageConfig {
+    /// The runtime config of a pulled image, Docker-only fields read from its raw config.
+    pub(crate) fn from_resolved(resolved: &ResolvedImage) -> ImageConfig {
+        let mut out = ImageConfig::from_image(&resolved.config);
+        let extras = DockerExtras::from_raw(resolved.raw_config.as_deref());
+        out.healthcheck = extras.healthcheck;
+        out.onbuild = extras.onbuild;
+        out.shell = extras.shell;
+        out.args_escaped = extras.args_escaped;
+        out
+    }
+
+    /// The runtime config of a pulled image (OCI fields only).
+    fn from_image(image: &ImageConfiguration) -> ImageConfig {
         let mut out = ImageConfig { author: image.author().clone(), ..ImageConfig::default() };
         if let Some(c) = image.config() {
             out.env = c.env().clone().unwrap_or_default();
@@ -245,6 +263,16 @@ impl Progress {
         let width = self.total.to_string().len();
         let stage = if self.stage.is_empty() { String::new() } else { format!("{} ", self.stage) };
         format!("[{stage}{:>width$}/{}] {text}", self.index, self.total)
+    }
+
+    /// The name of another vertex of the current step (same number), like the `LINK` merge of
+    /// `COPY --link`.
+    pub(crate) fn same(&mut self, text: &str) -> String {
+        if self.total == 0 || self.index == 0 {
+            return text.to_owned();
+        }
+        self.index -= 1;
+        self.name(text)
     }
 }
 

@@ -4,10 +4,15 @@
 //! Nothing here is variable-expanded yet: expansion needs the build state and happens during
 //! conversion.
 
+mod duration;
 mod flags;
+mod mount;
 mod parse;
 
-pub use parse::{parse_dockerfile, InstructionError};
+pub(crate) use duration::format_go_duration;
+pub(crate) use mount::mount_from;
+pub use mount::{parse_mount, MountSpec, MountType, Sharing};
+pub use parse::{parse_command, parse_dockerfile, InstructionError};
 
 use crate::parser::{KeyValue, Span};
 
@@ -151,7 +156,8 @@ pub struct CommandLine {
 pub struct RunInstruction {
     /// The command.
     pub command: CommandLine,
-    /// `--mount` values as written.
+    /// `--mount` values as written (`from=` already checked; the rest is expanded and parsed
+    /// with [`parse_mount`] when the step is converted).
     pub mounts: Vec<String>,
     /// `--network`: `default`, `none` or `host` (validated).
     pub network: Option<String>,
@@ -223,19 +229,19 @@ pub struct AddInstruction {
     pub excludes: Vec<String>,
 }
 
-/// `HEALTHCHECK`.
+/// `HEALTHCHECK`, durations in nanoseconds (0 when not given), as Docker stores it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Healthcheck {
     /// `["NONE"]`, `["CMD", argv...]` or `["CMD-SHELL", command]`.
     pub test: Vec<String>,
-    /// `--interval` as written.
-    pub interval: Option<String>,
-    /// `--timeout` as written.
-    pub timeout: Option<String>,
-    /// `--start-period` as written.
-    pub start_period: Option<String>,
-    /// `--start-interval` as written.
-    pub start_interval: Option<String>,
+    /// `--interval`.
+    pub interval: i64,
+    /// `--timeout`.
+    pub timeout: i64,
+    /// `--start-period`.
+    pub start_period: i64,
+    /// `--start-interval`.
+    pub start_interval: i64,
     /// `--retries`.
-    pub retries: Option<u32>,
+    pub retries: u32,
 }

@@ -68,6 +68,14 @@ fn at_least_one<'a>(node: &'a Node, name: &str) -> Res<&'a [String]> {
     Ok(words)
 }
 
+/// Parses one instruction that is not `FROM` (an `ONBUILD` trigger, say).
+pub fn parse_command(node: &Node) -> Result<Instruction, InstructionError> {
+    if node.keyword_lower == "from" {
+        return invalid("FROM isn't allowed as an ONBUILD trigger");
+    }
+    parse_instruction(node)
+}
+
 /// Parses the whole tree into stages, collecting every instruction's error (with its span)
 /// instead of stopping at the first.
 pub fn parse_dockerfile(parsed: &Parsed) -> Result<Dockerfile, Vec<(Span, InstructionError)>> {
@@ -295,13 +303,11 @@ fn parse_run(node: &Node) -> Res<RunInstruction> {
             return invalid(format!("security {} is not valid", crate::parser::go_quote(s)));
         }
     }
-    Ok(RunInstruction {
-        command: command_line(node),
-        mounts: f.strings("mount"),
-        network,
-        security,
-        devices: f.strings("device"),
-    })
+    let mounts = f.strings("mount");
+    for m in &mounts {
+        super::mount::mount_from(m).map_err(InstructionError::Invalid)?;
+    }
+    Ok(RunInstruction { command: command_line(node), mounts, network, security, devices: f.strings("device") })
 }
 
 fn sources_and_dest(node: &Node, name: &str) -> Res<SourcesAndDest> {
@@ -412,19 +418,18 @@ fn parse_healthcheck(node: &Node) -> Res<Healthcheck> {
         Some((t, r)) => (t.to_uppercase(), r),
         None => return invalid("HEALTHCHECK requires at least one argument"),
     };
-    let none = Healthcheck {
-        test: vec![typ.clone()],
-        interval: None,
-        timeout: None,
-        start_period: None,
-        start_interval: None,
-        retries: None,
-    };
     if typ == "NONE" {
         if !rest.is_empty() {
             return invalid("HEALTHCHECK NONE takes no arguments");
         }
-        return Ok(none);
+        return Ok(Healthcheck {
+            test: vec![typ],
+            interval: 0,
+            timeout: 0,
+            start_period: 0,
+            start_interval: 0,
+            retries: 0,
+        });
     }
     let f = flags(
         node,
@@ -449,21 +454,40 @@ fn parse_healthcheck(node: &Node) -> Res<Healthcheck> {
         test.push(rest.join(" "));
     }
     let retries = match f.string("retries").filter(|r| !r.is_empty()) {
-        None => None,
-        Some(r) => match r.parse::<i64>() {
+        None => 0,
+        Some(r) => match r.parse::<i32>() {
             Ok(n) if n < 0 => return invalid(format!("--retries cannot be negative ({n})")),
-            Ok(n) => Some(u32::try_from(n).unwrap_or(u32::MAX)),
-            Err(_) => return invalid(format!("invalid --retries value {}", crate::parser::go_quote(&r))),
+            Ok(n) => n.unsigned_abs(),
+            Err(_) => {
+                let why = if r.trim_start_matches(['+', '-']).chars().all(|c| c.is_ascii_digit()) && r.len() > 1 {
+                    "value out of range"
+                } else {
+                    "invalid syntax"
+                };
+                return invalid(format!("strconv.ParseInt: parsing {}: {why}", crate::parser::go_quote(&r)));
+            }
         },
     };
     Ok(Healthcheck {
         test,
-        interval: f.string("interval"),
-        timeout: f.string("timeout"),
-        start_period: f.string("start-period"),
-        start_interval: f.string("start-interval"),
+        interval: interval(&f, "interval")?,
+        timeout: interval(&f, "timeout")?,
+        start_period: interval(&f, "start-period")?,
+        start_interval: interval(&f, "start-interval")?,
         retries,
     })
+}
+
+/// BuildKit's `parseOptInterval`: a Go duration, 0 when absent, else at least 1ms.
+fn interval(f: &Flags, name: &str) -> Res<i64> {
+    let Some(s) = f.string(name).filter(|s| !s.is_empty()) else {
+        return Ok(0);
+    };
+    let d = super::duration::parse_go_duration(&s).map_err(InstructionError::Invalid)?;
+    if d != 0 && d < 1_000_000 {
+        return invalid(format!("Interval {} cannot be less than 1ms", crate::parser::go_quote(name)));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -532,6 +556,13 @@ mod tests {
         first_err!("FROM a\nHEALTHCHECK FOO x", 2, "Unknown type \"FOO\"");
         first_err!("FROM a\nARG =x", 2, "ARG names can not be blank");
         first_err!("FROM a\nCOPY x <<EOF\nEOF\n", 2, "heredoc as a destination");
+        first_err!("FROM a\nRUN --mount=from=$X,target=/x y", 2, "'from' doesn't support variable expansion");
+        first_err!("FROM a\nHEALTHCHECK --interval=1 CMD x", 2, "time: missing unit in duration \"1\"");
+        first_err!("FROM a\nHEALTHCHECK --timeout=10us CMD x", 2, "Interval \"timeout\" cannot be less than 1ms");
+        first_err!("FROM a\nHEALTHCHECK --retries=99999999999 CMD x", 2, "value out of range");
+        first_err!("FROM a\nADD --from=x a b", 2, "unknown flag: --from");
+        first_err!("FROM a\nCOPY --keep-git-dir a b", 2, "unknown flag: --keep-git-dir");
+        first_err!("FROM a\nONBUILD ONBUILD RUN x", 2, "Chaining ONBUILD");
     }
 
     #[test]
@@ -547,6 +578,21 @@ mod tests {
         assert_eq!(c[2].instruction, Instruction::Onbuild("run x".into()));
         let Instruction::Healthcheck(h) = &c[3].instruction else { panic!() };
         assert_eq!(h.test, ["CMD-SHELL", "a b"]);
+        assert_eq!((h.interval, h.retries), (0, 0));
+        let d = df("FROM a\nHEALTHCHECK --interval=1m30s --timeout=5s --start-period=2s --start-interval=1s --retries=4 CMD [\"x\"]").unwrap();
+        let Instruction::Healthcheck(h) = &d.stages[0].commands[0].instruction else { panic!() };
+        assert_eq!(h.test, ["CMD", "x"]);
+        assert_eq!(
+            (h.interval, h.timeout, h.start_period, h.start_interval, h.retries),
+            (90_000_000_000, 5_000_000_000, 2_000_000_000, 1_000_000_000, 4)
+        );
+        let Instruction::Run(r) =
+            &df("FROM a\nRUN --mount=type=cache,target=/c --mount=from=b,target=/b x").unwrap().stages[0].commands[0]
+                .instruction
+        else {
+            panic!()
+        };
+        assert_eq!(r.mounts, ["type=cache,target=/c", "from=b,target=/b"]);
         assert_eq!(c[4].instruction, Instruction::Expose(vec!["22".into(), "443/udp".into(), "80".into()]));
         let Instruction::Copy(cp) = &c[5].instruction else { panic!() };
         assert_eq!(cp.paths.sources, ["x"]);

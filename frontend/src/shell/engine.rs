@@ -1,4 +1,4 @@
-//! The character-by-character expansion engine behind [`Lexer`](super::Lexer).
+//! The character-by-character expansion engine behind [`super::Lexer`].
 //!
 //! Structure follows BuildKit's `shellWord`: one "read until this stop character" loop that
 //! hands `$`, quotes and `<` to handlers, and a `${...}` handler that re-enters the loop for
@@ -31,12 +31,7 @@ struct Words {
 
 impl Words {
     fn new(enabled: bool) -> Words {
-        Words {
-            enabled,
-            words: Vec::new(),
-            buf: String::new(),
-            in_word: false,
-        }
+        Words { enabled, words: Vec::new(), buf: String::new(), in_word: false }
     }
 
     /// An unquoted character: white space ends the current word.
@@ -106,35 +101,17 @@ struct Scan<'a> {
 }
 
 /// Runs the lexer over `word`; `words` turns on word splitting.
-pub(super) fn run(
-    lexer: &Lexer,
-    word: &str,
-    env: &dyn Env,
-    words: bool,
-) -> Result<Output, ShellError> {
+pub(super) fn run(lexer: &Lexer, word: &str, env: &dyn Env, words: bool) -> Result<Output, ShellError> {
     check_len(word.len())?;
     let mut src: Vec<char> = word.chars().collect();
     // Go's text/scanner drops a byte order mark at the very start of its input.
     if src.first() == Some(&'\u{feff}') {
         src.remove(0);
     }
-    let mut scan = Scan {
-        lexer,
-        env,
-        src,
-        pos: 0,
-        depth: 0,
-        matched: BTreeSet::new(),
-        unmatched: BTreeSet::new(),
-    };
+    let mut scan = Scan { lexer, env, src, pos: 0, depth: 0, matched: BTreeSet::new(), unmatched: BTreeSet::new() };
     let mut split = Words::new(words);
     let result = scan.until(Stop::Eof, lexer.raw_escapes, &mut split)?;
-    Ok(Output {
-        result,
-        words: split.finish(),
-        matched: scan.matched,
-        unmatched: scan.unmatched,
-    })
+    Ok(Output { result, words: split.finish(), matched: scan.matched, unmatched: scan.unmatched })
 }
 
 impl Scan<'_> {
@@ -234,16 +211,15 @@ impl Scan<'_> {
     /// Reads the part of a `${...}` up to `stop`. Any failure that leaves us at the end of
     /// the input is reported as the missing delimiter, as BuildKit does.
     fn delimited(&mut self, stop: char, raw: bool) -> Result<String, ShellError> {
-        self.until(Stop::At(stop), raw, &mut Words::new(false))
-            .map_err(|e| {
-                if !self.at_eof() {
-                    e
-                } else if stop == '/' {
-                    ShellError::MissingSlash
-                } else {
-                    ShellError::MissingBrace
-                }
-            })
+        self.until(Stop::At(stop), raw, &mut Words::new(false)).map_err(|e| {
+            if !self.at_eof() {
+                e
+            } else if stop == '/' {
+                ShellError::MissingSlash
+            } else {
+                ShellError::MissingBrace
+            }
+        })
     }
 
     /// `'...'`: everything literal, no escapes.
@@ -401,9 +377,7 @@ impl Scan<'_> {
             }),
             ':' | '+' | '-' | '?' | '#' | '%' => self.modifier(name, op),
             '/' => self.substitution(name),
-            other => Err(ShellError::UnsupportedModifier {
-                modifier: other.to_string(),
-            }),
+            other => Err(ShellError::UnsupportedModifier { modifier: other.to_string() }),
         }
     }
 
@@ -436,10 +410,7 @@ impl Scan<'_> {
             return match op {
                 '-' => Ok(word),
                 '+' => Ok(String::new()),
-                '?' => Err(ShellError::Unset {
-                    name,
-                    message: non_empty(word),
-                }),
+                '?' => Err(ShellError::Unset { name, message: non_empty(word) }),
                 '#' | '%' => trim_value(op, &word, ""),
                 _ => Err(ShellError::UnsupportedModifier { modifier }),
             };
@@ -450,10 +421,7 @@ impl Scan<'_> {
             '-' => Ok(value),
             '+' if null => Ok(String::new()),
             '+' => Ok(word),
-            '?' if null => Err(ShellError::Empty {
-                name,
-                message: non_empty(word),
-            }),
+            '?' if null => Err(ShellError::Empty { name, message: non_empty(word) }),
             '?' => Ok(value),
             '#' | '%' => trim_value(op, &word, &value),
             _ => Err(ShellError::UnsupportedModifier { modifier }),
@@ -472,9 +440,7 @@ impl Scan<'_> {
         let value = match self.lookup(&name) {
             Some(v) => v,
             // BuildKit writes a single `/` back here, even for `//`.
-            None if self.lexer.skip_unset_env => {
-                return Ok(format!("${{{name}/{pat}/{replacement}}}"))
-            }
+            None if self.lexer.skip_unset_env => return Ok(format!("${{{name}/{pat}/{replacement}}}")),
             None => String::new(),
         };
         pattern::replace(&pat, &replacement, &value, all)

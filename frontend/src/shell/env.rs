@@ -71,10 +71,7 @@ impl Env for Vec<&str> {
 
 impl Env for [(String, String)] {
     fn get(&self, name: &str) -> Option<&str> {
-        self.iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -103,10 +100,8 @@ mod tests {
 
     #[test]
     fn assignment_lists() {
-        let env: Vec<String> = ["foo=bar", "car=hat", "car=bike", "bare", "eq=a=b"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let env: Vec<String> =
+            ["foo=bar", "car=hat", "car=bike", "bare", "eq=a=b"].iter().map(|s| s.to_string()).collect();
         assert_eq!(Env::get(&env, "foo"), Some("bar"));
         assert_eq!(Env::get(&env, "car"), Some("bike"));
         assert_eq!(Env::get(&env, "bare"), Some(""));
@@ -119,10 +114,7 @@ mod tests {
 
     #[test]
     fn pairs_and_maps() {
-        let pairs = vec![
-            ("A".to_string(), "1".to_string()),
-            ("A".to_string(), "2".to_string()),
-        ];
+        let pairs = vec![("A".to_string(), "1".to_string()), ("A".to_string(), "2".to_string())];
         assert_eq!(Env::get(&pairs, "A"), Some("2"));
         let borrowed: &[(String, String)] = &pairs;
         assert_eq!(Env::get(&borrowed, "A"), Some("2"));

@@ -59,9 +59,7 @@ pub const MAX_MATCH_WORK: usize = 1 << 30;
 /// Fails once `len` exceeds [`MAX_EXPANSION_LEN`].
 fn check_len(len: usize) -> Result<(), ShellError> {
     if len > MAX_EXPANSION_LEN {
-        Err(ShellError::TooLong {
-            limit: MAX_EXPANSION_LEN,
-        })
+        Err(ShellError::TooLong { limit: MAX_EXPANSION_LEN })
     } else {
         Ok(())
     }
@@ -176,13 +174,7 @@ impl Lexer {
     /// A lexer whose escape character is `escape`: `\` by default, or a backtick after an
     /// `# escape=` directive naming it.
     pub fn new(escape: char) -> Lexer {
-        Lexer {
-            escape,
-            raw_quotes: false,
-            raw_escapes: false,
-            skip_unset_env: false,
-            skip_process_quotes: false,
-        }
+        Lexer { escape, raw_quotes: false, raw_escapes: false, skip_unset_env: false, skip_process_quotes: false }
     }
 
     /// The escape character.
@@ -250,11 +242,7 @@ impl Lexer {
     /// # Errors
     ///
     /// As for [`Lexer::process_word`].
-    pub fn process_word_with_matches(
-        &self,
-        word: &str,
-        env: &dyn Env,
-    ) -> Result<Expansion, ShellError> {
+    pub fn process_word_with_matches(&self, word: &str, env: &dyn Env) -> Result<Expansion, ShellError> {
         engine::run(self, word, env, false).map(|out| Expansion {
             result: out.result,
             matched: out.matched,

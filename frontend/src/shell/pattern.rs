@@ -91,10 +91,7 @@ impl Pattern {
         let n = value.len();
         let work = self.toks.len().saturating_mul(n.saturating_add(1));
         if work > MAX_MATCH_WORK {
-            return Err(ShellError::PatternTooExpensive {
-                pattern_len: self.toks.len(),
-                value_len: n,
-            });
+            return Err(ShellError::PatternTooExpensive { pattern_len: self.toks.len(), value_len: n });
         }
         // Row for "pattern fully consumed": the match ends where we are.
         let mut next: Vec<Option<usize>> = (0..=n).map(Some).collect();
@@ -110,11 +107,7 @@ impl Pattern {
                     Tok::Any => None,
                     Tok::Star => {
                         let here = next.get(i).copied().flatten();
-                        let longer = if ch.is_some_and(|c| c != '\n') {
-                            step(&cur)
-                        } else {
-                            None
-                        };
+                        let longer = if ch.is_some_and(|c| c != '\n') { step(&cur) } else { None };
                         if self.greedy {
                             longer.or(here)
                         } else {
@@ -133,22 +126,14 @@ impl Pattern {
 
     /// Removes the prefix that the pattern matches at the start of `value`.
     fn trim_prefix_chars(&self, value: &[char]) -> Result<Vec<char>, ShellError> {
-        let end = self
-            .match_ends(value)?
-            .first()
-            .copied()
-            .flatten()
-            .unwrap_or(0);
+        let end = self.match_ends(value)?.first().copied().flatten().unwrap_or(0);
         Ok(value.get(end..).unwrap_or_default().to_vec())
     }
 }
 
 /// Compiles `pattern`, naming it in the error.
 fn compile(pattern: &str, chars: &[char], greedy: bool) -> Result<Pattern, ShellError> {
-    Pattern::compile(chars, greedy).map_err(|reason| ShellError::InvalidPattern {
-        pattern: pattern.to_owned(),
-        reason,
-    })
+    Pattern::compile(chars, greedy).map_err(|reason| ShellError::InvalidPattern { pattern: pattern.to_owned(), reason })
 }
 
 /// `${V#p}` / `${V##p}`: removes the shortest (longest if `greedy`) prefix matching `pattern`.
@@ -182,31 +167,18 @@ fn reverse_pattern(pattern: &str) -> Vec<char> {
         }
         units.push((c, None));
     }
-    units
-        .iter()
-        .rev()
-        .flat_map(|&(a, b)| std::iter::once(a).chain(b))
-        .collect()
+    units.iter().rev().flat_map(|&(a, b)| std::iter::once(a).chain(b)).collect()
 }
 
 /// `${V/p/r}` (first match, `r` inserted literally) and `${V//p/r}` (every match, `r` is a Go
 /// replacement template). Fails rather than build a result over [`MAX_EXPANSION_LEN`](super::MAX_EXPANSION_LEN).
-pub(super) fn replace(
-    pattern: &str,
-    replacement: &str,
-    value: &str,
-    all: bool,
-) -> Result<String, ShellError> {
+pub(super) fn replace(pattern: &str, replacement: &str, value: &str, all: bool) -> Result<String, ShellError> {
     let p: Vec<char> = pattern.chars().collect();
     let v: Vec<char> = value.chars().collect();
     let ends = compile(pattern, &p, true)?.match_ends(&v)?;
     let slice = |a: usize, b: usize| -> String { v.get(a..b).unwrap_or_default().iter().collect() };
-    let find_from = |from: usize| {
-        ends.iter()
-            .enumerate()
-            .skip(from)
-            .find_map(|(start, end)| end.map(|end| (start, end)))
-    };
+    let find_from =
+        |from: usize| ends.iter().enumerate().skip(from).find_map(|(start, end)| end.map(|end| (start, end)));
     if !all {
         return Ok(match find_from(0) {
             Some((start, end)) => {
@@ -306,10 +278,8 @@ fn template_name(s: &str) -> Option<(&str, &str)> {
         Some(b) => (true, b),
         None => (false, s),
     };
-    let len = body
-        .char_indices()
-        .find(|&(_, c)| !(is_letter(c) || is_digit(c) || c == '_'))
-        .map_or(body.len(), |(i, _)| i);
+    let len =
+        body.char_indices().find(|&(_, c)| !(is_letter(c) || is_digit(c) || c == '_')).map_or(body.len(), |(i, _)| i);
     if len == 0 {
         return None;
     }
@@ -327,36 +297,17 @@ mod tests {
 
     macro_rules! prefix {
         ($p:expr, $v:expr, $greedy:expr => $want:expr) => {
-            assert_eq!(
-                trim_prefix($p, $v, $greedy).as_deref(),
-                Ok($want),
-                "#{} on {:?}",
-                $p,
-                $v
-            )
+            assert_eq!(trim_prefix($p, $v, $greedy).as_deref(), Ok($want), "#{} on {:?}", $p, $v)
         };
     }
     macro_rules! suffix {
         ($p:expr, $v:expr, $greedy:expr => $want:expr) => {
-            assert_eq!(
-                trim_suffix($p, $v, $greedy).as_deref(),
-                Ok($want),
-                "%{} on {:?}",
-                $p,
-                $v
-            )
+            assert_eq!(trim_suffix($p, $v, $greedy).as_deref(), Ok($want), "%{} on {:?}", $p, $v)
         };
     }
     macro_rules! repl {
         ($p:expr, $r:expr, $v:expr, $all:expr => $want:expr) => {
-            assert_eq!(
-                replace($p, $r, $v, $all).as_deref(),
-                Ok($want),
-                "/{}/{} on {:?}",
-                $p,
-                $r,
-                $v
-            )
+            assert_eq!(replace($p, $r, $v, $all).as_deref(), Ok($want), "/{}/{} on {:?}", $p, $r, $v)
         };
     }
 
@@ -415,14 +366,8 @@ mod tests {
         };
         let bad = |escaped| Some(PatternError::InvalidEscape { escaped });
         assert_eq!(reason(trim_prefix("\\x", "", true)), bad('x'));
-        assert_eq!(
-            reason(trim_prefix("\\", "", true)),
-            Some(PatternError::TrailingEscape)
-        );
-        assert_eq!(
-            reason(trim_prefix("\\\\\\", "", true)),
-            Some(PatternError::TrailingEscape)
-        );
+        assert_eq!(reason(trim_prefix("\\", "", true)), Some(PatternError::TrailingEscape));
+        assert_eq!(reason(trim_prefix("\\\\\\", "", true)), Some(PatternError::TrailingEscape));
         assert_eq!(reason(trim_suffix("ab\\", "", true)), bad('b'));
         assert_eq!(reason(replace("a\\}\\/\\q", "", "", true)), bad('q'));
     }
@@ -431,20 +376,11 @@ mod tests {
     fn limits() {
         let big = "a".repeat(1 << 16);
         let star_pattern = "*a".repeat(1 << 15);
-        assert!(matches!(
-            trim_prefix(&star_pattern, &big, true),
-            Err(ShellError::PatternTooExpensive { .. })
-        ));
+        assert!(matches!(trim_prefix(&star_pattern, &big, true), Err(ShellError::PatternTooExpensive { .. })));
         // Runs of stars collapse and do not count against the budget.
-        assert_eq!(
-            trim_prefix(&"*".repeat(1 << 20), &big, true).as_deref(),
-            Ok("")
-        );
+        assert_eq!(trim_prefix(&"*".repeat(1 << 20), &big, true).as_deref(), Ok(""));
         let huge_template = "$0".repeat(300);
-        assert!(matches!(
-            replace("*", &huge_template, &big, true),
-            Err(ShellError::TooLong { .. })
-        ));
+        assert!(matches!(replace("*", &huge_template, &big, true), Err(ShellError::TooLong { .. })));
     }
 
     #[test]

@@ -30,20 +30,10 @@ fn word(lexer: Lexer, input: &str) -> Result<String, ShellError> {
 /// `ok!(input => expected)`: `process_word` with `\` as escape character.
 macro_rules! ok {
     ($input:expr => $want:expr) => {
-        assert_eq!(
-            word(Lexer::new('\\'), $input).as_deref(),
-            Ok($want),
-            "input {:?}",
-            $input
-        )
+        assert_eq!(word(Lexer::new('\\'), $input).as_deref(), Ok($want), "input {:?}", $input)
     };
     ($lexer:expr, $input:expr => $want:expr) => {
-        assert_eq!(
-            word($lexer, $input).as_deref(),
-            Ok($want),
-            "input {:?}",
-            $input
-        )
+        assert_eq!(word($lexer, $input).as_deref(), Ok($want), "input {:?}", $input)
     };
 }
 
@@ -292,10 +282,7 @@ fn nesting_limit() {
     ok!(&nest(MAX_NESTING) => "x");
     err!(&nest(MAX_NESTING + 1) => "variable substitutions nested more than 100 levels deep");
     let quoted = format!("{}x{}", "${U:-\"".repeat(5000), "\"}".repeat(5000));
-    assert_eq!(
-        word(Lexer::new('\\'), &quoted),
-        Err(ShellError::TooDeep { limit: MAX_NESTING })
-    );
+    assert_eq!(word(Lexer::new('\\'), &quoted), Err(ShellError::TooDeep { limit: MAX_NESTING }));
 }
 
 #[test]
@@ -303,12 +290,7 @@ fn growth_limit() {
     // Each level triples the text: 3^20 bytes would be 3.5 GB.
     let grow = |n: usize| format!("{}x{}", "${BAN//a/".repeat(n), "}".repeat(n));
     assert_eq!(word(Lexer::new('\\'), &grow(3)).map(|s| s.len()), Ok(66));
-    assert_eq!(
-        word(Lexer::new('\\'), &grow(20)),
-        Err(ShellError::TooLong {
-            limit: MAX_EXPANSION_LEN
-        })
-    );
+    assert_eq!(word(Lexer::new('\\'), &grow(20)), Err(ShellError::TooLong { limit: MAX_EXPANSION_LEN }));
 }
 
 /// Random inputs over the lexer's special characters must never panic, and the three entry
@@ -316,8 +298,8 @@ fn growth_limit() {
 #[test]
 fn random_inputs_never_panic() {
     const ALPHABET: &[&str] = &[
-        "$", "{", "}", ":", "-", "+", "?", "#", "%", "/", "*", "\\", "`", "'", "\"", "<", " ",
-        "\n", "V", "E", "U", "P", "NL", "BAN", "a", "0", "@", "[", "é", "\u{feff}", "\u{93e}",
+        "$", "{", "}", ":", "-", "+", "?", "#", "%", "/", "*", "\\", "`", "'", "\"", "<", " ", "\n", "V", "E", "U",
+        "P", "NL", "BAN", "a", "0", "@", "[", "é", "\u{feff}", "\u{93e}",
     ];
     let env = env();
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -329,25 +311,12 @@ fn random_inputs_never_panic() {
     };
     for _ in 0..20_000 {
         let len = rand() % 24;
-        let input: String = (0..len)
-            .map(|_| {
-                ALPHABET
-                    .get((rand() % ALPHABET.len() as u64) as usize)
-                    .copied()
-                    .unwrap_or("")
-            })
-            .collect();
-        for lexer in [
-            Lexer::new('\\'),
-            Lexer::new('`')
-                .with_raw_escapes(true)
-                .with_skip_unset_env(true),
-        ] {
+        let input: String =
+            (0..len).map(|_| ALPHABET.get((rand() % ALPHABET.len() as u64) as usize).copied().unwrap_or("")).collect();
+        for lexer in [Lexer::new('\\'), Lexer::new('`').with_raw_escapes(true).with_skip_unset_env(true)] {
             let one = lexer.process_word(&input, &env);
             let many = lexer.process_words(&input, &env);
-            let with = lexer
-                .process_word_with_matches(&input, &env)
-                .map(|e| e.result);
+            let with = lexer.process_word_with_matches(&input, &env).map(|e| e.result);
             assert_eq!(one, with, "input {input:?}");
             assert_eq!(one.is_ok(), many.is_ok(), "input {input:?}");
         }
