@@ -2,13 +2,14 @@
 //! digest (the part of cache keys that changes when a context file changes).
 
 use std::ffi::OsString;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobMatcher};
 use sha2::{Digest as _, Sha256};
 
+use crate::context_index::{digest_files, ContextIndex, FileJob, Stamp};
 use crate::merged::{resolve_scoped, Found};
 
 /// One `.dockerignore` pattern.
@@ -43,11 +44,7 @@ pub struct PatternError {
 impl IgnoreMatcher {
     /// Parses the text of a `.dockerignore` file into patterns (comments and blanks dropped).
     pub fn parse_file(text: &str) -> Vec<String> {
-        text.lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(str::to_owned)
-            .collect()
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect()
     }
 
     /// Compiles patterns.
@@ -72,6 +69,11 @@ impl IgnoreMatcher {
             out.push(Pattern { original: raw.clone(), exception, matcher, depth });
         }
         Ok(IgnoreMatcher { patterns: out })
+    }
+
+    /// True when there are no patterns at all.
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
     }
 
     /// True when some pattern re-includes paths (then excluded directories must still be walked).
@@ -183,13 +185,18 @@ impl ContextDir {
     }
 
     /// Digest of everything COPY could read: for each included entry in path order its path,
-    /// type, permission bits, size, link target and content. Owners and mtimes are left out:
-    /// COPY gives context files root ownership, and a touched file must not miss the cache.
-    pub fn content_digest(&self) -> io::Result<[u8; 32]> {
-        let mut h = Sha256::new();
-        h.update(b"rbuild.context.v1\0");
+    /// type, permission bits, size, link target and content digest. Owners and mtimes are left
+    /// out: COPY gives context files root ownership, and a touched file must not miss the cache.
+    ///
+    /// With `index`, file digests whose stat is unchanged since the last build are taken from
+    /// it (nothing is read), the rest are hashed on all cores, and the index is updated.
+    pub fn content_digest(&self, index: Option<&Path>) -> io::Result<[u8; 32]> {
+        enum Item {
+            Entry { rel: PathBuf, kind: u8, mode: u32, size: u64, link: Option<PathBuf> },
+        }
+        let mut items = Vec::new();
+        let mut files: Vec<FileJob> = Vec::new();
         let mut stack = vec![PathBuf::new()];
-        let mut buf = vec![0u8; 1 << 16];
         while let Some(dir) = stack.pop() {
             let entries = self.read_dir(&dir)?;
             // Depth-first in sorted order: push reversed so the first name is visited first.
@@ -209,36 +216,49 @@ impl ContextDir {
                 } else {
                     b'o'
                 };
-                let rel_bytes = rel.as_os_str().as_encoded_bytes();
-                h.update((rel_bytes.len() as u64).to_le_bytes());
-                h.update(rel_bytes);
-                h.update([kind]);
-                h.update((md.mode() & 0o7777).to_le_bytes());
+                let link = if kind == b'l' { Some(std::fs::read_link(&found.host_path)?) } else { None };
                 match kind {
-                    b'f' => {
-                        h.update(md.size().to_le_bytes());
-                        let mut f = std::fs::File::open(&found.host_path)?;
-                        loop {
-                            let n = f.read(&mut buf)?;
-                            if n == 0 {
-                                break;
-                            }
-                            h.update(&buf[..n]);
-                        }
-                    }
-                    b'l' => {
-                        let t = std::fs::read_link(&found.host_path)?;
-                        let t = t.as_os_str().as_encoded_bytes();
-                        h.update((t.len() as u64).to_le_bytes());
-                        h.update(t);
-                    }
-                    b'd' => subdirs.push(rel),
+                    b'f' => files.push((rel.clone(), found.host_path.clone(), Stamp::of(md))),
+                    b'd' => subdirs.push(rel.clone()),
                     _ => {}
                 }
+                items.push(Item::Entry { rel, kind, mode: md.mode() & 0o7777, size: md.size(), link });
             }
-            // Hash subdirectories after their parent's listing, in order.
             for d in subdirs.into_iter().rev() {
                 stack.push(d);
+            }
+        }
+        let old = index.map(ContextIndex::load).unwrap_or_default();
+        let (digests, new_index, hashed) = digest_files(&files, &old)?;
+        if let Some(path) = index {
+            // Only worth a write when something had to be read.
+            if hashed > 0 {
+                // A failed index write costs a re-hash next time, nothing else.
+                let _ = new_index.save(path);
+            }
+        }
+        let mut digests = digests.into_iter();
+        let mut h = Sha256::new();
+        h.update(b"rbuild.context.v2\0");
+        for Item::Entry { rel, kind, mode, size, link } in items {
+            let rel_bytes = rel.as_os_str().as_encoded_bytes();
+            h.update((rel_bytes.len() as u64).to_le_bytes());
+            h.update(rel_bytes);
+            h.update([kind]);
+            h.update(mode.to_le_bytes());
+            match kind {
+                b'f' => {
+                    h.update(size.to_le_bytes());
+                    let d = digests.next().ok_or_else(|| io::Error::other("file digest missing"))?;
+                    h.update(d);
+                }
+                b'l' => {
+                    let t = link.unwrap_or_default();
+                    let t = t.as_os_str().as_encoded_bytes();
+                    h.update((t.len() as u64).to_le_bytes());
+                    h.update(t);
+                }
+                _ => {}
             }
         }
         Ok(h.finalize().into())
@@ -280,12 +300,12 @@ mod tests {
         std::fs::write(t.path().join("d/f"), "1").unwrap();
         std::fs::write(t.path().join("x.log"), "1").unwrap();
         let ctx = ContextDir { root: t.path().into(), ignore: m(&["*.log"]) };
-        let a = ctx.content_digest().unwrap();
+        let a = ctx.content_digest(None).unwrap();
         crate::fsmeta::set_mtime(&t.path().join("d/f"), (1, 0)).unwrap();
-        assert_eq!(a, ctx.content_digest().unwrap());
+        assert_eq!(a, ctx.content_digest(None).unwrap());
         std::fs::write(t.path().join("x.log"), "2").unwrap();
-        assert_eq!(a, ctx.content_digest().unwrap(), "ignored files do not count");
+        assert_eq!(a, ctx.content_digest(None).unwrap(), "ignored files do not count");
         std::fs::write(t.path().join("d/f"), "2").unwrap();
-        assert_ne!(a, ctx.content_digest().unwrap());
+        assert_ne!(a, ctx.content_digest(None).unwrap());
     }
 }

@@ -27,7 +27,9 @@ pub enum WorkerError {
         hint: Option<String>,
     },
     /// Several COPY sources but the destination is not a directory.
-    #[error("when using COPY with more than one source file, the destination must be a directory and end with a /: {dest}")]
+    #[error(
+        "when using COPY with more than one source file, the destination must be a directory and end with a /: {dest}"
+    )]
     DestNotDirectory {
         /// The destination as written.
         dest: String,
@@ -103,6 +105,106 @@ pub enum WorkerError {
     /// The `.dockerignore` is invalid.
     #[error(transparent)]
     Ignore(#[from] crate::context::PatternError),
+    /// An `--exclude` pattern does not compile.
+    #[error("invalid --exclude pattern {:?}", .0.pattern)]
+    Exclude(#[source] crate::context::PatternError),
+    /// A file would replace a directory.
+    #[error("{path} is a directory")]
+    IsADirectory {
+        /// The path as written.
+        path: PathBuf,
+    },
+    /// `ADD` of a local archive failed to extract.
+    #[error("extracting archive {archive}")]
+    Archive {
+        /// The source path of the archive.
+        archive: String,
+        /// Why.
+        #[source]
+        source: crate::archive::ArchiveError,
+    },
+    /// An `ADD <url>` download failed.
+    #[error("downloading {url}")]
+    Download {
+        /// The URL (credentials removed).
+        url: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// An `ADD <url>` server answered with an error status.
+    #[error("invalid response status {status} downloading {url}")]
+    HttpStatus {
+        /// The URL (credentials removed).
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+    },
+    /// The downloaded content does not match `ADD --checksum` (BuildKit's wording).
+    #[error("digest mismatch {actual}: {expected}")]
+    DigestMismatch {
+        /// `sha256:` of what was downloaded.
+        actual: String,
+        /// `sha256:` that `--checksum` asked for.
+        expected: String,
+    },
+    /// `ADD --checksum` is not a `sha256:<64 hex digits>` digest.
+    #[error("invalid checksum {checksum:?}: expected sha256:<64 hex digits>")]
+    BadChecksum {
+        /// As written.
+        checksum: String,
+    },
+    /// The file name for a download is not a single path component.
+    #[error("invalid file name {name:?} for a download")]
+    BadFileName {
+        /// As given.
+        name: String,
+    },
+    /// A `git` command failed.
+    #[error("git {step} of {remote} failed: {stderr}")]
+    Git {
+        /// The repository (credentials removed).
+        remote: String,
+        /// `ls-remote`, `fetch`, `checkout`...
+        step: &'static str,
+        /// The end of git's error output.
+        stderr: String,
+    },
+    /// The branch or tag is not in the repository.
+    #[error("git reference {reference:?} not found in {remote}")]
+    GitRefNotFound {
+        /// The repository (credentials removed).
+        remote: String,
+        /// The branch or tag.
+        reference: String,
+    },
+    /// A git remote, reference or subdirectory that is not usable.
+    #[error("invalid git {what} {value:?}")]
+    BadGitSource {
+        /// `remote`, `reference` or `subdirectory`.
+        what: &'static str,
+        /// As given (credentials removed).
+        value: String,
+    },
+    /// `RUN --mount=type=secret` names a secret that was not provided.
+    #[error("secret {id} not found")]
+    SecretNotFound {
+        /// The secret id.
+        id: String,
+    },
+    /// A secret used as an environment variable is not valid UTF-8 or has a NUL byte (the
+    /// value itself is never shown).
+    #[error("secret {id} cannot be an environment variable: it is not UTF-8 text without NUL bytes")]
+    SecretNotEnv {
+        /// The secret id.
+        id: String,
+    },
+    /// `RUN --mount=type=ssh` names an agent that was not provided.
+    #[error("no SSH agent socket or keys found for id {id}")]
+    SshNotFound {
+        /// The agent id.
+        id: String,
+    },
     /// An invariant of the worker was broken (a bug in rbuild, not in the input).
     #[error("internal error: {0}")]
     Internal(String),
@@ -117,6 +219,13 @@ impl WorkerError {
                 Some("check the path is relative to the build context (or the --from stage) and exists".into())
             }
             WorkerError::Sandbox(e) => e.hint().map(str::to_owned),
+            WorkerError::SecretNotFound { id } => {
+                Some(format!("pass it with --secret id={id},src=FILE or --secret id={id},env=VARIABLE"))
+            }
+            WorkerError::SshNotFound { id } => Some(format!("pass an agent socket with --ssh {id}=$SSH_AUTH_SOCK")),
+            WorkerError::Archive { source: crate::archive::ArchiveError::UnsupportedCompression { .. }, .. } => {
+                Some("use COPY to copy the file without extracting it".into())
+            }
             _ => None,
         }
     }

@@ -4,11 +4,12 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
-use rbuild_executor::{Network, OutputStream, SandboxSpec};
-use rbuild_solver::ir::{ExecOp, NetworkMode};
+use rbuild_executor::{MountSpec, Network, OutputStream, SandboxSpec, Security};
+use rbuild_solver::ir::{ExecOp, NetworkMode, SecurityMode};
 use rbuild_solver::{LogStream, Progress};
 
 use crate::error::WorkerError;
+use crate::mounts::{Planned, PlannedKind, PreparedMounts};
 
 /// Lines of output kept to show with a failure.
 const TAIL_LINES: usize = 10;
@@ -17,7 +18,7 @@ const TAIL_LINES: usize = 10;
 pub const HOSTNAME: &str = "buildkitsandbox";
 
 /// Runs `op` with `lower_dirs` (topmost first) as its root and `upper`/`scratch` as the
-/// overlay's upper and work areas. Blocking: call from a blocking thread.
+/// overlay's upper and work areas, and `mounts` applied. Blocking: call from a blocking thread.
 pub fn run(
     op: &ExecOp,
     lower_dirs: Vec<PathBuf>,
@@ -25,21 +26,24 @@ pub fn run(
     scratch: PathBuf,
     exe: &std::path::Path,
     progress: &Progress,
+    mounts: &PreparedMounts,
 ) -> Result<(), WorkerError> {
-    let spec = SandboxSpec {
-        lower_dirs,
-        upper_dir: upper,
-        work_dir: scratch,
-        args: op.args.clone(),
-        env: op.env.clone(),
-        cwd: op.cwd.clone(),
-        user: op.user.clone(),
-        hostname: HOSTNAME.to_owned(),
-        network: match op.network {
-            NetworkMode::None => Network::None,
-            NetworkMode::Default | NetworkMode::Host => Network::Host,
-        },
+    let mut spec = SandboxSpec::new(lower_dirs, upper, scratch, op.args.clone());
+    spec.env = op.env.clone();
+    // Secret variables and SSH_AUTH_SOCK exist only in the process, never in the op.
+    spec.env.extend(mounts.env.iter().cloned());
+    spec.cwd = op.cwd.clone();
+    spec.user = op.user.clone();
+    spec.hostname = HOSTNAME.to_owned();
+    spec.network = match op.network {
+        NetworkMode::None => Network::None,
+        NetworkMode::Default | NetworkMode::Host => Network::Host,
     };
+    spec.security = match op.security {
+        SecurityMode::Sandbox => Security::Sandbox,
+        SecurityMode::Insecure => Security::Insecure,
+    };
+    spec.mounts = mounts.mounts.iter().map(mount_spec).collect();
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut partial = Vec::new();
     let status = rbuild_executor::run(&spec, exe, &mut |stream, bytes| {
@@ -74,6 +78,19 @@ pub fn run(
         _ => "failed".to_owned(),
     };
     Err(WorkerError::CommandFailed { command: display_command(&op.args), status, tail: tail.into() })
+}
+
+/// The executor's form of a prepared mount.
+fn mount_spec(m: &Planned) -> MountSpec {
+    use rbuild_executor::MountKind as Kind;
+    let kind = match &m.kind {
+        PlannedKind::Bind { source, readonly } => Kind::Bind { source: source.clone(), readonly: *readonly },
+        PlannedKind::Tmpfs { size, mode } => Kind::Tmpfs { size: *size, mode: *mode },
+        PlannedKind::File { source, mode, uid, gid } => {
+            Kind::File { source: source.clone(), mode: *mode, uid: *uid, gid: *gid }
+        }
+    };
+    MountSpec { target: m.target.clone(), kind }
 }
 
 /// `/bin/sh -c echo hi` as BuildKit shows it.

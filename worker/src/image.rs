@@ -38,6 +38,11 @@ pub struct ImageSpec {
     pub platform: Platform,
     /// `created` timestamp (RFC 3339); `None` leaves it out.
     pub created: Option<String>,
+    /// `MAINTAINER` (or the base image's author).
+    pub author: Option<String>,
+    /// Docker-only runtime config fields the OCI type has no place for (`Healthcheck`,
+    /// `OnBuild`, `Shell`, `ArgsEscaped`), merged into the config object.
+    pub extra_config: serde_json::Map<String, serde_json::Value>,
 }
 
 fn arch(p: &Platform) -> Arch {
@@ -71,7 +76,9 @@ impl LocalWorker {
             )));
         }
         let mut builder = match &spec.base {
-            Some(base) => ImageBuilder::new(base.clone(), packed[..base_len].iter().map(PackedLayer::descriptor).collect()),
+            Some(base) => {
+                ImageBuilder::new(base.clone(), packed[..base_len].iter().map(PackedLayer::descriptor).collect())
+            }
             None => ImageBuilder::scratch(arch(&spec.platform), Os::Linux),
         };
         builder.config_mut().set_architecture(arch(&spec.platform));
@@ -79,6 +86,8 @@ impl LocalWorker {
         builder.config_mut().set_variant(spec.platform.variant.clone());
         builder.set_runtime_config(spec.runtime.clone());
         builder.set_created(spec.created.clone());
+        builder.config_mut().set_author(spec.author.clone());
+        builder.extra_config_mut().extend(spec.extra_config.clone());
 
         // New layers, by the op that produced them.
         let new_layers: HashMap<&str, &PackedLayer> = snap.chain[base_len..]
@@ -130,7 +139,13 @@ fn ensure_blob(store: &Arc<Store>, id: &str) -> Result<PackedLayer, WorkerError>
     if let (Some(diff_id), Some(blob)) = (&meta.diff_id, &meta.blob) {
         if store.has_blob(blob)? {
             let media_type = meta.media_type.as_deref().map_or(MediaType::ImageLayerGzip, MediaType::from);
-            return Ok(PackedLayer { diff_id: diff_id.clone(), digest: blob.clone(), size: meta.blob_size, media_type, entries: 1 });
+            return Ok(PackedLayer {
+                diff_id: diff_id.clone(),
+                digest: blob.clone(),
+                size: meta.blob_size,
+                media_type,
+                entries: 1,
+            });
         }
     }
     let diff = store.snapshot_diff(id);

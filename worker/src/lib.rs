@@ -5,29 +5,51 @@
 //! store, lowest first. A RUN mounts the chain as overlay lower dirs and keeps the upper dir as
 //! its new layer; COPY and WORKDIR write their new layer directly (no mount); a pulled image is
 //! its layers unpacked once, content-addressed by diff id, shared by every build.
+//!
+//! Sources: images (`pull`), the build context, `ADD <url>` (`http`) and `ADD <git url>`
+//! (`git`). `RUN --mount`s are prepared by `mounts` (cache directories under the store, secrets
+//! from [`LocalWorker::with_secrets`], agents from [`LocalWorker::with_ssh`]). Invariant 3 of
+//! the design: secret values and cache-mount contents never reach a layer, a key or a log.
 
+mod archive;
 mod context;
+mod context_index;
 mod copy;
 mod error;
 mod exec;
 mod fsmeta;
+mod git;
+mod http;
 mod image;
 mod merged;
+mod mounts;
 mod pull;
 mod users;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rbuild_cache::{Record, RecordLayer, SnapshotMeta, Store};
 use rbuild_solver::ir::{FileAction, Op, OpId, SourceOp};
 use rbuild_solver::{CacheKey, ExecContext, Progress, Worker};
 
+use mounts::{MountEnv, MountSource};
+
+pub use archive::{ArchiveError, ArchiveLimits};
 pub use context::{ContextDir, IgnoreMatcher, PatternError};
 pub use error::WorkerError;
 pub use image::{HistoryEntry, ImageSpec};
 pub use merged::MergedView;
+pub use mounts::secret::Secret;
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+/// A name part no other temp path of this process uses.
+pub(crate) fn unique_suffix() -> String {
+    format!("{}-{}", std::process::id(), UNIQUE.fetch_add(1, Ordering::Relaxed))
+}
 
 /// A filesystem: snapshot ids in the store, lowest first, each with the op that made it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -53,6 +75,14 @@ pub struct LocalWorker {
     /// Our own binary, re-executed as the sandbox helper.
     sandbox_exe: PathBuf,
     contexts: HashMap<String, Arc<ContextDir>>,
+    secrets: Arc<HashMap<String, Secret>>,
+    ssh: Arc<HashMap<String, PathBuf>>,
+    archive_limits: ArchiveLimits,
+    http: OnceLock<reqwest::Client>,
+    /// Downloads made to compute an `Http` source's key, waiting for its execution.
+    downloads: Mutex<HashMap<OpId, http::Downloaded>>,
+    /// Commits `Git` sources resolved to when their keys were computed.
+    git_commits: Mutex<HashMap<OpId, String>>,
 }
 
 impl LocalWorker {
@@ -64,7 +94,43 @@ impl LocalWorker {
         sandbox_exe: PathBuf,
         contexts: HashMap<String, Arc<ContextDir>>,
     ) -> LocalWorker {
-        LocalWorker { store, registry, sandbox_exe, contexts }
+        LocalWorker {
+            store,
+            registry,
+            sandbox_exe,
+            contexts,
+            secrets: Arc::default(),
+            ssh: Arc::default(),
+            archive_limits: ArchiveLimits::default(),
+            http: OnceLock::new(),
+            downloads: Mutex::default(),
+            git_commits: Mutex::default(),
+        }
+    }
+
+    /// The secrets `RUN --mount=type=secret` can use, by id (`--secret id=...`).
+    #[must_use]
+    pub fn with_secrets(mut self, secrets: HashMap<String, Secret>) -> LocalWorker {
+        self.secrets = Arc::new(secrets);
+        self
+    }
+
+    /// The SSH agent sockets `RUN --mount=type=ssh` can use, by id (`--ssh default=$SSH_AUTH_SOCK`).
+    #[must_use]
+    pub fn with_ssh(mut self, agents: HashMap<String, PathBuf>) -> LocalWorker {
+        self.ssh = Arc::new(agents);
+        self
+    }
+
+    /// Limits for `ADD`'s extraction of local archives (decompression-bomb guard).
+    #[must_use]
+    pub fn with_archive_limits(mut self, limits: ArchiveLimits) -> LocalWorker {
+        self.archive_limits = limits;
+        self
+    }
+
+    fn next_tmp(&self) -> String {
+        unique_suffix()
     }
 
     /// The store.
@@ -73,7 +139,10 @@ impl LocalWorker {
     }
 
     fn context(&self, name: &str) -> Result<Arc<ContextDir>, WorkerError> {
-        self.contexts.get(name).cloned().ok_or_else(|| WorkerError::Internal(format!("no local context named {name:?}")))
+        self.contexts
+            .get(name)
+            .cloned()
+            .ok_or_else(|| WorkerError::Internal(format!("no local context named {name:?}")))
     }
 
     /// The overlay lower dirs of a chain, topmost first.
@@ -117,11 +186,26 @@ impl Worker for LocalWorker {
     type Output = Output;
     type Error = WorkerError;
 
-    async fn content_key(&self, _id: OpId, op: &Op, _progress: &Progress) -> Result<Option<[u8; 32]>, WorkerError> {
-        let Op::Source(SourceOp::Local { name, .. }) = op else { return Ok(None) };
+    async fn content_key(&self, id: OpId, op: &Op, progress: &Progress) -> Result<Option<[u8; 32]>, WorkerError> {
+        let name = match op {
+            Op::Source(SourceOp::Local { name, .. }) => name,
+            Op::Source(SourceOp::Http { url, checksum, .. }) => {
+                return self.http_content_key(id, url, checksum.as_deref(), progress).await.map(Some);
+            }
+            Op::Source(SourceOp::Git { remote, reference, .. }) => {
+                return self.git_content_key(id, remote, reference.as_deref()).await.map(Some);
+            }
+            _ => return Ok(None),
+        };
         let ctx = self.context(name)?;
         let root = ctx.root.clone();
-        let digest = tokio::task::spawn_blocking(move || ctx.content_digest())
+        // One index per context directory, in the store (so a stat-only rebuild is possible).
+        let index = {
+            use sha2::Digest as _;
+            let id = hex::encode(sha2::Sha256::digest(root.as_os_str().as_encoded_bytes()));
+            self.store.root().join("context-index").join(id)
+        };
+        let digest = tokio::task::spawn_blocking(move || ctx.content_digest(Some(&index)))
             .await
             .map_err(|e| WorkerError::Internal(e.to_string()))?
             .map_err(|source| WorkerError::Io { path: root, source })?;
@@ -132,7 +216,12 @@ impl Worker for LocalWorker {
         if let Op::Source(SourceOp::Local { name, .. }) = op {
             return Ok(Some(Output::Context(self.context(name)?)));
         }
-        Ok(self.store.get_record(&key.to_hex())?.map(|r| Output::Fs(Snapshot { chain: r.chain })))
+        let found = self.store.get_record(&key.to_hex())?.map(|r| Output::Fs(Snapshot { chain: r.chain }));
+        if found.is_some() && matches!(op, Op::Source(SourceOp::Http { .. })) {
+            // Cached: the download made for the key is not needed.
+            self.lock_downloads().remove(&op.id());
+        }
+        Ok(found)
     }
 
     async fn exec(&self, ctx: ExecContext, op: &Op, inputs: Vec<Output>) -> Result<Output, WorkerError> {
@@ -142,16 +231,48 @@ impl Worker for LocalWorker {
                 self.store.put_record(&ctx.key.to_hex(), &Record { chain: chain.clone() })?;
                 Ok(Output::Fs(Snapshot { chain }))
             }
+            Op::Source(SourceOp::Http { url, checksum, filename }) => Ok(Output::Fs(
+                self.http_exec(ctx.id, &ctx.key, url, checksum.as_deref(), filename, &ctx.progress).await?,
+            )),
+            Op::Source(SourceOp::Git { remote, reference, subdir, keep_git_dir }) => Ok(Output::Fs(
+                self.git_exec(ctx.id, &ctx.key, remote, reference.as_deref(), subdir.as_deref(), *keep_git_dir).await?,
+            )),
             Op::Source(_) => Err(WorkerError::Internal("unsupported source".into())),
             Op::Exec(e) => {
-                let base = if e.rootfs.is_some() { Self::fs_input(&inputs, 0)? } else { Snapshot::default() };
+                let mut idx = 0;
+                let base = if e.rootfs.is_some() {
+                    idx = 1;
+                    Self::fs_input(&inputs, 0)?
+                } else {
+                    Snapshot::default()
+                };
+                // Mount inputs follow the rootfs in `Op::inputs` order, one per mount that reads one.
+                let mut sources = Vec::with_capacity(e.mounts.len());
+                for m in &e.mounts {
+                    if m.kind.input().is_none() {
+                        sources.push(None);
+                        continue;
+                    }
+                    sources.push(Some(match inputs.get(idx) {
+                        Some(Output::Context(c)) => MountSource::Context(c.clone()),
+                        Some(Output::Fs(s)) => MountSource::Fs(self.view(s)),
+                        None => return Err(WorkerError::Internal(format!("mount at {} has no input {idx}", m.target))),
+                    }));
+                    idx += 1;
+                }
                 let prepared = self.store.prepare_snapshot()?;
                 let lower = self.lower_dirs(&base);
                 let (upper, scratch) = (prepared.diff(), prepared.work());
                 let (op2, exe, progress) = (e.clone(), self.sandbox_exe.clone(), ctx.progress.clone());
-                tokio::task::spawn_blocking(move || exec::run(&op2, lower, upper, scratch, &exe, &progress))
-                    .await
-                    .map_err(|err| WorkerError::Internal(err.to_string()))??;
+                let (store, secrets, ssh) = (self.store.clone(), self.secrets.clone(), self.ssh.clone());
+                tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
+                    let env = MountEnv { store_root: store.root(), tmp: store.tmp_dir(), secrets: &secrets, ssh: &ssh };
+                    // Dropped after the run: scratch copies and secret files go, cache locks are released.
+                    let mounts = mounts::prepare(&env, &op2, &sources)?;
+                    exec::run(&op2, lower, upper, scratch, &exe, &progress, &mounts)
+                })
+                .await
+                .map_err(|err| WorkerError::Internal(err.to_string()))??;
                 Ok(Output::Fs(self.finish_layer(&ctx.key, ctx.id, base, prepared)?))
             }
             Op::File(f) => {
@@ -182,9 +303,9 @@ impl Worker for LocalWorker {
                         None => None,
                     })
                     .collect();
-                let (actions, diff) = (f.actions.clone(), prepared.diff());
+                let (actions, diff, limits) = (f.actions.clone(), prepared.diff(), self.archive_limits);
                 tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
-                    let writer = copy::FileWriter { base: &view, diff: &diff };
+                    let writer = copy::FileWriter { base: &view, diff: &diff, limits };
                     for (action, src) in actions.iter().zip(&source_views) {
                         let src = src.as_ref().map(|s| match s {
                             SourceHandle::Context(c) => copy::CopySource::Context(c),
@@ -215,4 +336,36 @@ impl Worker for LocalWorker {
 enum SourceHandle {
     Context(Arc<ContextDir>),
     Fs(MergedView),
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+
+    /// A worker on a fresh store in `dir`, with no registry access needed and no sandbox.
+    pub(crate) fn worker(dir: &std::path::Path) -> LocalWorker {
+        let store = Arc::new(Store::open(dir.join("store")).unwrap());
+        let registry = rbuild_registry::Client::new(rbuild_registry::ClientOptions::default()).unwrap();
+        LocalWorker::new(store, registry, PathBuf::from("/nonexistent"), HashMap::new())
+    }
+
+    pub(crate) fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    /// Our own uid and gid (what a non-root test can give files).
+    pub(crate) fn own_ids() -> (u32, u32) {
+        (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+    }
+
+    /// Returns from a test, saying why, when not running as root.
+    macro_rules! require_root {
+        ($why:expr) => {
+            if !crate::testutil::is_root() {
+                eprintln!("skipping: {} needs root", $why);
+                return;
+            }
+        };
+    }
+    pub(crate) use require_root;
 }

@@ -96,7 +96,9 @@ impl MergedView {
                 let p = dir.join(comp);
                 let meta = match std::fs::symlink_metadata(&p) {
                     Ok(m) => m,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
+                        continue
+                    }
                     Err(e) => return Err(e),
                 };
                 if is_whiteout(&meta) {

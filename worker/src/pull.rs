@@ -93,8 +93,9 @@ async fn unpack_layer(w: &LocalWorker, desc: &Descriptor, diff_id: &str, id: &st
     tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
         let prepared = store.prepare_snapshot()?;
         let blob = store.open_blob(desc.digest())?;
-        let unpacked = unpack(std::io::BufReader::with_capacity(1 << 20, blob), &prepared.diff(), &UnpackOptions::default())
-            .map_err(|source| WorkerError::Unpack { digest: desc.digest().to_string(), source })?;
+        let unpacked =
+            unpack(std::io::BufReader::with_capacity(1 << 20, blob), &prepared.diff(), &UnpackOptions::default())
+                .map_err(|source| WorkerError::Unpack { digest: desc.digest().to_string(), source })?;
         if unpacked.diff_id.to_string() != diff_id {
             return Err(WorkerError::DiffIdMismatch {
                 digest: desc.digest().to_string(),

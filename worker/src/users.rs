@@ -50,7 +50,8 @@ pub fn resolve_owner(view: &MergedView, chown: &Chown) -> Result<(u32, u32), Wor
         None => primary,
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => gid,
-            Err(_) => group_lookup(&read_file(view, "etc/group"), g).ok_or_else(|| WorkerError::UnknownGroup { name: g.clone() })?,
+            Err(_) => group_lookup(&read_file(view, "etc/group"), g)
+                .ok_or_else(|| WorkerError::UnknownGroup { name: g.clone() })?,
         },
     };
     Ok((uid, gid))
