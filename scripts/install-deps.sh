@@ -4,8 +4,9 @@
 #   docker-registry  a real OCI distribution registry, started on a loopback port by tests
 #   skopeo, umoci    independent tools that check the images we write
 #   jq               used by the fixture scripts
+#   openssl          registry.sh --tls makes a test CA and server certificate with it
 set -euo pipefail
-pkgs=(busybox-static docker-registry skopeo umoci jq)
+pkgs=(busybox-static docker-registry skopeo umoci jq openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

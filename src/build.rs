@@ -53,7 +53,13 @@ fn read_ignore(dockerfile: &Path, context: &Path) -> Result<Vec<String>> {
 
 /// Runs a build.
 pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
-    let outputs: Vec<OutputSpec> = args.outputs.iter().map(|o| output::parse(o)).collect::<Result<_>>()?;
+    let mut outputs: Vec<OutputSpec> = args.outputs.iter().map(|o| output::parse(o)).collect::<Result<_>>()?;
+    if args.push {
+        outputs.push(OutputSpec::Registry);
+    }
+    if outputs.contains(&OutputSpec::Registry) && args.tags.is_empty() {
+        return Err(UserError("pushing needs an image name: add -t registry.example/name:tag".into()).into());
+    }
     let context = args.context.clone();
     if !context.is_dir() {
         return Err(UserError(format!("build context {} is not a directory", context.display())).into());
@@ -62,7 +68,8 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let dockerfile = std::fs::read(&dockerfile_path).map_err(|e| {
         UserError(format!("cannot read Dockerfile {}: {e} (use -f to name another file)", dockerfile_path.display()))
     })?;
-    let filename = dockerfile_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
+    let filename =
+        dockerfile_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
     let excludes = read_ignore(&dockerfile_path, &context)?;
     let ignore = IgnoreMatcher::new(&excludes).map_err(|e| UserError(e.to_string()))?;
     let tags = export::normalize_tags(&args.tags)?;
@@ -71,6 +78,7 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let mut reg_opts = rbuild_registry::ClientOptions::default();
     reg_opts.insecure_hosts.extend(args.insecure_registries.iter().cloned());
     let registry = rbuild_registry::Client::new(reg_opts).context("creating the registry client")?;
+    let push_client = registry.clone();
 
     // Frontend, on a blocking thread: it resolves base images synchronously.
     let platform = Platform::host();
@@ -103,10 +111,25 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         }
     }
 
+    if let Some(format) = &args.print_graph {
+        let text = match format.as_str() {
+            "dot" => rbuild_solver::print::to_dot(&def.graph, def.target),
+            "json" => serde_json::to_string_pretty(&rbuild_solver::print::to_json(&def.graph, def.target))?,
+            other => return Err(UserError(format!("--print-graph={other}: use dot or json")).into()),
+        };
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{text}");
+        }
+        return Ok(());
+    }
+
     let context_root = std::fs::canonicalize(&context).with_context(|| format!("resolving {}", context.display()))?;
     let contexts = HashMap::from([("context".to_owned(), Arc::new(ContextDir { root: context_root, ignore }))]);
     let exe = std::env::current_exe().context("locating the rbuild binary for the sandbox helper")?;
-    let worker = Arc::new(LocalWorker::new(store.clone(), registry, exe, contexts));
+    let secrets = crate::secrets::parse_secrets(&args.secrets)?;
+    let ssh = crate::secrets::parse_ssh(&args.ssh)?;
+    let worker = Arc::new(LocalWorker::new(store.clone(), registry, exe, contexts).with_secrets(secrets).with_ssh(ssh));
     let mut solve_opts = SolveOptions { no_cache: args.no_cache, ..SolveOptions::default() };
     if let Some(n) = args.max_parallelism {
         solve_opts.max_parallelism = n;
@@ -152,8 +175,14 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
 
     let image = export::commit(&worker, &snapshot, &def, &platform).await?;
     export::write_outputs(&worker, &image, &tags, &outputs, quiet).await?;
+    if outputs.contains(&OutputSpec::Registry) {
+        for name in &tags {
+            crate::push::push(&push_client, worker.store(), &image.manifest, name, quiet).await?;
+        }
+    }
     if let Some(path) = &args.iidfile {
-        std::fs::write(path, image.config.digest().to_string()).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, image.config.digest().to_string())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if args.quiet {
         #[allow(clippy::print_stdout)]

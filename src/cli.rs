@@ -38,14 +38,67 @@ pub enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Push an image from the local store to its registry.
+    Push {
+        /// Image name (the registry is its first component).
+        name: String,
+        /// Registries reached over plain HTTP (besides localhost and 127.0.0.1).
+        #[arg(long = "insecure-registry")]
+        insecure_registries: Vec<String>,
+    },
     /// Print an image's manifest and config as JSON.
     Inspect {
         /// Image name.
         name: String,
     },
+    /// Remove build cache (and with --all every image name) from the store.
+    Prune(PruneArgs),
+    /// Show how much disk the store uses.
+    Du,
+    /// Store maintenance.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Developer tools.
     #[command(subcommand)]
     Debug(DebugCommand),
+}
+
+/// `rbuild cache ...`
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Check the store's consistency (blobs, snapshots, records, images).
+    Verify(VerifyArgs),
+}
+
+/// `rbuild cache verify` flags.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Re-hash every blob (reads all of them).
+    #[arg(long)]
+    pub rehash: bool,
+    /// Remove what is broken and can be rebuilt (stale temp areas, corrupt blobs, bad records).
+    #[arg(long)]
+    pub repair: bool,
+}
+
+/// `rbuild prune` flags.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove every cache record and every image name, not just unused data.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Keep this much storage, removing least recently used records first (e.g. 10GB).
+    #[arg(long)]
+    pub keep_storage: Option<String>,
+    /// `until=DURATION`: only records unused for longer than this (e.g. until=24h).
+    #[arg(long = "filter")]
+    pub filters: Vec<String>,
+    /// Do not ask for confirmation.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Say what would be removed, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `rbuild debug ...`
@@ -96,6 +149,14 @@ pub struct BuildArgs {
     #[arg(short = 'o', long = "output")]
     pub outputs: Vec<String>,
 
+    /// Print the build graph that would run (`dot` or `json`) and exit without building.
+    #[arg(long, value_name = "FORMAT", num_args = 0..=1, default_missing_value = "dot")]
+    pub print_graph: Option<String>,
+
+    /// Push the image to the registry of each `-t` name (same as `-o type=registry`).
+    #[arg(long)]
+    pub push: bool,
+
     /// Do not use the cache.
     #[arg(long)]
     pub no_cache: bool,
@@ -112,9 +173,18 @@ pub struct BuildArgs {
     #[arg(long)]
     pub iidfile: Option<PathBuf>,
 
-    /// Most steps running at once (default: number of CPUs).
+    /// Most steps running at once (default: 4 per CPU, at least 8).
     #[arg(long)]
     pub max_parallelism: Option<usize>,
+
+    /// Secret for `RUN --mount=type=secret`: `id=ID,src=FILE`, `id=ID,env=VAR`, or `id=ID`
+    /// (the variable ID when set, else a file named ID). Never stored in the image or the cache.
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+
+    /// SSH agent for `RUN --mount=type=ssh`: `default` (uses $SSH_AUTH_SOCK) or `ID=SOCKET`.
+    #[arg(long = "ssh")]
+    pub ssh: Vec<String>,
 
     /// Registries reached over plain HTTP (besides localhost and 127.0.0.1).
     #[arg(long = "insecure-registry")]
@@ -145,7 +215,23 @@ pub fn parse() -> Cli {
 }
 
 fn needs_implicit_build(args: &[std::ffi::OsString]) -> bool {
-    let known = ["build", "images", "tag", "rmi", "inspect", "debug", "help", "--help", "-h", "--version", "-V"];
+    let known = [
+        "build",
+        "images",
+        "tag",
+        "rmi",
+        "inspect",
+        "push",
+        "prune",
+        "du",
+        "cache",
+        "debug",
+        "help",
+        "--help",
+        "-h",
+        "--version",
+        "-V",
+    ];
     let mut i = 1;
     while let Some(a) = args.get(i) {
         let a = a.to_string_lossy();

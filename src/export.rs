@@ -48,35 +48,52 @@ fn rfc3339(secs: i64) -> String {
 
 /// The image's `created` time: `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
 fn created() -> String {
-    let secs = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .unwrap_or_else(|| {
+    let secs =
+        std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or_else(|| {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
         });
     rfc3339(secs)
 }
 
 /// Writes layers, config and manifest of the result into the store.
-pub async fn commit(worker: &LocalWorker, snap: &Snapshot, def: &BuildDefinition, platform: &Platform) -> Result<BuiltImage> {
+pub async fn commit(
+    worker: &LocalWorker,
+    snap: &Snapshot,
+    def: &BuildDefinition,
+    platform: &Platform,
+) -> Result<BuiltImage> {
     let spec = ImageSpec {
         base: def.base.as_ref().map(|b| b.config.clone()),
         runtime: def.config.clone(),
         history: def
             .history
             .iter()
-            .map(|h| HistoryEntry { created_by: h.created_by.clone(), comment: h.comment.clone(), layer_op: h.layer_op })
+            .map(|h| HistoryEntry {
+                created_by: h.created_by.clone(),
+                comment: h.comment.clone(),
+                layer_op: h.layer_op,
+            })
             .collect(),
         platform: platform.clone(),
         created: Some(created()),
+        author: def.author.clone(),
+        extra_config: def.extra_config.clone(),
     };
     worker.commit_image(snap, &spec).await.context("exporting the image")
 }
 
 /// Names the image in the store and writes archive outputs.
-pub async fn write_outputs(worker: &LocalWorker, image: &BuiltImage, tags: &[String], outputs: &[Output], quiet: bool) -> Result<()> {
+pub async fn write_outputs(
+    worker: &LocalWorker,
+    image: &BuiltImage,
+    tags: &[String],
+    outputs: &[Output],
+    quiet: bool,
+) -> Result<()> {
     let store = worker.store();
-    let wants_store = outputs.is_empty() || outputs.contains(&Output::Image);
+    // Pushing goes through the store too (blobs are read from it), as `docker build --push`
+    // leaves the image in the local store.
+    let wants_store = outputs.is_empty() || outputs.contains(&Output::Image) || outputs.contains(&Output::Registry);
     if wants_store {
         let size = image_size(worker, image)?;
         for name in tags {
@@ -86,7 +103,9 @@ pub async fn write_outputs(worker: &LocalWorker, image: &BuiltImage, tags: &[Str
                 manifest_size: image.manifest.size(),
                 config: image.config.digest().clone(),
                 size,
-                created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64),
+                created: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64),
             })?;
             if !quiet {
                 eprintln!("naming to {name} done");
@@ -113,7 +132,7 @@ pub async fn write_outputs(worker: &LocalWorker, image: &BuiltImage, tags: &[Str
 fn out_dest(o: &Output) -> &Path {
     match o {
         Output::Oci { dest, .. } => dest,
-        Output::Image => Path::new("-"),
+        Output::Image | Output::Registry => Path::new("-"),
     }
 }
 
@@ -129,7 +148,8 @@ fn write_oci(
     }
     // Write next to the destination and rename, so a failed export leaves no torn archive.
     let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    let tmp =
+        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a temp file in {}", dir.display()))?;
     let out = std::io::BufWriter::with_capacity(1 << 20, tmp);
     let out = write_oci_archive(out, manifest, name, blobs).with_context(|| format!("writing {}", dest.display()))?;
     let tmp = out.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", dest.display()))?;
@@ -139,7 +159,8 @@ fn write_oci(
 
 fn image_size(worker: &LocalWorker, image: &BuiltImage) -> Result<u64> {
     let manifest: rbuild_exporter::oci_spec::image::ImageManifest =
-        serde_json::from_slice(&worker.store().read_blob(image.manifest.digest())?).context("reading back the manifest")?;
+        serde_json::from_slice(&worker.store().read_blob(image.manifest.digest())?)
+            .context("reading back the manifest")?;
     Ok(manifest.layers().iter().map(|l| l.size()).sum())
 }
 

@@ -8,7 +8,7 @@ use rbuild_cache::Store;
 use crate::cli::ImagesArgs;
 use crate::export::familiar_name;
 
-fn human_size(bytes: u64) -> String {
+pub fn human_size(bytes: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB"];
     let mut v = bytes as f64;
     let mut u = 0;
@@ -59,12 +59,8 @@ pub fn run(root: PathBuf, args: ImagesArgs) -> Result<()> {
     }
     let widths: Vec<usize> = (0..5).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
     for r in rows {
-        let cols: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .filter(|(_, w)| **w > 0)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let cols: Vec<String> =
+            r.iter().zip(&widths).filter(|(_, w)| **w > 0).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", cols.join("   ").trim_end());
     }
     Ok(())

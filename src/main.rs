@@ -7,13 +7,16 @@ mod export;
 mod images;
 mod output;
 mod progress;
+mod push;
 mod render;
 mod resolver;
+mod secrets;
+mod store_cmds;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cli::{Command, DebugCommand};
+use cli::{CacheCommand, Command, DebugCommand};
 
 fn main() -> ExitCode {
     // The sandbox helper must start before any thread exists: it forks and unshares.
@@ -36,6 +39,10 @@ fn main() -> ExitCode {
             Command::Tag { source, target } => images::tag(root, &source, &target),
             Command::Rmi { names } => images::rmi(root, &names),
             Command::Inspect { name } => images::inspect(root, &name),
+            Command::Push { name, insecure_registries } => push::run(root, &name, &insecure_registries).await,
+            Command::Prune(args) => store_cmds::prune(&root, &args),
+            Command::Du => store_cmds::du(&root),
+            Command::Cache(CacheCommand::Verify(args)) => store_cmds::verify(&root, &args),
             Command::Debug(DebugCommand::Parse { file }) => debug_parse(&file),
         }
     });

@@ -9,6 +9,9 @@ use anyhow::{bail, Context, Result};
 pub enum Output {
     /// The local store (`type=image`, the default), under the `-t` names.
     Image,
+    /// Push to the registry named by each `-t` name (`type=registry`, `type=image,push=true`,
+    /// `--push`).
+    Registry,
     /// An OCI image layout, as a tar archive or (with `tar=false`) a directory.
     Oci {
         /// Destination path.
@@ -23,18 +26,25 @@ pub fn parse(spec: &str) -> Result<Output> {
     let mut kind = None;
     let mut dest = None;
     let mut tar = true;
+    let mut push = false;
     for field in spec.split(',') {
-        let (k, v) = field.split_once('=').with_context(|| format!("invalid output field {field:?}: expected key=value"))?;
+        let (k, v) =
+            field.split_once('=').with_context(|| format!("invalid output field {field:?}: expected key=value"))?;
         match k.trim() {
             "type" => kind = Some(v.trim().to_owned()),
             "dest" => dest = Some(PathBuf::from(v.trim())),
             "tar" => {
                 tar = v.trim().parse().with_context(|| format!("invalid tar={v:?}: expected true or false"))?;
             }
-            other => bail!("unsupported output option {other:?} (supported so far: type, dest, tar)"),
+            "push" => {
+                push = v.trim().parse().with_context(|| format!("invalid push={v:?}: expected true or false"))?;
+            }
+            other => bail!("unsupported output option {other:?} (supported so far: type, dest, tar, push)"),
         }
     }
     match kind.as_deref() {
+        Some("image") | None if dest.is_none() && push => Ok(Output::Registry),
+        Some("registry") => Ok(Output::Registry),
         Some("image") | None if dest.is_none() => Ok(Output::Image),
         Some("oci") => {
             let dest = dest.context("type=oci needs dest=PATH")?;
@@ -54,6 +64,8 @@ mod tests {
         assert_eq!(parse("type=oci,dest=out.tar").unwrap(), Output::Oci { dest: "out.tar".into(), tar: true });
         assert_eq!(parse("type=oci,dest=d,tar=false").unwrap(), Output::Oci { dest: "d".into(), tar: false });
         assert_eq!(parse("type=image").unwrap(), Output::Image);
+        assert_eq!(parse("type=image,push=true").unwrap(), Output::Registry);
+        assert_eq!(parse("type=registry").unwrap(), Output::Registry);
         assert!(parse("type=oci").is_err());
         assert!(parse("type=weird,dest=x").is_err());
         assert!(parse("nonsense").is_err());

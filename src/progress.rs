@@ -123,7 +123,12 @@ async fn render_plain(mut rx: mpsc::UnboundedReceiver<ProgressEvent>) {
             ProgressEvent::Completed { id, duration, error } => {
                 let v = vs.get(id, None);
                 if !v.partial.is_empty() {
-                    out.push_str(&format!("#{} {:.3} {}\n", v.number, duration.as_secs_f64(), String::from_utf8_lossy(&v.partial)));
+                    out.push_str(&format!(
+                        "#{} {:.3} {}\n",
+                        v.number,
+                        duration.as_secs_f64(),
+                        String::from_utf8_lossy(&v.partial)
+                    ));
                     v.partial.clear();
                 }
                 match error {
@@ -150,7 +155,11 @@ async fn render_tty(mut rx: mpsc::UnboundedReceiver<ProgressEvent>) {
             ProgressEvent::Started { id, name } => {
                 let v = vs.get(id, Some(&name));
                 v.started = Instant::now();
-                let bar = mp.add(ProgressBar::new_spinner().with_style(style.clone()).with_message(format!("=> {}", truncate(&name, 70))));
+                let bar = mp.add(
+                    ProgressBar::new_spinner()
+                        .with_style(style.clone())
+                        .with_message(format!("=> {}", truncate(&name, 70))),
+                );
                 bar.enable_steady_tick(Duration::from_millis(100));
                 v.bar = Some(bar);
             }

@@ -42,6 +42,7 @@ impl ImageResolver for RegistryResolver {
             reference: r.to_string(),
             digest: resolved.digest.to_string(),
             config: resolved.config,
+            raw_config: Some(resolved.config_bytes.to_vec()),
         };
         if let Ok(mut m) = self.seen.lock() {
             m.insert(key, out.clone());

@@ -49,11 +49,7 @@ impl Build {
             .env("RBUILD_NO_PROGRESS", "1")
             .output()
             .expect("run rbuild");
-        eprintln!(
-            "rbuild {args:?} -> {}\n--- stderr ---\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        eprintln!("rbuild {args:?} -> {}\n--- stderr ---\n{}", out.status, String::from_utf8_lossy(&out.stderr));
         out
     }
 }
@@ -111,7 +107,8 @@ fn demo_builds_and_independent_tools_accept_the_image() {
     let arg = format!("BASE={}", base());
     let dest = format!("type=oci,dest={}", archive.display());
     let demo = demo_dir();
-    let out = b.rbuild(&["-t", "demo:1.0", "--build-arg", &arg, "-o", &dest, "-o", "type=image", demo.to_str().unwrap()]);
+    let out =
+        b.rbuild(&["-t", "demo:1.0", "--build-arg", &arg, "-o", &dest, "-o", "type=image", demo.to_str().unwrap()]);
     assert!(out.status.success());
 
     // The image as skopeo sees it: 4 layers (busybox, WORKDIR, COPY, RUN) and the config.
@@ -301,4 +298,31 @@ fn tag_inspect_and_rmi_manage_store_names() {
     assert!(b.rbuild(&["rmi", "named:1"]).status.success());
     assert_eq!(b.rbuild(&["rmi", "named:1"]).status.code(), Some(1));
     assert_eq!(b.rbuild(&["inspect", "named:1"]).status.code(), Some(1));
+}
+
+#[test]
+fn push_puts_the_image_in_a_registry_skopeo_can_read() {
+    if !ready("push_puts_the_image_in_a_registry_skopeo_can_read") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let ctx = context(t.path(), "ARG BASE\nFROM $BASE\nRUN echo pushed > /p\nCMD [\"cat\", \"/p\"]\n", &[]);
+    let b = Build::new(t.path());
+    let name = registry().reference("pushed:1");
+    let arg = format!("BASE={}", base());
+    assert!(b.rbuild(&["-t", &name, "--build-arg", &arg, "--push", ctx.to_str().unwrap()]).status.success());
+    let src = format!("docker://{name}");
+    let inspect = tool_json(&["skopeo", "inspect", "--tls-verify=false", &src]);
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 2, "{inspect}");
+    // The image also stays in the local store, and `rbuild push` of another name works.
+    let other = registry().reference("pushed:again");
+    assert!(b.rbuild(&["tag", &name, &other]).status.success());
+    assert!(b.rbuild(&["push", &other]).status.success());
+    let again = tool_json(&["skopeo", "inspect", "--tls-verify=false", &format!("docker://{other}")]);
+    assert_eq!(again["Digest"], inspect["Digest"], "the same manifest under both tags");
+    // The pushed image works as a base for the next build.
+    let ctx2 = t.path().join("ctx2");
+    std::fs::create_dir_all(&ctx2).unwrap();
+    std::fs::write(ctx2.join("Dockerfile"), format!("FROM {name}\nRUN cat /p > /q\n")).unwrap();
+    assert!(Build::new(&t.path().join("second")).rbuild(&[ctx2.to_str().unwrap()]).status.success());
 }
