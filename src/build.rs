@@ -53,7 +53,9 @@ fn read_ignore(dockerfile: &Path, context: &Path) -> Result<Vec<String>> {
 
 /// Runs a build.
 pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
-    let mut outputs: Vec<OutputSpec> = args.outputs.iter().map(|o| output::parse(o)).collect::<Result<_>>()?;
+    let mut layer_opts = output::LayerOptions::default();
+    let mut outputs: Vec<OutputSpec> =
+        args.outputs.iter().map(|o| output::parse(o, &mut layer_opts)).collect::<Result<_>>()?;
     if args.push {
         outputs.push(OutputSpec::Registry);
     }
@@ -173,8 +175,8 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         Err(e) => return Err(e).context("solving the build graph"),
     };
 
-    let image = export::commit(&worker, &snapshot, &def, &platform).await?;
-    export::write_outputs(&worker, &image, &tags, &outputs, quiet).await?;
+    let image = export::commit(&worker, &snapshot, &def, &platform, &layer_opts).await?;
+    export::write_outputs(&worker, &image, &snapshot, &tags, &outputs, quiet).await?;
     if outputs.contains(&OutputSpec::Registry) {
         for name in &tags {
             crate::push::push(&push_client, worker.store(), &image.manifest, name, quiet).await?;

@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile (the default command).
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// List images in the local store.
     Images(ImagesArgs),
     /// Give an image another name.

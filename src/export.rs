@@ -61,6 +61,7 @@ pub async fn commit(
     snap: &Snapshot,
     def: &BuildDefinition,
     platform: &Platform,
+    layer: &crate::output::LayerOptions,
 ) -> Result<BuiltImage> {
     let spec = ImageSpec {
         base: def.base.as_ref().map(|b| b.config.clone()),
@@ -78,6 +79,9 @@ pub async fn commit(
         created: Some(created()),
         author: def.author.clone(),
         extra_config: def.extra_config.clone(),
+        compression: layer.compression,
+        force_compression: layer.force,
+        oci_mediatypes: layer.oci_mediatypes,
     };
     worker.commit_image(snap, &spec).await.context("exporting the image")
 }
@@ -86,6 +90,7 @@ pub async fn commit(
 pub async fn write_outputs(
     worker: &LocalWorker,
     image: &BuiltImage,
+    snap: &Snapshot,
     tags: &[String],
     outputs: &[Output],
     quiet: bool,
@@ -113,27 +118,44 @@ pub async fn write_outputs(
         }
     }
     for out in outputs {
-        let Output::Oci { dest, tar } = out else { continue };
         let (manifest, name, blobs) = (image.manifest.clone(), tags.first().cloned(), worker.blob_source());
-        let (dest, tar) = (dest.clone(), *tar);
-        tokio::task::spawn_blocking(move || write_oci(&dest, tar, &manifest, name.as_deref(), &blobs))
-            .await
-            .context("export task")??;
-        if !quiet {
-            eprintln!("exporting to oci image format {} done", out_dest(out).display());
+        let layers = worker.lower_dirs(snap);
+        let out2 = out.clone();
+        let names = tags.to_vec();
+        let what = tokio::task::spawn_blocking(move || -> Result<Option<String>> {
+            Ok(match &out2 {
+                Output::Oci { dest, tar } => {
+                    write_oci(dest, *tar, &manifest, name.as_deref(), &blobs)?;
+                    Some(format!("exporting to oci image format {}", dest.display()))
+                }
+                Output::Docker { dest } => {
+                    atomic_file(dest, |w| {
+                        rbuild_exporter::oci::write_docker_archive(w, &manifest, &names, &blobs).map_err(Into::into)
+                    })?;
+                    Some(format!("exporting to docker image format {}", dest.display()))
+                }
+                Output::Local { dest } => {
+                    rbuild_exporter::rootfs::write_rootfs_dir(&layers, dest)
+                        .with_context(|| format!("writing {}", dest.display()))?;
+                    Some(format!("copying files to {}", dest.display()))
+                }
+                Output::Tar { dest } => {
+                    atomic_file(dest, |w| rbuild_exporter::rootfs::write_rootfs_tar(&layers, w).map_err(Into::into))?;
+                    Some(format!("sending tarball {}", dest.display()))
+                }
+                Output::Image | Output::Registry => None,
+            })
+        })
+        .await
+        .context("export task")??;
+        if let (Some(what), false) = (what, quiet) {
+            eprintln!("{what} done");
         }
     }
     if !quiet {
         eprintln!("writing image {} done", image.config.digest());
     }
     Ok(())
-}
-
-fn out_dest(o: &Output) -> &Path {
-    match o {
-        Output::Oci { dest, .. } => dest,
-        Output::Image | Output::Registry => Path::new("-"),
-    }
 }
 
 fn write_oci(
@@ -146,12 +168,20 @@ fn write_oci(
     if !tar {
         return write_oci_dir(dest, manifest, name, blobs).with_context(|| format!("writing {}", dest.display()));
     }
-    // Write next to the destination and rename, so a failed export leaves no torn archive.
+    atomic_file(dest, |w| write_oci_archive(w, manifest, name, blobs).map_err(Into::into))
+}
+
+/// Writes `dest` through a temp file beside it, renamed into place only when complete, so a
+/// failed export never leaves a torn archive.
+fn atomic_file<F>(dest: &Path, write: F) -> Result<()>
+where
+    F: FnOnce(std::io::BufWriter<tempfile::NamedTempFile>) -> Result<std::io::BufWriter<tempfile::NamedTempFile>>,
+{
     let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp =
         tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    let out = std::io::BufWriter::with_capacity(1 << 20, tmp);
-    let out = write_oci_archive(out, manifest, name, blobs).with_context(|| format!("writing {}", dest.display()))?;
+    let out = write(std::io::BufWriter::with_capacity(1 << 20, tmp))
+        .with_context(|| format!("writing {}", dest.display()))?;
     let tmp = out.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", dest.display()))?;
     tmp.persist(dest).with_context(|| format!("writing {}", dest.display()))?;
     Ok(())

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Build(args) => build::run(root, args).await,
+            Command::Build(args) => build::run(root, *args).await,
             Command::Images(args) => images::run(root, args),
             Command::Tag { source, target } => images::tag(root, &source, &target),
             Command::Rmi { names } => images::rmi(root, &names),

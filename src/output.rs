@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use rbuild_exporter::layer::Compression;
 
 /// Where the built image goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,38 +20,97 @@ pub enum Output {
         /// Write a tar archive (default) or a directory.
         tar: bool,
     },
+    /// A `docker load` archive.
+    Docker {
+        /// Destination path.
+        dest: PathBuf,
+    },
+    /// The final filesystem, as a directory.
+    Local {
+        /// Destination directory.
+        dest: PathBuf,
+    },
+    /// The final filesystem, as a tar archive.
+    Tar {
+        /// Destination path.
+        dest: PathBuf,
+    },
 }
 
-/// Parses one `--output` value.
-pub fn parse(spec: &str) -> Result<Output> {
+/// How layers and manifests are written, from the outputs' options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerOptions {
+    /// Compression of new layers (`compression=`, `compression-level=`).
+    pub compression: Compression,
+    /// Re-compress existing layers in another format (`force-compression=true`).
+    pub force: bool,
+    /// OCI media types (`oci-mediatypes=false` for Docker's).
+    pub oci_mediatypes: bool,
+}
+
+impl Default for LayerOptions {
+    fn default() -> Self {
+        LayerOptions { compression: Compression::default(), force: false, oci_mediatypes: true }
+    }
+}
+
+fn parse_bool(k: &str, v: &str) -> Result<bool> {
+    v.trim().parse().with_context(|| format!("invalid {k}={v:?}: expected true or false"))
+}
+
+/// Parses one `--output` value, folding its layer options into `layer`.
+pub fn parse(spec: &str, layer: &mut LayerOptions) -> Result<Output> {
     let mut kind = None;
     let mut dest = None;
     let mut tar = true;
     let mut push = false;
+    let mut compression: Option<String> = None;
+    let mut level: Option<i32> = None;
+    let mut oci_mediatypes = None;
     for field in spec.split(',') {
         let (k, v) =
             field.split_once('=').with_context(|| format!("invalid output field {field:?}: expected key=value"))?;
         match k.trim() {
             "type" => kind = Some(v.trim().to_owned()),
             "dest" => dest = Some(PathBuf::from(v.trim())),
-            "tar" => {
-                tar = v.trim().parse().with_context(|| format!("invalid tar={v:?}: expected true or false"))?;
+            "tar" => tar = parse_bool(k, v)?,
+            "push" => push = parse_bool(k, v)?,
+            "compression" => compression = Some(v.trim().to_owned()),
+            "compression-level" => {
+                level = Some(v.trim().parse().with_context(|| format!("invalid compression-level={v:?}: expected a number"))?);
             }
-            "push" => {
-                push = v.trim().parse().with_context(|| format!("invalid push={v:?}: expected true or false"))?;
-            }
-            other => bail!("unsupported output option {other:?} (supported so far: type, dest, tar, push)"),
+            "force-compression" => layer.force = parse_bool(k, v)?,
+            "oci-mediatypes" => oci_mediatypes = Some(parse_bool(k, v)?),
+            // Accepted for compatibility; names come from -t.
+            "name" | "store" | "unpack" => {}
+            other => bail!(
+                "unsupported output option {other:?} (supported: type, dest, tar, push, compression, compression-level, force-compression, oci-mediatypes)"
+            ),
         }
     }
+    if compression.is_some() || level.is_some() {
+        let name = compression.as_deref().unwrap_or("gzip");
+        layer.compression = Compression::from_options(name, level).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    if let Some(o) = oci_mediatypes {
+        layer.oci_mediatypes = o;
+    }
+    // zstd layers exist only with OCI media types (as in BuildKit).
+    if matches!(layer.compression, Compression::Zstd { .. }) {
+        layer.oci_mediatypes = true;
+    }
+    let need_dest = |what: &str| dest.clone().with_context(|| format!("type={what} needs dest=PATH"));
     match kind.as_deref() {
         Some("image") | None if dest.is_none() && push => Ok(Output::Registry),
         Some("registry") => Ok(Output::Registry),
         Some("image") | None if dest.is_none() => Ok(Output::Image),
-        Some("oci") => {
-            let dest = dest.context("type=oci needs dest=PATH")?;
-            Ok(Output::Oci { dest, tar })
+        Some("oci") => Ok(Output::Oci { dest: need_dest("oci")?, tar }),
+        Some("docker") => Ok(Output::Docker { dest: need_dest("docker")? }),
+        Some("local") => Ok(Output::Local { dest: need_dest("local")? }),
+        Some("tar") => Ok(Output::Tar { dest: need_dest("tar")? }),
+        Some(other) => {
+            bail!("output type {other:?} is not supported (supported: image, registry, oci, docker, local, tar)")
         }
-        Some(other) => bail!("output type {other:?} is not supported yet (supported: image, oci)"),
         None => bail!("output {spec:?} has no type= (e.g. type=oci,dest=out.tar)"),
     }
 }
@@ -59,15 +119,34 @@ pub fn parse(spec: &str) -> Result<Output> {
 mod tests {
     use super::*;
 
+    fn p(s: &str) -> Result<Output> {
+        parse(s, &mut LayerOptions::default())
+    }
+
     #[test]
     fn parses_buildx_syntax() {
-        assert_eq!(parse("type=oci,dest=out.tar").unwrap(), Output::Oci { dest: "out.tar".into(), tar: true });
-        assert_eq!(parse("type=oci,dest=d,tar=false").unwrap(), Output::Oci { dest: "d".into(), tar: false });
-        assert_eq!(parse("type=image").unwrap(), Output::Image);
-        assert_eq!(parse("type=image,push=true").unwrap(), Output::Registry);
-        assert_eq!(parse("type=registry").unwrap(), Output::Registry);
-        assert!(parse("type=oci").is_err());
-        assert!(parse("type=weird,dest=x").is_err());
-        assert!(parse("nonsense").is_err());
+        assert_eq!(p("type=oci,dest=out.tar").unwrap(), Output::Oci { dest: "out.tar".into(), tar: true });
+        assert_eq!(p("type=oci,dest=d,tar=false").unwrap(), Output::Oci { dest: "d".into(), tar: false });
+        assert_eq!(p("type=image").unwrap(), Output::Image);
+        assert_eq!(p("type=image,push=true").unwrap(), Output::Registry);
+        assert_eq!(p("type=registry").unwrap(), Output::Registry);
+        assert_eq!(p("type=docker,dest=x.tar").unwrap(), Output::Docker { dest: "x.tar".into() });
+        assert_eq!(p("type=local,dest=out").unwrap(), Output::Local { dest: "out".into() });
+        assert_eq!(p("type=tar,dest=fs.tar").unwrap(), Output::Tar { dest: "fs.tar".into() });
+        assert!(p("type=oci").is_err());
+        assert!(p("type=weird,dest=x").is_err());
+        assert!(p("nonsense").is_err());
+    }
+
+    #[test]
+    fn layer_options_fold_in() {
+        let mut l = LayerOptions::default();
+        parse("type=image,compression=zstd,compression-level=5,oci-mediatypes=false", &mut l).unwrap();
+        assert_eq!(l.compression, Compression::Zstd { level: 5 });
+        assert!(l.oci_mediatypes, "zstd forces OCI media types");
+        let mut l = LayerOptions::default();
+        parse("type=oci,dest=x,compression=gzip,force-compression=true,oci-mediatypes=false", &mut l).unwrap();
+        assert!(l.force && !l.oci_mediatypes);
+        assert!(parse("type=image,compression=brotli", &mut LayerOptions::default()).is_err());
     }
 }

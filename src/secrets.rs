@@ -11,9 +11,9 @@ use crate::render::UserError;
 
 fn fields(spec: &str) -> HashMap<String, String> {
     spec.split(',')
-        .filter_map(|f| {
+        .map(|f| {
             let (k, v) = f.split_once('=').unwrap_or((f, ""));
-            Some((k.trim().to_owned(), v.trim().to_owned()))
+            (k.trim().to_owned(), v.trim().to_owned())
         })
         .collect()
 }

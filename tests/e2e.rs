@@ -326,3 +326,47 @@ fn push_puts_the_image_in_a_registry_skopeo_can_read() {
     std::fs::write(ctx2.join("Dockerfile"), format!("FROM {name}\nRUN cat /p > /q\n")).unwrap();
     assert!(Build::new(&t.path().join("second")).rbuild(&[ctx2.to_str().unwrap()]).status.success());
 }
+
+#[test]
+fn every_output_type_writes_what_its_reader_expects() {
+    if !ready("every_output_type_writes_what_its_reader_expects") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let ctx = context(t.path(), "ARG BASE\nFROM $BASE\nRUN echo out > /out && rm /bin/vi\n", &[]);
+    let b = Build::new(t.path());
+    let arg = format!("BASE={}", base());
+    let docker = t.path().join("docker.tar");
+    let local = t.path().join("rootfs");
+    let fstar = t.path().join("fs.tar");
+    let zstd = t.path().join("zstd.tar");
+    let outs = [
+        format!("type=docker,dest={}", docker.display()),
+        format!("type=local,dest={}", local.display()),
+        format!("type=tar,dest={}", fstar.display()),
+    ];
+    let mut args = vec!["-t", "outs:1", "--build-arg", &arg];
+    for o in &outs {
+        args.extend(["-o", o.as_str()]);
+    }
+    args.push(ctx.to_str().unwrap());
+    assert!(b.rbuild(&args).status.success());
+
+    // docker load format, as skopeo reads it.
+    let inspect = tool_json(&["skopeo", "inspect", &format!("docker-archive:{}", docker.display())]);
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 2, "{inspect}");
+    // The final filesystem: the RUN's file is there, the deleted one is not (whiteouts applied).
+    assert_eq!(std::fs::read_to_string(local.join("out")).unwrap(), "out\n");
+    assert!(!local.join("bin/vi").exists() && local.join("bin/sh").exists());
+    let listing = Command::new("tar").arg("-tf").arg(&fstar).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.lines().any(|l| l.trim_start_matches("./") == "out"), "{listing}");
+    assert!(!listing.lines().any(|l| l.ends_with("bin/vi") || l.contains(".wh.")), "{listing}");
+
+    // zstd layers with OCI media types.
+    let dest = format!("type=oci,dest={},compression=zstd,force-compression=true", zstd.display());
+    assert!(b.rbuild(&["-t", "outs:zstd", "--build-arg", &arg, "-o", &dest, ctx.to_str().unwrap()]).status.success());
+    let raw = tool_json(&["skopeo", "inspect", "--raw", &format!("oci-archive:{}", zstd.display())]);
+    let types: Vec<&str> = raw["layers"].as_array().unwrap().iter().map(|l| l["mediaType"].as_str().unwrap()).collect();
+    assert!(types.iter().all(|m| *m == "application/vnd.oci.image.layer.v1.tar+zstd"), "{types:?}");
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures_util::future::try_join_all;
 use rbuild_cache::{RecordLayer, SnapshotMeta, Store};
-use rbuild_exporter::layer::{pack, PackOptions, PackedLayer};
+use rbuild_exporter::layer::{pack, Compression, PackOptions, PackedLayer};
 use rbuild_exporter::oci::{BuiltImage, ImageBuilder};
 use rbuild_exporter::oci_spec::image::{Arch, Config, HistoryBuilder, ImageConfiguration, MediaType, Os};
 use rbuild_solver::ir::{OpId, Platform};
@@ -43,6 +43,12 @@ pub struct ImageSpec {
     /// Docker-only runtime config fields the OCI type has no place for (`Healthcheck`,
     /// `OnBuild`, `Shell`, `ArgsEscaped`), merged into the config object.
     pub extra_config: serde_json::Map<String, serde_json::Value>,
+    /// How new layers are compressed.
+    pub compression: Compression,
+    /// Re-compress layers that already have a blob in another format (`force-compression`).
+    pub force_compression: bool,
+    /// OCI media types (default) or Docker's.
+    pub oci_mediatypes: bool,
 }
 
 fn arch(p: &Platform) -> Arch {
@@ -52,12 +58,17 @@ fn arch(p: &Platform) -> Arch {
 impl LocalWorker {
     /// Packs every layer of `snap` that has no blob yet, on blocking threads in parallel, and
     /// returns each layer's blob description.
-    async fn ensure_blobs(&self, snap: &Snapshot) -> Result<Vec<PackedLayer>, WorkerError> {
+    async fn ensure_blobs(
+        &self,
+        snap: &Snapshot,
+        compression: Compression,
+        force: bool,
+    ) -> Result<Vec<PackedLayer>, WorkerError> {
         let jobs = snap.chain.iter().map(|layer| {
             let store = self.store.clone();
             let id = layer.id.clone();
             async move {
-                tokio::task::spawn_blocking(move || ensure_blob(&store, &id))
+                tokio::task::spawn_blocking(move || ensure_blob(&store, &id, compression, force))
                     .await
                     .map_err(|e| WorkerError::Internal(e.to_string()))?
             }
@@ -67,7 +78,7 @@ impl LocalWorker {
 
     /// Writes the image for `snap` into the store (layers, config, manifest) and returns it.
     pub async fn commit_image(&self, snap: &Snapshot, spec: &ImageSpec) -> Result<BuiltImage, WorkerError> {
-        let packed = self.ensure_blobs(snap).await?;
+        let packed = self.ensure_blobs(snap, spec.compression, spec.force_compression).await?;
         let base_len = spec.base.as_ref().map_or(0, |c| c.rootfs().diff_ids().len());
         if base_len > packed.len() {
             return Err(WorkerError::Internal(format!(
@@ -87,6 +98,7 @@ impl LocalWorker {
         builder.set_runtime_config(spec.runtime.clone());
         builder.set_created(spec.created.clone());
         builder.config_mut().set_author(spec.author.clone());
+        builder.oci_mediatypes(spec.oci_mediatypes);
         builder.extra_config_mut().extend(spec.extra_config.clone());
 
         // New layers, by the op that produced them.
@@ -134,10 +146,21 @@ impl LocalWorker {
 }
 
 /// The blob of snapshot `id`: recorded in its metadata, or packed now (gzip) and recorded.
-fn ensure_blob(store: &Arc<Store>, id: &str) -> Result<PackedLayer, WorkerError> {
+fn ensure_blob(
+    store: &Arc<Store>,
+    id: &str,
+    compression: Compression,
+    force: bool,
+) -> Result<PackedLayer, WorkerError> {
     let meta = store.snapshot_meta(id)?;
+    let wanted = compression.media_type().to_string();
     if let (Some(diff_id), Some(blob)) = (&meta.diff_id, &meta.blob) {
-        if store.has_blob(blob)? {
+        // A pulled layer keeps its blob (as BuildKit does) unless re-compression is forced.
+        let same_format = meta
+            .media_type
+            .as_deref()
+            .is_none_or(|m| m == wanted || m.ends_with(".diff.tar.gzip") && wanted.ends_with("tar+gzip"));
+        if store.has_blob(blob)? && (!force || same_format) {
             let media_type = meta.media_type.as_deref().map_or(MediaType::ImageLayerGzip, MediaType::from);
             return Ok(PackedLayer {
                 diff_id: diff_id.clone(),
@@ -150,8 +173,10 @@ fn ensure_blob(store: &Arc<Store>, id: &str) -> Result<PackedLayer, WorkerError>
     }
     let diff = store.snapshot_diff(id);
     let mut writer = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
-    let packed = pack(&diff, &mut writer, &PackOptions::default())
-        .map_err(|e| WorkerError::Internal(format!("packing snapshot {id}: {e}")))?;
+    let mut opts = PackOptions::default();
+    opts.compression(compression);
+    let packed =
+        pack(&diff, &mut writer, &opts).map_err(|e| WorkerError::Internal(format!("packing snapshot {id}: {e}")))?;
     let writer = writer.into_inner().map_err(|e| WorkerError::Io { path: diff.clone(), source: e.into_error() })?;
     writer.commit(Some(&packed.digest))?;
     let meta = SnapshotMeta {

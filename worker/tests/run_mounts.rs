@@ -186,6 +186,9 @@ async fn secrets_caches_and_binds() {
         platform: Platform::host(),
         author: None,
         extra_config: Default::default(),
+        compression: Default::default(),
+        force_compression: false,
+        oci_mediatypes: true,
         created: None,
     };
     let built = w.commit_image(&second, &spec).await.unwrap();
