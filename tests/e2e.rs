@@ -370,3 +370,60 @@ fn every_output_type_writes_what_its_reader_expects() {
     let types: Vec<&str> = raw["layers"].as_array().unwrap().iter().map(|l| l["mediaType"].as_str().unwrap()).collect();
     assert!(types.iter().all(|m| *m == "application/vnd.oci.image.layer.v1.tar+zstd"), "{types:?}");
 }
+
+#[test]
+fn run_confinement_allows_package_manager_work_and_blocks_dangerous_syscalls() {
+    if !ready("run_confinement_allows_package_manager_work_and_blocks_dangerous_syscalls") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    // Each probe records its outcome in a file; the step itself must succeed.
+    let script = [
+        // What package managers do: all must work.
+        "touch /f && chown 1000:1000 /f && chmod 4755 /f && stat -c '%u:%g %a' /f > /pm_chown",
+        "mknod /dev_null_copy c 1 3 && stat -c '%F' /dev_null_copy > /pm_mknod",
+        "su app -c 'id -u' > /pm_su",
+        // What a build must not do: blocked by capabilities or seccomp.
+        "(mount -t proc proc /mnt 2>&1 || true) > /deny_mount",
+        "(unshare -U true 2>&1 || true) > /deny_unshare",
+        "dd if=/dev/zero of=/swapfile bs=4096 count=16 2>/dev/null && chmod 600 /swapfile && mkswap /swapfile >/dev/null",
+        "(swapon /swapfile 2>&1 || true) > /deny_swapon && rm /swapfile",
+        "(reboot -f 2>&1 || true) > /deny_reboot",
+        "grep -E '^(CapEff|CapBnd|CapInh|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status > /status",
+        "(sh -c 'echo 1 > /proc/sys/kernel/panic_on_oops' 2>&1 || true) > /deny_procsys",
+        "wc -c < /proc/keys > /masked_keys",
+    ]
+    .join(" && ");
+    let dockerfile = format!("ARG BASE\nFROM $BASE\nRUN {script}\n");
+    let ctx = context(t.path(), &dockerfile, &[]);
+    let b = Build::new(t.path());
+    let archive = t.path().join("c.tar");
+    let dest = format!("type=oci,dest={}", archive.display());
+    let arg = format!("BASE={}", base());
+    assert!(b.rbuild(&["-t", "conf:1", "--build-arg", &arg, "-o", &dest, ctx.to_str().unwrap()]).status.success());
+    if !support::have("umoci") {
+        return;
+    }
+    let rootfs = umoci_unpack(&archive, t.path());
+    let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).unwrap();
+    assert_eq!(read("pm_chown"), "1000:1000 4755\n", "chown + setuid chmod");
+    assert_eq!(read("pm_mknod"), "character special file\n");
+    assert_eq!(read("pm_su"), "1000\n");
+    for probe in ["deny_mount", "deny_unshare", "deny_swapon", "deny_reboot"] {
+        let out = read(probe).to_lowercase();
+        assert!(out.contains("not permitted") || out.contains("permission denied"), "{probe}: {out}");
+    }
+    assert!(read("deny_procsys").contains("Read-only file system"), "{}", read("deny_procsys"));
+    assert_eq!(read("masked_keys"), "0\n");
+    let status = read("status");
+    for want in [
+        "CapInh:\t0000000000000000",
+        "CapEff:\t00000000a80425fb",
+        "CapBnd:\t00000000a80425fb",
+        "CapAmb:\t0000000000000000",
+        "NoNewPrivs:\t0",
+        "Seccomp:\t2",
+    ] {
+        assert!(status.contains(want), "missing {want:?} in\n{status}");
+    }
+}
