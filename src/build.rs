@@ -75,6 +75,7 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let excludes = read_ignore(&dockerfile_path, &context)?;
     let ignore = IgnoreMatcher::new(&excludes).map_err(|e| UserError(e.to_string()))?;
     let tags = export::normalize_tags(&args.tags)?;
+    let entitlements = crate::cli::parse_entitlements(&args.allow).map_err(UserError)?;
 
     let store = Arc::new(Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))?);
     let mut reg_opts = rbuild_registry::ClientOptions::default();
@@ -131,7 +132,13 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let exe = std::env::current_exe().context("locating the rbuild binary for the sandbox helper")?;
     let secrets = crate::secrets::parse_secrets(&args.secrets)?;
     let ssh = crate::secrets::parse_ssh(&args.ssh)?;
-    let worker = Arc::new(LocalWorker::new(store.clone(), registry, exe, contexts).with_secrets(secrets).with_ssh(ssh));
+    let worker = Arc::new(
+        LocalWorker::new(store.clone(), registry, exe, contexts)
+            .with_secrets(secrets)
+            .with_ssh(ssh)
+            .with_allow_insecure(entitlements.insecure)
+            .with_debug(args.debug),
+    );
     let mut solve_opts = SolveOptions { no_cache: args.no_cache, ..SolveOptions::default() };
     if let Some(n) = args.max_parallelism {
         solve_opts.max_parallelism = n;

@@ -190,8 +190,43 @@ pub struct BuildArgs {
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
 
+    /// Extra privileged entitlement (docker buildx syntax; repeatable or comma-separated):
+    /// `security.insecure` lets `RUN --security=insecure` run unconfined; `network.host` is
+    /// accepted (RUN steps use the host network unless `--network=none`).
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
+
+    /// Print each RUN step's effective confinement (namespaces, capabilities, seccomp, masked
+    /// paths, network, limits) as progress status lines of that step.
+    #[arg(long)]
+    pub debug: bool,
+
     /// Build context directory.
     pub context: PathBuf,
+}
+
+/// Entitlements `--allow` grants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Entitlements {
+    /// `security.insecure`.
+    pub insecure: bool,
+    /// `network.host`.
+    pub network_host: bool,
+}
+
+/// Parses `--allow` values (each may list several, comma-separated).
+pub fn parse_entitlements(values: &[String]) -> Result<Entitlements, String> {
+    let mut out = Entitlements::default();
+    for item in values.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+        match item {
+            "security.insecure" => out.insecure = true,
+            "network.host" => out.network_host = true,
+            other => {
+                return Err(format!("invalid entitlement {other:?} in --allow: use security.insecure or network.host"))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `rbuild images` flags.
@@ -265,5 +300,33 @@ mod tests {
         assert!(!needs_implicit_build(&argv("rbuild --root=/r images")));
         assert!(!needs_implicit_build(&argv("rbuild --help")));
         assert!(!needs_implicit_build(&argv("rbuild")));
+    }
+
+    #[test]
+    fn allow_takes_buildx_entitlements() {
+        let v = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        assert_eq!(parse_entitlements(&[]), Ok(Entitlements::default()));
+        assert_eq!(
+            parse_entitlements(&v(&["security.insecure"])),
+            Ok(Entitlements { insecure: true, network_host: false })
+        );
+        assert_eq!(
+            parse_entitlements(&v(&["network.host,security.insecure"])),
+            Ok(Entitlements { insecure: true, network_host: true })
+        );
+        assert_eq!(
+            parse_entitlements(&v(&["network.host", "network.host"])),
+            Ok(Entitlements { insecure: false, network_host: true })
+        );
+        let err = parse_entitlements(&v(&["security.unconfined"])).unwrap_err();
+        assert!(err.contains("\"security.unconfined\""), "{err}");
+    }
+
+    #[test]
+    fn build_flags_allow_and_debug_parse() {
+        let cli = Cli::parse_from(argv("rbuild build --allow security.insecure --allow network.host --debug ."));
+        let Command::Build(args) = cli.command else { panic!("not a build") };
+        assert_eq!(args.allow, ["security.insecure", "network.host"]);
+        assert!(args.debug);
     }
 }

@@ -205,6 +205,12 @@ pub enum WorkerError {
         /// The agent id.
         id: String,
     },
+    /// A step asks for an entitlement (`RUN --security=insecure`) the build was not given.
+    #[error("{entitlement} is not allowed: pass --allow {entitlement}")]
+    NotEntitled {
+        /// `security.insecure`.
+        entitlement: &'static str,
+    },
     /// An invariant of the worker was broken (a bug in rbuild, not in the input).
     #[error("internal error: {0}")]
     Internal(String),
@@ -222,6 +228,10 @@ impl WorkerError {
             WorkerError::SecretNotFound { id } => {
                 Some(format!("pass it with --secret id={id},src=FILE or --secret id={id},env=VARIABLE"))
             }
+            WorkerError::NotEntitled { entitlement } => Some(format!(
+                "only allow {entitlement} for Dockerfiles you trust: the step then runs with all \
+                 capabilities, no seccomp filter and a writable /sys"
+            )),
             WorkerError::SshNotFound { id } => Some(format!("pass an agent socket with --ssh {id}=$SSH_AUTH_SOCK")),
             WorkerError::Archive { source: crate::archive::ArchiveError::UnsupportedCompression { .. }, .. } => {
                 Some("use COPY to copy the file without extracting it".into())

@@ -17,8 +17,31 @@ const TAIL_LINES: usize = 10;
 /// Hostname inside every RUN, as BuildKit's.
 pub const HOSTNAME: &str = "buildkitsandbox";
 
+/// What the build allows RUN steps and how much it says about them (`--allow`, `--debug`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecSettings {
+    /// `--allow security.insecure`: `RUN --security=insecure` may run unconfined.
+    pub allow_insecure: bool,
+    /// `--debug`: report each step's effective confinement as status lines.
+    pub debug: bool,
+}
+
+/// The entitlement `security.insecure`, as docker buildx names it.
+pub const INSECURE_ENTITLEMENT: &str = "security.insecure";
+
+/// Refuses a step that asks for more than the build allows. Checked when the build's keys are
+/// derived (before anything runs or is pulled, cache hits included, as BuildKit validates
+/// entitlements up front) and again right before the step runs.
+pub fn check_allowed(op: &ExecOp, settings: ExecSettings) -> Result<(), WorkerError> {
+    if op.security == SecurityMode::Insecure && !settings.allow_insecure {
+        return Err(WorkerError::NotEntitled { entitlement: INSECURE_ENTITLEMENT });
+    }
+    Ok(())
+}
+
 /// Runs `op` with `lower_dirs` (topmost first) as its root and `upper`/`scratch` as the
 /// overlay's upper and work areas, and `mounts` applied. Blocking: call from a blocking thread.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     op: &ExecOp,
     lower_dirs: Vec<PathBuf>,
@@ -27,7 +50,9 @@ pub fn run(
     exe: &std::path::Path,
     progress: &Progress,
     mounts: &PreparedMounts,
+    settings: ExecSettings,
 ) -> Result<(), WorkerError> {
+    check_allowed(op, settings)?;
     let mut spec = SandboxSpec::new(lower_dirs, upper, scratch, op.args.clone());
     spec.env = op.env.clone();
     // Secret variables and SSH_AUTH_SOCK exist only in the process, never in the op.
@@ -44,6 +69,11 @@ pub fn run(
         SecurityMode::Insecure => Security::Insecure,
     };
     spec.mounts = mounts.mounts.iter().map(mount_spec).collect();
+    if settings.debug {
+        for line in rbuild_executor::describe_confinement(&spec).lines() {
+            progress.status(format!("confinement: {line}"));
+        }
+    }
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut partial = Vec::new();
     let status = rbuild_executor::run(&spec, exe, &mut |stream, bytes| {
@@ -96,4 +126,36 @@ fn mount_spec(m: &Planned) -> MountSpec {
 /// `/bin/sh -c echo hi` as BuildKit shows it.
 pub fn display_command(args: &[String]) -> String {
     args.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use rbuild_solver::ir::Platform;
+
+    use super::*;
+
+    fn op(security: SecurityMode) -> ExecOp {
+        ExecOp {
+            rootfs: None,
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: String::new(),
+            network: NetworkMode::Default,
+            security,
+            platform: Platform::host(),
+            mounts: vec![],
+        }
+    }
+
+    #[test]
+    fn insecure_needs_the_entitlement() {
+        let denied = ExecSettings::default();
+        let allowed = ExecSettings { allow_insecure: true, ..ExecSettings::default() };
+        assert!(check_allowed(&op(SecurityMode::Sandbox), denied).is_ok());
+        assert!(check_allowed(&op(SecurityMode::Insecure), allowed).is_ok());
+        let err = check_allowed(&op(SecurityMode::Insecure), denied).unwrap_err();
+        assert_eq!(err.to_string(), "security.insecure is not allowed: pass --allow security.insecure");
+        assert!(err.hint().is_some_and(|h| h.contains("trust")));
+    }
 }

@@ -78,6 +78,8 @@ pub struct LocalWorker {
     secrets: Arc<HashMap<String, Secret>>,
     ssh: Arc<HashMap<String, PathBuf>>,
     archive_limits: ArchiveLimits,
+    /// `--allow` and `--debug` as they concern RUN steps.
+    exec_settings: exec::ExecSettings,
     http: OnceLock<reqwest::Client>,
     /// Downloads made to compute an `Http` source's key, waiting for its execution.
     downloads: Mutex<HashMap<OpId, http::Downloaded>>,
@@ -102,6 +104,7 @@ impl LocalWorker {
             secrets: Arc::default(),
             ssh: Arc::default(),
             archive_limits: ArchiveLimits::default(),
+            exec_settings: exec::ExecSettings::default(),
             http: OnceLock::new(),
             downloads: Mutex::default(),
             git_commits: Mutex::default(),
@@ -126,6 +129,22 @@ impl LocalWorker {
     #[must_use]
     pub fn with_archive_limits(mut self, limits: ArchiveLimits) -> LocalWorker {
         self.archive_limits = limits;
+        self
+    }
+
+    /// Whether `RUN --security=insecure` may run (`--allow security.insecure`). Off by default:
+    /// such a step then fails before anything runs, naming the flag.
+    #[must_use]
+    pub fn with_allow_insecure(mut self, allow: bool) -> LocalWorker {
+        self.exec_settings.allow_insecure = allow;
+        self
+    }
+
+    /// Whether each RUN step reports its effective confinement as progress status lines
+    /// (`--debug`).
+    #[must_use]
+    pub fn with_debug(mut self, debug: bool) -> LocalWorker {
+        self.exec_settings.debug = debug;
         self
     }
 
@@ -195,6 +214,12 @@ impl Worker for LocalWorker {
             Op::Source(SourceOp::Git { remote, reference, .. }) => {
                 return self.git_content_key(id, remote, reference.as_deref()).await.map(Some);
             }
+            Op::Exec(e) => {
+                // Every needed vertex gets a key before anything runs: refusing here fails the
+                // build up front, and a cached insecure step cannot slip through.
+                exec::check_allowed(e, self.exec_settings)?;
+                return Ok(None);
+            }
             _ => return Ok(None),
         };
         let ctx = self.context(name)?;
@@ -239,6 +264,7 @@ impl Worker for LocalWorker {
             )),
             Op::Source(_) => Err(WorkerError::Internal("unsupported source".into())),
             Op::Exec(e) => {
+                exec::check_allowed(e, self.exec_settings)?;
                 let mut idx = 0;
                 let base = if e.rootfs.is_some() {
                     idx = 1;
@@ -265,11 +291,12 @@ impl Worker for LocalWorker {
                 let (upper, scratch) = (prepared.diff(), prepared.work());
                 let (op2, exe, progress) = (e.clone(), self.sandbox_exe.clone(), ctx.progress.clone());
                 let (store, secrets, ssh) = (self.store.clone(), self.secrets.clone(), self.ssh.clone());
+                let settings = self.exec_settings;
                 tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
                     let env = MountEnv { store_root: store.root(), tmp: store.tmp_dir(), secrets: &secrets, ssh: &ssh };
                     // Dropped after the run: scratch copies and secret files go, cache locks are released.
                     let mounts = mounts::prepare(&env, &op2, &sources)?;
-                    exec::run(&op2, lower, upper, scratch, &exe, &progress, &mounts)
+                    exec::run(&op2, lower, upper, scratch, &exe, &progress, &mounts, settings)
                 })
                 .await
                 .map_err(|err| WorkerError::Internal(err.to_string()))??;
