@@ -234,9 +234,6 @@ fn run_sees_only_its_own_processes_not_the_rbuild_binary() {
 }
 
 #[test]
-#[ignore = "BUG: executor/ has no device cgroup: a RUN step can `mknod /tmp/tty0 c 4 0` (or `b 7 0`, \
-            or the host's disk) and open it; BuildKit's runc allows only null/zero/full/random/urandom/tty/\
-            console/ptmx/pts/tun"]
 fn run_cannot_open_host_devices_it_makes_with_mknod() {
     let test = "run_cannot_open_host_devices_it_makes_with_mknod";
     if !ready(test) {

@@ -224,8 +224,9 @@ pub(crate) fn mount_overlay(spec: &SandboxSpec, layout: &Layout) -> Result<(), M
     let lowers =
         if spec.lower_dirs.is_empty() { std::slice::from_ref(&layout.empty_lower) } else { &spec.lower_dirs[..] };
     let options = overlay_options(lowers, &spec.upper_dir, &layout.overlay_work);
+    let flags = nodev(spec.security);
     if options.len() <= MAX_OPTIONS {
-        return mount_overlay_with(&layout.merged, &options);
+        return mount_overlay_with(&layout.merged, &options, flags);
     }
     let mut fds = Vec::with_capacity(lowers.len() + 2);
     for path in lowers.iter().chain([&spec.upper_dir, &layout.overlay_work]) {
@@ -246,13 +247,13 @@ pub(crate) fn mount_overlay(spec: &SandboxSpec, layout: &Layout) -> Result<(), M
         source: e.into(),
     };
     nix::unistd::chdir("/proc/self/fd").map_err(in_fd_dir)?;
-    let mounted = mount_overlay_with(&layout.merged, &short);
+    let mounted = mount_overlay_with(&layout.merged, &short, flags);
     nix::unistd::chdir("/").map_err(in_fd_dir)?;
     mounted
 }
 
-fn mount_overlay_with(merged: &Path, options: &OsStr) -> Result<(), MountError> {
-    nix::mount::mount(Some("overlay"), merged, Some("overlay"), MsFlags::empty(), Some(options)).map_err(|e| {
+fn mount_overlay_with(merged: &Path, options: &OsStr, flags: MsFlags) -> Result<(), MountError> {
+    nix::mount::mount(Some("overlay"), merged, Some("overlay"), flags, Some(options)).map_err(|e| {
         MountError::Overlay {
             target: merged.to_owned(),
             options: options.to_string_lossy().into_owned(),
@@ -323,7 +324,18 @@ pub(crate) fn mount_special(merged: &Path, network: Network, security: Security)
         Security::Insecure => MsFlags::empty(),
     };
     mount_sys(&merged.join("sys"), network, secure | ro)?;
-    mount_dev(&merged.join("dev"))
+    mount_dev(&merged.join("dev"), nodev(security))
+}
+
+/// Device nodes a step creates itself (`mknod` is allowed: package managers need it) must not
+/// open host devices: runc denies them with a device cgroup, we mount the rootfs and /dev's
+/// tmpfs `nodev` (the harmless nodes bound into /dev are separate mounts and keep working).
+/// Insecure steps, like BuildKit's, may use any device.
+pub(crate) fn nodev(security: Security) -> MsFlags {
+    match security {
+        Security::Sandbox => MsFlags::MS_NODEV,
+        Security::Insecure => MsFlags::empty(),
+    }
 }
 
 /// sysfs (read-only in the sandbox). It shows the network devices of the mounting
@@ -345,9 +357,9 @@ fn mount_sys(target: &Path, network: Network, flags: MsFlags) -> Result<(), Moun
 
 /// A minimal /dev: tmpfs with the host's harmless device nodes bound in, a private devpts,
 /// /dev/shm and the usual symlinks (what runc and BuildKit provide).
-fn mount_dev(dev: &Path) -> Result<(), MountError> {
+fn mount_dev(dev: &Path, nodev: MsFlags) -> Result<(), MountError> {
     let tmpfs = Some("tmpfs");
-    mount("tmpfs", dev, tmpfs, MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME, Some("mode=755,size=65536k"))?;
+    mount("tmpfs", dev, tmpfs, MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME | nodev, Some("mode=755,size=65536k"))?;
     for name in DEVICES {
         let host = Path::new("/dev").join(name);
         if !host.exists() {
