@@ -253,12 +253,10 @@ pub(crate) fn mount_overlay(spec: &SandboxSpec, layout: &Layout) -> Result<(), M
 }
 
 fn mount_overlay_with(merged: &Path, options: &OsStr, flags: MsFlags) -> Result<(), MountError> {
-    nix::mount::mount(Some("overlay"), merged, Some("overlay"), flags, Some(options)).map_err(|e| {
-        MountError::Overlay {
-            target: merged.to_owned(),
-            options: options.to_string_lossy().into_owned(),
-            source: e.into(),
-        }
+    nix::mount::mount(Some("overlay"), merged, Some("overlay"), flags, Some(options)).map_err(|e| MountError::Overlay {
+        target: merged.to_owned(),
+        options: options.to_string_lossy().into_owned(),
+        source: e.into(),
     })
 }
 
