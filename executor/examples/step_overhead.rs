@@ -3,11 +3,13 @@
 //! confinement (capabilities, masks, seccomp, rlimits) and `Network::None`.
 //!
 //! ```sh
-//! sudo cargo run --release -p rbuild-executor --example step_overhead [-- N [insecure] [host]]
+//! sudo cargo run --release -p rbuild-executor --example step_overhead [-- N [insecure] [host] [cleanup]]
 //! ```
 //!
 //! `insecure` measures without the confinement (`Security::Insecure`), `host` without a
-//! network namespace.
+//! network namespace, `cleanup` also removes each run's work and upper dir afterwards, as the
+//! worker does (reported separately: it is the caller's cost, large on disks where freeing a
+//! directory's block is slow).
 //!
 //! It is its own sandbox helper, as the `rbuild` binary is: `main` dispatches first.
 
@@ -24,6 +26,8 @@ fn main() {
     let runs: u32 = args.first().and_then(|n| n.parse().ok()).unwrap_or(40);
     let insecure = args.iter().any(|a| a == "insecure");
     let host = args.iter().any(|a| a == "host");
+    let cleanup = args.iter().any(|a| a == "cleanup");
+    let mut cleanup_total = std::time::Duration::ZERO;
     let dir = tempfile::tempdir().expect("tempdir");
     let lower = dir.path().join("lower");
     for sub in ["bin", "etc"] {
@@ -33,6 +37,7 @@ fn main() {
     std::os::unix::fs::symlink("busybox", lower.join("bin/true")).expect("symlink");
     std::fs::write(lower.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("passwd");
     let mut total = std::time::Duration::ZERO;
+    let mut each = Vec::new();
     for i in 0..runs {
         let upper = dir.path().join(format!("upper{i}"));
         let work = dir.path().join(format!("work{i}"));
@@ -45,9 +50,23 @@ fn main() {
         }
         let start = Instant::now();
         let status = run(&spec, Path::new("/proc/self/exe"), &mut |_, _| {}).expect("run");
-        total += start.elapsed();
+        let took = start.elapsed();
+        total += took;
+        each.push(took.as_secs_f64() * 1000.0);
         assert!(status.success(), "{status}");
+        if cleanup {
+            let start = Instant::now();
+            std::fs::remove_dir_all(&spec.work_dir).expect("remove work dir");
+            std::fs::remove_dir_all(&spec.upper_dir).expect("remove upper dir");
+            cleanup_total += start.elapsed();
+        }
     }
     let per_step = total.as_secs_f64() * 1000.0 / f64::from(runs);
-    println!("{runs} runs of /bin/true: {per_step:.1} ms/step");
+    each.sort_by(f64::total_cmp);
+    let (min, median) = (each.first().copied().unwrap_or(0.0), each.get(each.len() / 2).copied().unwrap_or(0.0));
+    println!("{runs} runs of /bin/true: {per_step:.1} ms/step (min {min:.1}, median {median:.1})");
+    if cleanup {
+        let per_cleanup = cleanup_total.as_secs_f64() * 1000.0 / f64::from(runs);
+        println!("  + {per_cleanup:.1} ms/step removing the work and upper dirs afterwards");
+    }
 }

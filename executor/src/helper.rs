@@ -1,10 +1,12 @@
-//! The sandbox helper: `<exe> __sandbox`, a fresh single-threaded process spawned by
-//! [`run`](crate::run).
+//! The sandbox helper: a fresh single-threaded process per run, forked by the
+//! [`zygote`](crate::zygote) (or spawned by [`run`](crate::run) as `<exe> __sandbox`).
 //!
-//! 1. `PR_SET_PDEATHSIG(SIGKILL)`: if rbuild dies, so does the helper (and, through the
-//!    init's own death signal, the whole sandbox);
+//! 1. `PR_SET_PDEATHSIG(SIGKILL)`: if its parent dies (the zygote, which exits when rbuild
+//!    is gone, or rbuild itself), so does the helper (and, through the init's own death
+//!    signal, the whole sandbox);
 //! 2. takes the control channel off fd 0 (into a close-on-exec fd), puts `/dev/null` on fd 0,
-//!    marks every other inherited fd close-on-exec, reads the spec;
+//!    marks every other inherited fd close-on-exec, reads the spec (and the seccomp filters,
+//!    compiled once by the host side);
 //! 3. creates the run's cgroups when the spec has limits ([`cgroups`](crate::cgroups));
 //! 4. `unshare(CLONE_NEWPID | NEWUTS | NEWIPC [| NEWNET])` (with `Isolation::Chroot`, each
 //!    one alone, keeping those the host allows), sets the hostname, brings `lo` up for
@@ -30,20 +32,25 @@ use nix::unistd::{ForkResult, Pid};
 use crate::cgroups::Cgroup;
 use crate::error::{OsError, SetupError};
 use crate::options::Isolation;
-use crate::protocol::{self, Report};
+use crate::protocol::{self, Received, Report};
 use crate::spec::{ExitStatus, Network, SandboxSpec};
 
 /// Exit code of the helper (and of the init) when setup fails; the host relies on the
 /// `SetupFailed` report, not on this code.
-const SETUP_FAILED: i32 = 125;
+pub(crate) const SETUP_FAILED: i32 = 125;
 
 /// The helper's entry point: the main binary calls it when `argv[1] == "__sandbox"`, before
-/// starting any thread (tokio included). Never returns.
+/// starting any thread (tokio included). Never returns. (With `--zygote` after it, the
+/// process is the zygote that forks helpers instead.)
 pub fn sandbox_main() -> ! {
+    if std::env::args_os().nth(2).is_some_and(|arg| arg == crate::zygote::ZYGOTE_ARG) {
+        crate::zygote::zygote_main();
+    }
     std::process::exit(helper_main())
 }
 
-fn helper_main() -> i32 {
+/// A helper's life, in a spawned helper or one forked by the zygote; returns its exit code.
+pub(crate) fn helper_main() -> i32 {
     // The spawning thread's death kills us (prctl(2)); only our own process is affected.
     let pdeathsig = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
     let channel = match take_channel() {
@@ -75,7 +82,7 @@ fn take_channel() -> std::io::Result<UnixStream> {
     Ok(UnixStream::from(fd))
 }
 
-fn read_spec(mut channel: &UnixStream) -> Result<SandboxSpec, SetupError> {
+fn read_request(mut channel: &UnixStream) -> Result<Received, SetupError> {
     let mut json = Vec::new();
     channel.read_to_end(&mut json).map_err(|e| SetupError::ReadSpec { source: e.into() })?;
     serde_json::from_slice(&json).map_err(|e| SetupError::ParseSpec { reason: e.to_string() })
@@ -84,7 +91,7 @@ fn read_spec(mut channel: &UnixStream) -> Result<SandboxSpec, SetupError> {
 fn sandbox(channel: &UnixStream) -> Result<ExitStatus, SetupError> {
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
     crate::sys::cloexec_from(3).map_err(|e| prepare_error("mark inherited fds close-on-exec", e.into()))?;
-    let spec = read_spec(channel)?;
+    let Received { spec, seccomp } = read_request(channel)?;
     let null = std::fs::File::open("/dev/null")
         .map_err(|e| prepare_error("open /dev/null for the command's stdin", e.into()))?;
     nix::unistd::dup2_stdin(&null).map_err(|e| prepare_error("redirect stdin to /dev/null", e.into()))?;
@@ -103,7 +110,7 @@ fn sandbox(channel: &UnixStream) -> Result<ExitStatus, SetupError> {
 
     match crate::sys::fork().map_err(|e| SetupError::Fork { source: e.into() })? {
         ForkResult::Child => {
-            let error = crate::init::run(&spec, channel, &procs);
+            let error = crate::init::run(&spec, seccomp.as_ref(), channel, &procs);
             let _ = protocol::send(channel, &Report::SetupFailed(error));
             std::process::exit(SETUP_FAILED)
         }

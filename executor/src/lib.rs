@@ -1,9 +1,12 @@
 //! rbuild-executor: runs one `RUN` step in a sandbox.
 //!
 //! [`run`] executes a [`SandboxSpec`] and returns the command's [`ExitStatus`], streaming its
-//! stdout and stderr to a callback as they arrive. The sandbox is built by a helper process,
-//! the caller's own binary re-executed as `<exe> __sandbox` ([`sandbox_main`]), so the
-//! caller's multi-threaded process is never forked:
+//! stdout and stderr to a callback as they arrive. The sandbox is built by a single-threaded
+//! helper process, never by the caller's multi-threaded process: the caller's own binary,
+//! re-executed once per process as `<exe> __sandbox --zygote` ([`sandbox_main`]), forks a
+//! fresh helper for every run (a fork of a small process is about a millisecond and a half
+//! cheaper than an exec of the binary; a helper is spawned as `<exe> __sandbox` should that
+//! be impossible):
 //!
 //! - new mount, pid, UTS and IPC namespaces (and a network namespace with only `lo`, up, for
 //!   [`Network::None`]);
@@ -11,7 +14,8 @@
 //!   entered with `pivot_root`; a fresh `/proc`, read-only `/sys`, a minimal `/dev`;
 //! - the command is PID 1 (`echo $$` prints 1); when it exits, everything it started is
 //!   killed by the kernel, and every mount vanishes with the mount namespace, even if rbuild
-//!   itself is killed (the helper and the init have `PR_SET_PDEATHSIG`);
+//!   itself is killed (the zygote exits when rbuild is gone, and the helper and the init have
+//!   `PR_SET_PDEATHSIG`);
 //! - the confinement of a BuildKit RUN ([`Security::Sandbox`]): Docker's 14 default
 //!   capabilities, masked and read-only `/proc` paths, read-only `/sys`, Docker's default
 //!   seccomp profile (kept as data in `executor/seccomp/default.json`), `no_new_privs` off so
@@ -27,6 +31,10 @@
 //! The upper dir holds only what the command changed: mount points the sandbox had to create
 //! (`/proc`, `/dev`, `/sys` in a `FROM scratch` rootfs) are removed from it afterwards, and
 //! `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` are bound over existing files only.
+//! When much of the page cache is dirty (after a large `COPY`, say), the overlay is mounted
+//! `volatile`, so that its unmount does not flush the whole upper filesystem, every other
+//! writer's dirty data included; `fsync` in the command then does not reach the disk either.
+//! Making a finished layer durable is the caller's business, as for any other file it writes.
 //!
 //! The main binary must dispatch to the helper before starting tokio or any thread:
 //!
@@ -66,6 +74,7 @@ mod run;
 mod seccomp;
 mod spec;
 mod sys;
+mod zygote;
 
 pub use describe::describe_confinement;
 pub use error::{ExecError, OsError, SetupError};

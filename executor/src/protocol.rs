@@ -3,7 +3,8 @@
 //! It is a Unix socket pair; the helper gets its end as fd 0 (and moves it to a
 //! close-on-exec fd at once, putting `/dev/null` on fd 0 for the command):
 //!
-//! 1. host → helper: the [`SandboxSpec`](crate::SandboxSpec) as JSON, then `shutdown(Write)`;
+//! 1. host → helper: a [`Request`] as JSON (the [`SandboxSpec`](crate::SandboxSpec) and
+//!    the seccomp filters, compiled once per host process), then `shutdown(Write)`;
 //! 2. helper/init → host: [`Report`]s, one JSON object per line.
 //!
 //! The init's copy of the socket is close-on-exec, so once the command runs nothing in the
@@ -15,10 +16,30 @@ use std::io::{BufRead, Write};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ExecError, SetupError};
-use crate::spec::ExitStatus;
+use crate::seccomp::Program;
+use crate::spec::{ExitStatus, SandboxSpec};
 
 /// The `argv[1]` that makes the main binary run [`sandbox_main`](crate::sandbox_main).
 pub const HELPER_ARG: &str = "__sandbox";
+
+/// The seccomp filters of [`Security::Sandbox`](crate::Security::Sandbox) in installation
+/// order, or why the profile does not compile here.
+pub(crate) type Filters = Result<Vec<Program>, String>;
+
+/// What the host sends the helper.
+#[derive(Debug, Serialize)]
+pub(crate) struct Request<'a> {
+    pub(crate) spec: &'a SandboxSpec,
+    /// The compiled filters (`None` when the spec needs none).
+    pub(crate) seccomp: Option<&'a Filters>,
+}
+
+/// [`Request`] as the helper receives it.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Received {
+    pub(crate) spec: SandboxSpec,
+    pub(crate) seccomp: Option<Filters>,
+}
 
 /// One message from the helper (or the sandbox init) to the host side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +53,9 @@ pub(crate) enum Report {
     OomKilled(u64),
     /// PID 1 (the command) ended.
     Exited(ExitStatus),
+    /// The helper's wait status (`waitpid(2)`), sent by the zygote that forked it once it
+    /// has reaped it: the last report of a run whose helper came from the zygote.
+    HelperExited(i32),
 }
 
 /// Mount points the init created on the overlay: paths relative to the rootfs (so to the

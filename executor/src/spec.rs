@@ -21,10 +21,10 @@ pub struct SandboxSpec {
     pub upper_dir: PathBuf,
     /// Scratch directory for the overlay, on the same filesystem as `upper_dir`, and empty.
     ///
-    /// The executor creates `work/` (the overlay workdir), `merged/` (the mount point of the
-    /// rootfs, only ever mounted inside the sandbox's private mount namespace) and `empty/`
-    /// (the lower dir used when `lower_dirs` is empty) inside it. The caller deletes it after
-    /// the run.
+    /// It is the overlay's workdir, so the kernel leaves its `work/` directory (mode 0) in it
+    /// (or, when `lower_dirs` is empty, `work/work/` and an `empty/` lower dir). Inside the sandbox's private mount namespace
+    /// only, a small tmpfs covers it, holding the rootfs mount point. The caller deletes it
+    /// after the run.
     pub work_dir: PathBuf,
     /// The command's argv, e.g. `["/bin/sh", "-c", "echo hi"]`. `args[0]` is looked up in the
     /// `PATH` of `env` when it contains no `/`.
@@ -227,29 +227,35 @@ fn validate_mount(mount: &MountSpec) -> Result<(), String> {
     }
 }
 
-/// The scratch directories inside [`SandboxSpec::work_dir`].
+/// Where the rootfs is assembled, from [`SandboxSpec::work_dir`].
+///
+/// `work_dir` itself is the overlay's workdir (on the upper dir's filesystem, as overlayfs
+/// requires). In the init's private mount namespace a tmpfs is then mounted over it (the
+/// overlay keeps using the covered directory, opened beforehand) holding `merged`, so the
+/// mount point costs no directory on the host's disk and is never seen there. The tmpfs is
+/// never a layer: every layer stays on the caller's filesystem(s), so the overlay behaves
+/// exactly as with the layers alone (one `st_dev` for every file when they share one).
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
-    /// The overlay `workdir`.
-    pub(crate) overlay_work: PathBuf,
-    /// Where the overlay is mounted (inside the sandbox's mount namespace only).
+    /// The caller's scratch dir: the overlay workdir, and the tmpfs's mount point.
+    pub(crate) work_dir: PathBuf,
+    /// Where the overlay is mounted (on the tmpfs).
     pub(crate) merged: PathBuf,
-    /// The lower dir used for `FROM scratch`.
+    /// The lower dir used when `lower_dirs` is empty (`FROM scratch`): created in `work_dir`
+    /// (on the upper dir's filesystem) only then.
     pub(crate) empty_lower: PathBuf,
+    /// The overlay workdir for `FROM scratch` (a layer may not lie inside the workdir).
+    pub(crate) scratch_work: PathBuf,
 }
 
 impl Layout {
     fn new(work_dir: &Path) -> Layout {
         Layout {
-            overlay_work: work_dir.join("work"),
+            work_dir: work_dir.to_owned(),
             merged: work_dir.join("merged"),
             empty_lower: work_dir.join("empty"),
+            scratch_work: work_dir.join("work"),
         }
-    }
-
-    /// All directories, for creating them up front.
-    pub(crate) fn dirs(&self) -> [&Path; 3] {
-        [&self.overlay_work, &self.merged, &self.empty_lower]
     }
 }
 

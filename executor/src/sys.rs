@@ -179,9 +179,8 @@ pub(crate) fn capset(caps: Caps) -> nix::Result<()> {
 
 /// Installs a seccomp BPF filter on the calling thread *without* setting `no_new_privs`
 /// (seccomp(2): allowed to a caller with `CAP_SYS_ADMIN`), so setuid binaries keep working,
-/// as in a Docker or BuildKit container. seccompiler's own `apply_filter` always sets
-/// `no_new_privs`, which BuildKit does not, hence this.
-pub(crate) fn install_seccomp(program: &[seccompiler::sock_filter]) -> nix::Result<()> {
+/// as in a Docker or BuildKit container (which leave `no_new_privs` off).
+pub(crate) fn install_seccomp(program: &[crate::seccomp::Insn]) -> nix::Result<()> {
     let filter: Vec<libc::sock_filter> =
         program.iter().map(|insn| libc::sock_filter { code: insn.code, jt: insn.jt, jf: insn.jf, k: insn.k }).collect();
     let len = u16::try_from(filter.len()).map_err(|_| Errno::E2BIG)?;
@@ -192,4 +191,87 @@ pub(crate) fn install_seccomp(program: &[seccompiler::sock_filter]) -> nix::Resu
         libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0 as libc::c_uint, std::ptr::from_ref(&prog))
     };
     Errno::result(ret).map(drop)
+}
+
+/// `pidfd_open(2)`: a pidfd for `pid` (close-on-exec), which stays valid (and refers to
+/// that process only) even after the process is reaped and its pid reused.
+pub(crate) fn pidfd_open(pid: nix::unistd::Pid) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: integer arguments only; on success the kernel returns a new fd that nobody
+    // else owns, so wrapping it in an OwnedFd is sound.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0 as libc::c_uint) };
+    let fd = Errno::result(fd)?;
+    let fd = libc::c_int::try_from(fd).map_err(|_| Errno::EBADF)?;
+    // SAFETY: see above.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// `pidfd_send_signal(2)`: signals the process `pidfd` refers to (ESRCH once it has exited).
+pub(crate) fn pidfd_send_signal(
+    pidfd: std::os::fd::BorrowedFd<'_>,
+    signal: nix::sys::signal::Signal,
+) -> nix::Result<()> {
+    // SAFETY: a valid fd, a signal number, a null siginfo (the kernel fills in a default
+    // one) and no flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as libc::c_int,
+            std::ptr::null_mut::<libc::siginfo_t>(),
+            0 as libc::c_uint,
+        )
+    };
+    Errno::result(ret).map(drop)
+}
+
+/// True when the calling thread runs under a seccomp filter (`PR_GET_SECCOMP` is 2).
+pub(crate) fn thread_has_seccomp_filter() -> bool {
+    // SAFETY: PR_GET_SECCOMP takes no further arguments and only returns a number.
+    let mode = unsafe {
+        libc::prctl(
+            libc::PR_GET_SECCOMP,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    mode == 2
+}
+
+/// Sends `data` with `fds` attached (SCM_RIGHTS) on a connected Unix socket.
+pub(crate) fn send_fds(
+    socket: std::os::fd::BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> nix::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    let raw: Vec<std::os::fd::RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    let iov = [std::io::IoSlice::new(data)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &[ControlMessage::ScmRights(&raw)] };
+    sendmsg::<UnixAddr>(socket.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None).map(drop)
+}
+
+/// Receives one message into `buf` with up to `max_fds` fds attached (made close-on-exec);
+/// returns its length (0 at EOF) and the fds.
+pub(crate) fn recv_fds(
+    socket: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+    max_fds: usize,
+) -> nix::Result<(usize, Vec<std::os::fd::OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    use std::os::fd::FromRawFd;
+    let mut space = vec![0u8; nix::sys::socket::cmsg_space::<std::os::fd::RawFd>() * max_fds.max(1)];
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<UnixAddr>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let mut fds = Vec::new();
+    for cmsg in msg.cmsgs().map_err(|_| Errno::EINVAL)? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            // SAFETY: the kernel installed these fds in our table for this message; nothing
+            // else refers to them, so each gets exactly one owner here.
+            fds.extend(raw.into_iter().map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }));
+        }
+    }
+    Ok((msg.bytes, fds))
 }

@@ -18,6 +18,7 @@ use super::user::{self, ExecUser};
 use crate::caps::{self, CapSet};
 use crate::error::{OsError, SetupError};
 use crate::options::{effective_rlimits, Rlimit, Security};
+use crate::protocol::Filters;
 use crate::seccomp;
 
 /// Applying the sandbox's confinement failed.
@@ -80,18 +81,28 @@ fn caps_error(step: &str) -> impl FnOnce(nix::errno::Errno) -> ConfineError + '_
     move |e| ConfineError::Capabilities { step: step.to_owned(), source: e.into() }
 }
 
-/// Steps 2 to 4 of the module doc: leaves the init running as `user`, confined.
-pub(crate) fn lock_down(security: Security, user: &ExecUser) -> Result<(), SetupError> {
+/// Steps 2 to 4 of the module doc: leaves the init running as `user`, confined. `filters`
+/// are Docker's profile compiled for [`CapSet::docker_default`] on this machine (by the host
+/// side, once); `None` compiles them here.
+pub(crate) fn lock_down(security: Security, user: &ExecUser, filters: Option<&Filters>) -> Result<(), SetupError> {
     if security == Security::Insecure {
         // Every capability (uid 0 keeps them all), no seccomp.
         return user::switch(user).map_err(SetupError::from);
     }
     let set = CapSet::docker_default();
     caps::limit_bounding(set).map_err(caps_error("limit the capability bounding set"))?;
-    let target = seccomp::Target { caps: set, kernel: seccomp::kernel_version() };
-    let compiled = seccomp::compile(seccomp::DEFAULT_PROFILE, target)
-        .map_err(|e| ConfineError::SeccompProfile { reason: e.to_string() })?;
-    for program in &compiled.programs {
+    let compiled;
+    let filters = match filters {
+        Some(filters) => filters,
+        None => {
+            let target = seccomp::Target { caps: set, kernel: seccomp::kernel_version() };
+            compiled =
+                seccomp::compile(seccomp::DEFAULT_PROFILE, target).map(|c| c.programs).map_err(|e| e.to_string());
+            &compiled
+        }
+    };
+    let programs = filters.as_ref().map_err(|reason| ConfineError::SeccompProfile { reason: reason.clone() })?;
+    for program in programs {
         crate::sys::install_seccomp(program).map_err(|e| ConfineError::SeccompInstall { source: e.into() })?;
     }
     user::switch(user)?;

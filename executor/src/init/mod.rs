@@ -41,13 +41,18 @@ pub use user::UserError;
 
 use crate::error::SetupError;
 use crate::options::{Isolation, Security};
-use crate::protocol::{self, Created, Report};
+use crate::protocol::{self, Created, Filters, Report};
 use crate::spec::SandboxSpec;
 
 /// Runs the init; returns only if setup failed (on success `execve` never returns).
 /// `cgroup_procs` are the `cgroup.procs` files of the run's cgroups (none without limits).
-pub(crate) fn run(spec: &SandboxSpec, channel: &UnixStream, cgroup_procs: &[PathBuf]) -> SetupError {
-    match setup_and_exec(spec, channel, cgroup_procs) {
+pub(crate) fn run(
+    spec: &SandboxSpec,
+    filters: Option<&Filters>,
+    channel: &UnixStream,
+    cgroup_procs: &[PathBuf],
+) -> SetupError {
+    match setup_and_exec(spec, filters, channel, cgroup_procs) {
         Err(error) => error,
         Ok(never) => match never {},
     }
@@ -67,6 +72,7 @@ fn prepare(step: &str) -> impl FnOnce(nix::errno::Errno) -> SetupError + '_ {
 
 fn setup_and_exec(
     spec: &SandboxSpec,
+    filters: Option<&Filters>,
     channel: &UnixStream,
     cgroup_procs: &[PathBuf],
 ) -> Result<Infallible, SetupError> {
@@ -96,7 +102,7 @@ fn setup_and_exec(
     let user = user::resolve(&spec.user, passwd.as_deref(), group.as_deref())?;
     exec::enter_cwd(Path::new(&spec.cwd), user.uid, user.gid)?;
     confine::set_rlimits(&spec.rlimits)?;
-    confine::lock_down(spec.security, &user)?;
+    confine::lock_down(spec.security, &user, filters)?;
 
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(prepare("set the parent-death signal"))?;
     crate::sys::reset_signals().map_err(prepare("reset signal dispositions"))?;
