@@ -1,15 +1,17 @@
 //! The build context: a directory on the client, filtered by `.dockerignore`, and its content
 //! digest (the part of cache keys that changes when a context file changes).
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use globset::{GlobBuilder, GlobMatcher};
 use sha2::{Digest as _, Sha256};
 
-use crate::context_index::{digest_files, ContextIndex, FileJob, Stamp};
+use crate::context_index::{digest_files, now_secs, ContextIndex, FileJob, Stamp};
 use crate::merged::{resolve_scoped, Found};
 
 /// One `.dockerignore` pattern.
@@ -125,6 +127,54 @@ fn clean(p: &str) -> String {
     out.join("/")
 }
 
+/// What the last [`ContextDir::content_digest`] with an index learnt about a context's files:
+/// COPY uses it to link files it copied before instead of copying them again (`copy::reuse`).
+#[derive(Debug)]
+pub(crate) struct DigestedContext {
+    /// The context's index file in the store (COPY's memos live beside it).
+    pub index: PathBuf,
+    /// Each regular file's path relative to the root, stamp when digested, and digest.
+    files: Vec<(PathBuf, Stamp, [u8; 32])>,
+    /// Path → position in `files`, built on first use (a no-op build never needs it).
+    by_path: std::sync::OnceLock<HashMap<PathBuf, usize>>,
+    /// When the digests were taken (seconds since the epoch).
+    pub now: i64,
+}
+
+impl DigestedContext {
+    /// The stamp `rel` had when it was digested, and its digest.
+    pub fn get(&self, rel: &Path) -> Option<(Stamp, [u8; 32])> {
+        let map =
+            self.by_path.get_or_init(|| self.files.iter().enumerate().map(|(i, (p, _, _))| (p.clone(), i)).collect());
+        let (_, st, d) = &self.files[*map.get(rel)?];
+        Some((*st, *d))
+    }
+}
+
+/// The last digest of each context root, in this process.
+static DIGESTED: Mutex<Option<HashMap<PathBuf, Arc<DigestedContext>>>> = Mutex::new(None);
+
+/// What the last indexed digest of the context at `root` found, if one ran in this process.
+pub(crate) fn digested(root: &Path) -> Option<Arc<DigestedContext>> {
+    DIGESTED.lock().ok()?.as_ref()?.get(root).cloned()
+}
+
+/// Tests: treat the last digest of `root` as taken long after every file was written (files a
+/// test just wrote are otherwise too fresh to be vouched for).
+#[cfg(test)]
+pub(crate) fn pretend_settled(root: &Path) {
+    let mut map = DIGESTED.lock().unwrap();
+    let map = map.as_mut().unwrap();
+    let old = map.get(root).unwrap();
+    let moved = DigestedContext {
+        index: old.index.clone(),
+        files: old.files.clone(),
+        by_path: Default::default(),
+        now: i64::MAX / 2,
+    };
+    map.insert(root.to_owned(), Arc::new(moved));
+}
+
 /// The build context: a directory and its ignore rules.
 #[derive(Debug, Clone)]
 pub struct ContextDir {
@@ -162,7 +212,8 @@ impl ContextDir {
         for entry in std::fs::read_dir(self.root.join(rel))? {
             let entry = entry?;
             let child = rel.join(entry.file_name());
-            let meta = std::fs::symlink_metadata(entry.path())?;
+            // Relative to the open directory (no path walk from the root), not following links.
+            let meta = entry.metadata()?;
             let excluded = self.ignore.is_excluded(&slash(&child));
             if excluded && !(meta.is_dir() && self.ignore.has_exceptions()) {
                 continue;
@@ -171,6 +222,69 @@ impl ContextDir {
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
+    }
+
+    /// [`read_dir`](Self::read_dir) of every directory it leads to from the root, on all cores
+    /// (a stat per entry is most of a no-op rebuild's work).
+    fn list_all(&self) -> io::Result<HashMap<PathBuf, Vec<(OsString, Found)>>> {
+        #[derive(Default)]
+        struct Walk {
+            queue: Vec<PathBuf>,
+            busy: usize,
+            done: HashMap<PathBuf, Vec<(OsString, Found)>>,
+            error: Option<io::Error>,
+        }
+        let walk = Mutex::new(Walk { queue: vec![PathBuf::new()], ..Walk::default() });
+        let wake = std::sync::Condvar::new();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+        let work = || loop {
+            let dir = {
+                let Ok(mut w) = walk.lock() else { return };
+                loop {
+                    if w.error.is_some() {
+                        return;
+                    }
+                    if let Some(d) = w.queue.pop() {
+                        w.busy += 1;
+                        break d;
+                    }
+                    if w.busy == 0 {
+                        wake.notify_all();
+                        return;
+                    }
+                    w = match wake.wait(w) {
+                        Ok(w) => w,
+                        Err(_) => return,
+                    };
+                }
+            };
+            let listed = self.read_dir(&dir);
+            let Ok(mut w) = walk.lock() else { return };
+            w.busy -= 1;
+            match listed {
+                Ok(entries) => {
+                    for (name, found) in &entries {
+                        if found.meta.is_dir() {
+                            w.queue.push(dir.join(name));
+                        }
+                    }
+                    w.done.insert(dir, entries);
+                }
+                Err(e) => w.error = Some(e),
+            }
+            wake.notify_all();
+        };
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                s.spawn(work);
+            }
+            work();
+        });
+        let w = walk.into_inner().map_err(|_| io::Error::other("context walk panicked"))?;
+        match w.error {
+            Some(e) => Err(e),
+            None => Ok(w.done),
+        }
     }
 
     /// Resolves `path` inside the context, following symlinks but never leaving the root.
@@ -196,9 +310,10 @@ impl ContextDir {
         }
         let mut items = Vec::new();
         let mut files: Vec<FileJob> = Vec::new();
+        let mut listed = self.list_all()?;
         let mut stack = vec![PathBuf::new()];
         while let Some(dir) = stack.pop() {
-            let entries = self.read_dir(&dir)?;
+            let entries = listed.remove(&dir).ok_or_else(|| io::Error::other("directory not listed"))?;
             // Depth-first in sorted order: push reversed so the first name is visited first.
             let mut subdirs = Vec::new();
             for (name, found) in entries {
@@ -229,12 +344,14 @@ impl ContextDir {
             }
         }
         let old = index.map(ContextIndex::load).unwrap_or_default();
-        let (digests, new_index, hashed) = digest_files(&files, &old)?;
+        let started = now_secs();
+        // The index is rewritten only when something had to be read.
+        let (digests, _hashed) = digest_files(&files, &old, index)?;
         if let Some(path) = index {
-            // Only worth a write when something had to be read.
-            if hashed > 0 {
-                // A failed index write costs a re-hash next time, nothing else.
-                let _ = new_index.save(path);
+            let files = files.into_iter().zip(&digests).map(|((rel, _, st), d)| (rel, st, *d)).collect();
+            let seen = DigestedContext { index: path.to_owned(), files, by_path: Default::default(), now: started };
+            if let Ok(mut map) = DIGESTED.lock() {
+                map.get_or_insert_with(HashMap::new).insert(self.root.clone(), Arc::new(seen));
             }
         }
         let mut digests = digests.into_iter();

@@ -6,9 +6,12 @@
 //!
 //! Files the index does not vouch for are hashed in parallel, one thread per core.
 //!
-//! Format (one file per context directory, replaced atomically): a header line, then per file
-//! `path NUL size mtime_s mtime_ns ctime_s ctime_ns ino dev hexdigest NUL`. A corrupt or
-//! foreign index is ignored (everything is re-hashed), never trusted.
+//! Format (one file per context directory, replaced atomically): the header line, the number
+//! of entries (u64), then per file its path length (u32) and path, size, mtime seconds and
+//! nanoseconds, ctime seconds and nanoseconds, inode, device (8 bytes each) and the sha256,
+//! integers little-endian. Entries are in the order the context walk visits files, so that a
+//! rebuild matches them one by one without hashing paths. A corrupt or foreign index is
+//! ignored (everything is re-hashed), never trusted.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -19,10 +22,13 @@ use std::sync::Mutex;
 
 use sha2::{Digest as _, Sha256};
 
-const HEADER: &str = "rbuild-context-index v1\n";
+const HEADER: &[u8] = b"rbuild-context-index v2\n";
 
 /// Seconds within which an mtime is too fresh to vouch for the content.
 const RACY_SECONDS: i64 = 2;
+
+/// Bytes of an entry after its path.
+const FIXED: usize = 8 * 7 + 32;
 
 /// What identifies a file version without reading it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +41,12 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// True when neither the mtime nor the ctime is within the racy window before `now`
+    /// (seconds since the epoch): the content cannot have changed without the stamp changing.
+    pub fn is_settled(&self, now: i64) -> bool {
+        self.mtime.0 < now - RACY_SECONDS && self.ctime.0 < now - RACY_SECONDS
+    }
+
     /// The stamp of a file's metadata.
     pub fn of(md: &std::fs::Metadata) -> Stamp {
         Stamp {
@@ -47,86 +59,96 @@ impl Stamp {
     }
 }
 
-/// Digests of files by relative path, with the stamp they were computed for.
+/// Digests of files by relative path, with the stamp they were computed for, as loaded.
 #[derive(Debug, Default)]
 pub struct ContextIndex {
-    entries: HashMap<PathBuf, (Stamp, [u8; 32])>,
+    /// The file's bytes; paths are ranges into it.
+    bytes: Vec<u8>,
+    entries: Vec<(std::ops::Range<usize>, Stamp, [u8; 32])>,
+    /// Path → entry, built on the first lookup that the walk order does not answer.
+    by_path: std::sync::OnceLock<HashMap<Vec<u8>, usize>>,
 }
 
 impl ContextIndex {
     /// Loads an index; a missing or unreadable one is empty.
     pub fn load(path: &Path) -> ContextIndex {
         let Ok(bytes) = std::fs::read(path) else { return ContextIndex::default() };
-        Self::parse(&bytes).unwrap_or_default()
+        Self::parse(bytes).unwrap_or_default()
     }
 
-    fn parse(bytes: &[u8]) -> Option<ContextIndex> {
-        let rest = bytes.strip_prefix(HEADER.as_bytes())?;
-        let mut entries = HashMap::new();
-        let mut fields = rest.split(|b| *b == 0);
-        while let Some(path) = fields.next() {
-            if path.is_empty() {
-                break;
-            }
-            let meta = std::str::from_utf8(fields.next()?).ok()?;
-            let v: Vec<&str> = meta.split(' ').collect();
-            if v.len() != 8 {
-                return None;
-            }
-            let num = |i: usize| v[i].parse::<i64>().ok();
+    fn parse(bytes: Vec<u8>) -> Option<ContextIndex> {
+        let mut pos = HEADER.len();
+        if !bytes.starts_with(HEADER) {
+            return None;
+        }
+        let u64_at = |p: usize| -> Option<u64> { Some(u64::from_le_bytes(bytes.get(p..p + 8)?.try_into().ok()?)) };
+        let count = usize::try_from(u64_at(pos)?).ok()?;
+        pos += 8;
+        let mut entries = Vec::with_capacity(count.min(bytes.len() / (FIXED + 4)));
+        for _ in 0..count {
+            let len = u32::from_le_bytes(bytes.get(pos..pos + 4)?.try_into().ok()?) as usize;
+            let path = pos + 4..pos + 4 + len;
+            pos = path.end;
+            let f = bytes.get(pos..pos + FIXED)?;
+            let n = |i: usize| u64::from_le_bytes(f[i * 8..i * 8 + 8].try_into().unwrap_or_default());
             let stamp = Stamp {
-                size: v[0].parse().ok()?,
-                mtime: (num(1)?, num(2)?),
-                ctime: (num(3)?, num(4)?),
-                ino: v[5].parse().ok()?,
-                dev: v[6].parse().ok()?,
+                size: n(0),
+                mtime: (n(1) as i64, n(2) as i64),
+                ctime: (n(3) as i64, n(4) as i64),
+                ino: n(5),
+                dev: n(6),
             };
-            let mut digest = [0u8; 32];
-            hex::decode_to_slice(v[7], &mut digest).ok()?;
-            let path = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(path));
-            entries.insert(path, (stamp, digest));
+            let digest: [u8; 32] = f[56..88].try_into().ok()?;
+            entries.push((path, stamp, digest));
+            pos += FIXED;
         }
-        Some(ContextIndex { entries })
+        if pos != bytes.len() {
+            return None;
+        }
+        Some(ContextIndex { bytes, entries, by_path: Default::default() })
     }
 
-    /// Writes the index next to `path` and renames it into place.
-    pub fn save(&self, path: &Path) -> io::Result<()> {
-        let mut out = Vec::with_capacity(self.entries.len() * 96);
-        out.extend_from_slice(HEADER.as_bytes());
-        let mut keys: Vec<&PathBuf> = self.entries.keys().collect();
-        keys.sort();
-        for k in keys {
-            let (s, d) = &self.entries[k];
-            out.extend_from_slice(k.as_os_str().as_encoded_bytes());
-            out.push(0);
-            out.extend_from_slice(
-                format!(
-                    "{} {} {} {} {} {} {} {}",
-                    s.size,
-                    s.mtime.0,
-                    s.mtime.1,
-                    s.ctime.0,
-                    s.ctime.1,
-                    s.ino,
-                    s.dev,
-                    hex::encode(d)
-                )
-                .as_bytes(),
-            );
-            out.push(0);
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, &out)?;
-        std::fs::rename(&tmp, path)
+    /// The recorded digest for `rel` if `stamp` still matches; `hint` is where the walk
+    /// expects it (the previous match plus one), tried before any lookup by path.
+    fn lookup(&self, rel: &Path, stamp: &Stamp, hint: usize) -> Option<(usize, [u8; 32])> {
+        let key = rel.as_os_str().as_encoded_bytes();
+        let i = match self.entries.get(hint) {
+            Some((p, _, _)) if &self.bytes[p.clone()] == key => hint,
+            _ => {
+                let map = self.by_path.get_or_init(|| {
+                    self.entries.iter().enumerate().map(|(i, (p, _, _))| (self.bytes[p.clone()].to_vec(), i)).collect()
+                });
+                *map.get(key)?
+            }
+        };
+        let (_, st, d) = &self.entries[i];
+        (st == stamp).then_some((i, *d))
     }
+}
 
-    /// The recorded digest for `rel` if `stamp` still matches.
-    pub fn lookup(&self, rel: &Path, stamp: &Stamp) -> Option<[u8; 32]> {
-        self.entries.get(rel).filter(|(s, _)| s == stamp).map(|(_, d)| *d)
+/// Writes an index of `files` (those with `Some` digest) next to `path` and renames it into
+/// place.
+fn save(path: &Path, files: &[FileJob], digests: &[Option<[u8; 32]>]) -> io::Result<()> {
+    let count = digests.iter().filter(|d| d.is_some()).count();
+    let mut out = Vec::with_capacity(HEADER.len() + 8 + count * (FIXED + 64));
+    out.extend_from_slice(HEADER);
+    out.extend_from_slice(&(count as u64).to_le_bytes());
+    for ((rel, _, s), d) in files.iter().zip(digests) {
+        let Some(d) = d else { continue };
+        let p = rel.as_os_str().as_encoded_bytes();
+        out.extend_from_slice(&u32::try_from(p.len()).map_err(io::Error::other)?.to_le_bytes());
+        out.extend_from_slice(p);
+        for v in [s.size, s.mtime.0 as u64, s.mtime.1 as u64, s.ctime.0 as u64, s.ctime.1 as u64, s.ino, s.dev] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(d);
     }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, &out)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// sha256 of a file's content.
@@ -144,13 +166,37 @@ pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
+/// Seconds since the epoch, now.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 /// A file to digest: relative path, host path, stamp.
 pub type FileJob = (PathBuf, PathBuf, Stamp);
 
 /// Digests every file, from `old` when its stamp matches and by reading it otherwise (on all
-/// cores), and returns the digests in input order plus the index to save.
-pub fn digest_files(files: &[FileJob], old: &ContextIndex) -> io::Result<(Vec<[u8; 32]>, ContextIndex, usize)> {
-    let mut out: Vec<Option<[u8; 32]>> = files.iter().map(|(rel, _, st)| old.lookup(rel, st)).collect();
+/// cores), and returns the digests in input order and how many files were read. With `save_to`
+/// and anything read, the new index (the settled files) is written there; a failed write costs a
+/// re-hash next time, nothing else.
+pub fn digest_files(
+    files: &[FileJob],
+    old: &ContextIndex,
+    save_to: Option<&Path>,
+) -> io::Result<(Vec<[u8; 32]>, usize)> {
+    let mut hint = 0;
+    let mut out: Vec<Option<[u8; 32]>> = Vec::with_capacity(files.len());
+    for (rel, _, st) in files {
+        match old.lookup(rel, st, hint) {
+            Some((i, d)) => {
+                hint = i + 1;
+                out.push(Some(d));
+            }
+            None => {
+                hint += 1;
+                out.push(None);
+            }
+        }
+    }
     let todo: Vec<usize> = (0..files.len()).filter(|i| out[*i].is_none()).collect();
     let hashed = todo.len();
     if !todo.is_empty() {
@@ -174,17 +220,15 @@ pub fn digest_files(files: &[FileJob], old: &ContextIndex) -> io::Result<(Vec<[u
             out[i] = Some(r?);
         }
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    let mut index = ContextIndex::default();
-    let mut digests = Vec::with_capacity(files.len());
-    for ((rel, _, st), d) in files.iter().zip(out) {
-        let d = d.ok_or_else(|| io::Error::other("file digest missing"))?;
-        if st.mtime.0 < now - RACY_SECONDS && st.ctime.0 < now - RACY_SECONDS {
-            index.entries.insert(rel.clone(), (*st, d));
-        }
-        digests.push(d);
+    let digests =
+        out.iter().map(|d| d.ok_or_else(|| io::Error::other("file digest missing"))).collect::<io::Result<Vec<_>>>()?;
+    if let (Some(path), true) = (save_to, hashed > 0) {
+        let now = now_secs();
+        let keep: Vec<Option<[u8; 32]>> =
+            files.iter().zip(&digests).map(|((_, _, st), d)| st.is_settled(now).then_some(*d)).collect();
+        let _ = save(path, files, &keep);
     }
-    Ok((digests, index, hashed))
+    Ok((digests, hashed))
 }
 
 #[cfg(test)]
@@ -203,36 +247,46 @@ mod tests {
     fn index_round_trip_and_reuse() {
         let t = tempfile::tempdir().unwrap();
         let files = vec![old_file(t.path(), "a", "1"), old_file(t.path(), "b\tname", "2")];
-        let (d1, idx, hashed) = digest_files(&files, &ContextIndex::default()).unwrap();
-        assert_eq!(hashed, 2);
         let path = t.path().join("idx");
-        idx.save(&path).unwrap();
+        let (d1, hashed) = digest_files(&files, &ContextIndex::default(), Some(&path)).unwrap();
+        assert_eq!(hashed, 2);
         let loaded = ContextIndex::load(&path);
         // ctime is "now" on a freshly written file, so nothing is trusted yet: racy entries are
         // re-hashed, never reused.
-        let (d2, _, hashed2) = digest_files(&files, &loaded).unwrap();
+        assert!(loaded.entries.is_empty());
+        let (d2, hashed2) = digest_files(&files, &loaded, None).unwrap();
         assert_eq!(d1, d2);
         assert_eq!(hashed2, 2);
     }
 
+    fn settled(name: &str, ino: u64) -> (PathBuf, PathBuf, Stamp) {
+        let st = Stamp { size: 1, mtime: (1, 0), ctime: (1, 0), ino, dev: 1 };
+        (PathBuf::from(name), PathBuf::from("/nonexistent").join(name), st)
+    }
+
     #[test]
     fn stamps_vouch_only_for_unchanged_files() {
-        let mut idx = ContextIndex::default();
-        let st = Stamp { size: 1, mtime: (1, 0), ctime: (1, 0), ino: 7, dev: 1 };
-        idx.entries.insert(PathBuf::from("f"), (st, [9; 32]));
-        assert_eq!(idx.lookup(Path::new("f"), &st), Some([9; 32]));
-        let moved = Stamp { ino: 8, ..st };
-        assert_eq!(idx.lookup(Path::new("f"), &moved), None);
-        let bytes = {
-            let t = tempfile::tempdir().unwrap();
-            let p = t.path().join("i");
-            idx.save(&p).unwrap();
-            std::fs::read(&p).unwrap()
-        };
-        assert_eq!(ContextIndex::parse(&bytes).unwrap().lookup(Path::new("f"), &st), Some([9; 32]));
-        assert!(ContextIndex::parse(b"garbage").is_none());
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("i");
+        let files = vec![settled("f", 7), settled("g", 8), settled("h", 9)];
+        save(&p, &files, &[Some([9; 32]), None, Some([7; 32])]).unwrap();
+        let idx = ContextIndex::load(&p);
+        assert_eq!(idx.lookup(Path::new("f"), &files[0].2, 0).map(|x| x.1), Some([9; 32]));
+        // Found by path when not where the walk expects it.
+        assert_eq!(idx.lookup(Path::new("h"), &files[2].2, 0).map(|x| x.1), Some([7; 32]));
+        assert_eq!(idx.lookup(Path::new("g"), &files[1].2, 1), None, "never recorded");
+        let moved = Stamp { ino: 8, ..files[0].2 };
+        assert_eq!(idx.lookup(Path::new("f"), &moved, 0), None);
+        // All from the index: nothing to read (the host paths do not exist).
+        let (d, hashed) = digest_files(&[files[0].clone(), files[2].clone()], &idx, None).unwrap();
+        assert_eq!((d, hashed), (vec![[9; 32], [7; 32]], 0));
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(ContextIndex::parse(b"garbage".to_vec()).is_none());
         let mut truncated = bytes.clone();
         truncated.truncate(bytes.len() - 5);
-        assert!(ContextIndex::parse(&truncated).is_none(), "a torn index must not be trusted");
+        assert!(ContextIndex::parse(truncated).is_none(), "a torn index must not be trusted");
+        let mut longer = bytes;
+        longer.push(0);
+        assert!(ContextIndex::parse(longer).is_none());
     }
 }

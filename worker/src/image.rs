@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use futures_util::future::try_join_all;
 use rbuild_cache::{RecordLayer, SnapshotMeta, Store};
-use rbuild_exporter::layer::{pack, Compression, PackOptions, PackedLayer};
+use rbuild_exporter::layer::{
+    pack_with, BlockCache, BlockKey, CachedBlock, Compression, GzipBlock, PackOptions, PackedLayer,
+};
 use rbuild_exporter::oci::{BuiltImage, ImageBuilder};
 use rbuild_exporter::oci_spec::image::{Arch, Config, HistoryBuilder, ImageConfiguration, MediaType, Os};
 use rbuild_solver::ir::{OpId, Platform};
@@ -67,8 +69,9 @@ impl LocalWorker {
         let jobs = snap.chain.iter().map(|layer| {
             let store = self.store.clone();
             let id = layer.id.clone();
+            let producer = layer.producer.clone();
             async move {
-                tokio::task::spawn_blocking(move || ensure_blob(&store, &id, compression, force))
+                tokio::task::spawn_blocking(move || ensure_blob(&store, &id, producer.as_deref(), compression, force))
                     .await
                     .map_err(|e| WorkerError::Internal(e.to_string()))?
             }
@@ -134,8 +137,15 @@ impl LocalWorker {
             )));
         }
         let built = builder.build().map_err(|e| WorkerError::Internal(e.to_string()))?;
-        self.store.put_blob(&built.config_json, Some(built.config.digest()))?;
-        self.store.put_blob(&built.manifest_json, Some(built.manifest.digest()))?;
+        // Blobs are content-addressed: one already stored (a rebuild) is not rewritten, which
+        // also spares a durable store two fsyncs per build.
+        for (bytes, digest) in
+            [(&built.config_json, built.config.digest()), (&built.manifest_json, built.manifest.digest())]
+        {
+            if !self.store.has_blob(digest)? {
+                self.store.put_blob(bytes, Some(digest))?;
+            }
+        }
         Ok(built)
     }
 
@@ -146,9 +156,14 @@ impl LocalWorker {
 }
 
 /// The blob of snapshot `id`: recorded in its metadata, or packed now (gzip) and recorded.
+///
+/// A gzip layer made by an op (`producer`) that made a layer before reuses the compressed
+/// blocks of that layer's blob for every block whose content is unchanged (see
+/// [`LayerBlocks`]): a COPY of a context where one file changed compresses about one block.
 fn ensure_blob(
     store: &Arc<Store>,
     id: &str,
+    producer: Option<&str>,
     compression: Compression,
     force: bool,
 ) -> Result<PackedLayer, WorkerError> {
@@ -172,13 +187,30 @@ fn ensure_blob(
         }
     }
     let diff = store.snapshot_diff(id);
-    let mut writer = std::io::BufWriter::with_capacity(1 << 20, store.blob_writer()?);
+    let lineage = LayerBlocks::path(store, producer, compression);
+    let cache = lineage.as_deref().and_then(|p| LayerBlocks::open(store, p));
+    // Blocks (mostly larger than the buffer) go straight through; only small writes are batched.
+    let mut writer = std::io::BufWriter::with_capacity(64 << 10, store.blob_writer()?);
     let mut opts = PackOptions::default();
     opts.compression(compression);
-    let packed =
-        pack(&diff, &mut writer, &opts).map_err(|e| WorkerError::Internal(format!("packing snapshot {id}: {e}")))?;
+    // The store's writer hashes what it is given: no second hash of the blob here.
+    let cache = cache.map(|c| Arc::new(c) as Arc<dyn BlockCache>);
+    let packed = pack_with(&diff, &mut writer, &opts, cache, false)
+        .map_err(|e| WorkerError::Internal(format!("packing snapshot {id}: {e}")))?;
     let writer = writer.into_inner().map_err(|e| WorkerError::Io { path: diff.clone(), source: e.into_error() })?;
-    writer.commit(Some(&packed.digest))?;
+    let (digest, size) = writer.commit(None)?;
+    if size != packed.size {
+        return Err(WorkerError::Internal(format!(
+            "packing snapshot {id}: wrote {} bytes, stored {size}",
+            packed.size
+        )));
+    }
+    if let Some(path) = lineage {
+        // Only a cache: failing to remember the blocks costs compression time next time.
+        let _ = LayerBlocks::save(store, &path, &digest, &packed.blocks);
+    }
+    let packed =
+        PackedLayer { diff_id: packed.diff_id, digest, size, media_type: packed.media_type, entries: packed.entries };
     let meta = SnapshotMeta {
         diff_id: Some(packed.diff_id.clone()),
         blob: Some(packed.digest.clone()),
@@ -187,4 +219,105 @@ fn ensure_blob(
     };
     store.set_snapshot_meta(id, &meta)?;
     Ok(packed)
+}
+
+/// The compressed blocks of the last gzip layer an op produced, readable from its blob in the
+/// store: `<store>/layer-blocks/<op id>.gzip<level>` lists each block's key, offset and length
+/// in the blob, and crc (see `rbuild_exporter::layer::GzipBlock`). The list is replaced
+/// whenever the op's layer is packed again; a list whose blob is gone, or that does not parse,
+/// is ignored. Keys cover the level, the preset dictionary and the data, so a listed block can
+/// only ever stand for exactly the bytes it was compressed from.
+///
+/// File format: the header line, the blob digest line, then per block 32 bytes of key and
+/// offset, length, input length (u64 little-endian) and crc32 (u32 little-endian).
+#[derive(Debug)]
+struct LayerBlocks {
+    blob: std::fs::File,
+    blocks: HashMap<BlockKey, GzipBlock>,
+}
+
+const LAYER_BLOCKS_HEADER: &[u8] = b"rbuild-layer-blocks v1\n";
+const LAYER_BLOCK_RECORD: usize = 32 + 8 + 8 + 8 + 4;
+
+impl LayerBlocks {
+    /// Where the blocks of `producer`'s layers are listed (gzip only).
+    fn path(store: &Store, producer: Option<&str>, compression: Compression) -> Option<std::path::PathBuf> {
+        let Compression::Gzip { level } = compression else { return None };
+        let producer =
+            producer.filter(|p| !p.is_empty() && p.len() <= 128 && p.bytes().all(|b| b.is_ascii_hexdigit()))?;
+        Some(store.root().join("layer-blocks").join(format!("{producer}.gzip{level}")))
+    }
+
+    fn open(store: &Store, path: &std::path::Path) -> Option<LayerBlocks> {
+        let bytes = std::fs::read(path).ok()?;
+        let rest = bytes.strip_prefix(LAYER_BLOCKS_HEADER)?;
+        let nl = rest.iter().position(|b| *b == b'\n')?;
+        let digest: rbuild_exporter::oci_spec::image::Digest = std::str::from_utf8(&rest[..nl]).ok()?.parse().ok()?;
+        let records = &rest[nl + 1..];
+        if records.len() % LAYER_BLOCK_RECORD != 0 {
+            return None;
+        }
+        let blob = store.open_blob(&digest).ok()?;
+        let blob_len = blob.metadata().ok()?.len();
+        let mut blocks = HashMap::with_capacity(records.len() / LAYER_BLOCK_RECORD);
+        for r in records.chunks_exact(LAYER_BLOCK_RECORD) {
+            let u64_at = |i: usize| u64::from_le_bytes(r[i..i + 8].try_into().unwrap_or_default());
+            let block = GzipBlock {
+                key: r[..32].try_into().ok()?,
+                offset: u64_at(32),
+                len: u64_at(40),
+                input_len: u64_at(48),
+                crc: u32::from_le_bytes(r[56..60].try_into().ok()?),
+            };
+            if block.offset.checked_add(block.len)? > blob_len || block.len > 1 << 24 {
+                return None;
+            }
+            blocks.insert(block.key, block);
+        }
+        Some(LayerBlocks { blob, blocks })
+    }
+
+    fn save(
+        store: &Store,
+        path: &std::path::Path,
+        blob: &rbuild_exporter::oci_spec::image::Digest,
+        blocks: &[GzipBlock],
+    ) -> std::io::Result<()> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let mut out = Vec::with_capacity(128 + blocks.len() * LAYER_BLOCK_RECORD);
+        out.extend_from_slice(LAYER_BLOCKS_HEADER);
+        out.extend_from_slice(blob.to_string().as_bytes());
+        out.push(b'\n');
+        for b in blocks {
+            out.extend_from_slice(&b.key);
+            for v in [b.offset, b.len, b.input_len] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&b.crc.to_le_bytes());
+        }
+        let dir = path.parent().ok_or_else(|| std::io::Error::other("no parent"))?;
+        std::fs::create_dir_all(dir)?;
+        let tmp = store.tmp_dir().join(format!("layer-blocks-{}", crate::unique_suffix()));
+        std::fs::write(&tmp, &out)?;
+        std::fs::rename(&tmp, path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    }
+}
+
+impl BlockCache for LayerBlocks {
+    fn get(&self, key: &BlockKey, input_len: u64) -> Option<CachedBlock> {
+        use std::os::unix::fs::FileExt;
+        let b = self.blocks.get(key).filter(|b| b.input_len == input_len)?;
+        let mut deflated = vec![0u8; usize::try_from(b.len).ok()?];
+        self.blob.read_exact_at(&mut deflated, b.offset).ok()?;
+        // The new blob is written right after, about as many bytes: hand these page-cache
+        // pages back now, so that it gets them (still hot) instead of making the kernel reclaim
+        // others (the next run of the op reads the new blob, not this one).
+        let len = std::num::NonZeroU64::new(b.len);
+        let _ = rustix::fs::fadvise(&self.blob, b.offset, len, rustix::fs::Advice::DontNeed);
+        Some(CachedBlock { deflated, crc: b.crc })
+    }
 }

@@ -12,12 +12,16 @@ mod error;
 mod header;
 mod meta;
 mod pack;
+mod pipe;
 mod resolve;
 mod unpack;
 
-pub use compress::{Compression, Compressor, ParseCompressionError, GZIP_BLOCK_SIZE};
+pub use compress::{
+    block_key, BlockCache, BlockKey, CachedBlock, Compression, Compressor, GzipBlock, ParseCompressionError, BIG_ENTRY,
+    GZIP_BLOCK_SIZE,
+};
 pub use error::{PackError, UnpackError};
-pub use pack::{pack, PackOptions, PackedLayer};
+pub use pack::{pack, pack_with, PackOptions, PackedBlob, PackedLayer};
 pub use unpack::{unpack, UnpackOptions, UnpackedLayer};
 
 // For the root filesystem outputs (`crate::rootfs`).

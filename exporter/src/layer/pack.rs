@@ -11,13 +11,15 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use oci_spec::image::{Descriptor, Digest, MediaType};
 use tar::EntryType;
 
-use super::compress::{Compression, Compressor};
+use super::compress::{BlockCache, Compression, Compressor, GzipBlock};
 use super::error::PackError;
 use super::header::{append_entry, EntrySpec};
+use super::pipe::TarTap;
 use super::{is_overlay_xattr, OPAQUE_MARKER, OPAQUE_XATTRS, WHITEOUT_PREFIX};
 use crate::hash::{ExactReader, HashingWriter};
 
@@ -104,16 +106,127 @@ pub fn pack<W: Write>(diff_dir: &Path, out: W, opts: &PackOptions) -> Result<Pac
     let blob = HashingWriter::new(out);
     let compressor = Compressor::with_threads(opts.compression, opts.threads, blob)
         .map_err(|source| PackError::StartCompressor { source })?;
-    let diff = HashingWriter::new(compressor);
+    let diff = TarHasher::new(compressor);
     let mut builder = tar::Builder::new(diff);
-    let entries = Walker::new(opts.source_date_epoch).run(diff_dir, &mut builder)?;
+    let mut hint = |b: &mut tar::Builder<TarHasher<Compressor<HashingWriter<W>>>>, spec: &EntrySpec| {
+        b.get_mut().inner.entry_boundary(spec.size, &spec.path)
+    };
+    let entries = Walker::new(opts.source_date_epoch).run(diff_dir, &mut builder, &mut hint)?;
     let diff = builder.into_inner().map_err(finish)?;
-    let (compressor, diff_id, _) = diff.finish();
+    let (compressor, diff_id) = diff.finish();
     let blob = compressor.finish().map_err(finish)?;
     let (mut out, digest, size) = blob.finish();
     out.flush().map_err(finish)?;
     Ok(PackedLayer { diff_id, digest, size, media_type: opts.compression.media_type(), entries })
 }
+
+/// What [`pack_with`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PackedBlob {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// sha256 of the bytes written to `out`, when asked for.
+    pub digest: Option<Digest>,
+    /// Number of bytes written to `out`.
+    pub size: u64,
+    /// Layer media type matching the compression.
+    pub media_type: MediaType,
+    /// Number of tar entries, as [`PackedLayer::entries`].
+    pub entries: usize,
+    /// gzip: every block of the blob, in order (see [`BlockCache`]); empty for other formats.
+    pub blocks: Vec<GzipBlock>,
+}
+
+/// [`pack`] for a layer store, with the same bytes out: the gzip blocks are reported (under
+/// which key, where in `out`), and blocks `cache` knows are copied from it instead of being
+/// compressed again (see [`BlockCache`]). The tar's hash runs on a thread of its own; the
+/// blob's digest is computed only with `digest_output` (a store that hashes what it is given
+/// need not have it done twice).
+pub fn pack_with<W: Write>(
+    diff_dir: &Path,
+    out: W,
+    opts: &PackOptions,
+    cache: Option<Arc<dyn BlockCache>>,
+    digest_output: bool,
+) -> Result<PackedBlob, PackError> {
+    let finish = |source| PackError::Finish { source };
+    let blob = MaybeHashing { inner: out, hasher: digest_output.then(sha2::Digest::new), count: 0 };
+    let mut compressor = Compressor::with_threads(opts.compression, opts.threads, blob)
+        .map_err(|source| PackError::StartCompressor { source })?;
+    compressor.record_blocks(cache);
+    let diff = TarTap::new(compressor).map_err(|source| PackError::StartCompressor { source })?;
+    let mut builder = tar::Builder::new(diff);
+    let mut hint = |b: &mut tar::Builder<TarTap<Compressor<MaybeHashing<W>>>>, spec: &EntrySpec| {
+        b.get_mut().get_mut().entry_boundary(spec.size, &spec.path)
+    };
+    let entries = Walker::new(opts.source_date_epoch).run(diff_dir, &mut builder, &mut hint)?;
+    let diff = builder.into_inner().map_err(finish)?;
+    let (compressor, diff_id) = diff.finish().map_err(finish)?;
+    let (mut blob, blocks) = compressor.finish_with_blocks().map_err(finish)?;
+    blob.inner.flush().map_err(finish)?;
+    let digest = blob.hasher.map(|h| {
+        let hex = hex::encode(sha2::Digest::finalize(h));
+        Digest::try_from(format!("sha256:{hex}")).expect("sha256 hex is a valid digest")
+    });
+    Ok(PackedBlob { diff_id, digest, size: blob.count, media_type: opts.compression.media_type(), entries, blocks })
+}
+
+/// Counts (and hashes, if asked) what reaches the inner writer.
+struct MaybeHashing<W> {
+    inner: W,
+    hasher: Option<sha2::Sha256>,
+    count: u64,
+}
+
+impl<W: Write> Write for MaybeHashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(h) = &mut self.hasher {
+            sha2::Digest::update(h, &buf[..n]);
+        }
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Hashes the tar stream on its way to the compressor (whose entry hints
+/// stay reachable through it).
+struct TarHasher<W> {
+    inner: W,
+    hasher: sha2::Sha256,
+}
+
+impl<W: Write> TarHasher<W> {
+    fn new(inner: W) -> Self {
+        Self { inner, hasher: sha2::Digest::new() }
+    }
+
+    fn finish(self) -> (W, Digest) {
+        let hex = hex::encode(sha2::Digest::finalize(self.hasher));
+        let digest = Digest::try_from(format!("sha256:{hex}")).expect("sha256 hex is a valid digest");
+        (self.inner, digest)
+    }
+}
+
+impl<W: Write> Write for TarHasher<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Called before each entry is written (for the compressor's block cuts).
+type EntryHook<'h, W> = dyn FnMut(&mut tar::Builder<W>, &EntrySpec) -> io::Result<()> + 'h;
 
 /// What a directory entry on disk becomes in the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,23 +256,66 @@ pub(crate) struct Walker {
     /// (dev, ino) of multiply-linked inodes → archive path of the first one.
     links: HashMap<(u64, u64), Vec<u8>>,
     entries: usize,
+    /// File data is read through this, [`READ_CHUNK`] bytes a call.
+    read_buf: Vec<u8>,
+}
+
+/// Bytes read from a file per `read` call while packing: the tar writer copies in 8 KiB
+/// pieces, which as `read` calls would cost more in syscalls than in copying.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Serves a reader's bytes from a buffer refilled [`READ_CHUNK`] bytes at a time.
+struct Chunked<'a, R> {
+    inner: R,
+    /// `READ_CHUNK` bytes long once used; unread bytes are `buf[pos..filled]`.
+    buf: &'a mut Vec<u8>,
+    pos: usize,
+    filled: usize,
+}
+
+impl<'a, R> Chunked<'a, R> {
+    fn new(inner: R, buf: &'a mut Vec<u8>) -> Self {
+        Self { inner, buf, pos: 0, filled: 0 }
+    }
+}
+
+impl<R: io::Read> io::Read for Chunked<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.filled {
+            if self.buf.len() < READ_CHUNK {
+                self.buf.resize(READ_CHUNK, 0);
+            }
+            self.pos = 0;
+            self.filled = 0;
+            self.filled = self.inner.read(self.buf)?;
+        }
+        let n = out.len().min(self.filled - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 impl Walker {
     pub(crate) fn new(source_date_epoch: Option<i64>) -> Self {
-        Self { source_date_epoch, links: HashMap::new(), entries: 0 }
+        Self { source_date_epoch, links: HashMap::new(), entries: 0, read_buf: Vec::new() }
     }
 
-    fn run<W: Write>(mut self, root: &Path, builder: &mut tar::Builder<W>) -> Result<usize, PackError> {
+    fn run<W: Write>(
+        mut self,
+        root: &Path,
+        builder: &mut tar::Builder<W>,
+        hook: &mut EntryHook<'_, W>,
+    ) -> Result<usize, PackError> {
         // Explicit stack: a hostile RUN can nest directories deeper than the
         // thread stack would allow recursion.
         let mut stack = children(root, &[])?;
         stack.reverse();
         while let Some(node) = stack.pop() {
-            let opaque = self.emit(&node, builder)?;
+            let opaque = self.emit_with(&node, builder, hook)?;
             if node.kind == Kind::Dir {
                 if opaque {
-                    self.emit_opaque_marker(&node, builder)?;
+                    self.emit_opaque_marker(&node, builder, hook)?;
                 }
                 let mut kids = children(&node.fs_path, &node.tar_path)?;
                 kids.reverse();
@@ -178,12 +334,21 @@ impl Walker {
 
     /// Writes `node`; for a directory, returns whether it is opaque.
     pub(crate) fn emit<W: Write>(&mut self, node: &Node, builder: &mut tar::Builder<W>) -> Result<bool, PackError> {
+        self.emit_with(node, builder, &mut |_, _| Ok(()))
+    }
+
+    fn emit_with<W: Write>(
+        &mut self,
+        node: &Node,
+        builder: &mut tar::Builder<W>,
+        hook: &mut EntryHook<'_, W>,
+    ) -> Result<bool, PackError> {
         let meta = &node.meta;
         let mtime = self.mtime(meta);
         if node.kind == Kind::Whiteout {
             let mut spec = EntrySpec::new(node.tar_path.clone(), EntryType::Regular);
             spec.mtime = mtime;
-            return self.write(builder, node, &spec, None).map(|()| false);
+            return self.write(builder, node, &spec, None, hook).map(|()| false);
         }
 
         let mut path = node.tar_path.clone();
@@ -203,7 +368,7 @@ impl Walker {
             if let Some(first) = self.links.get(&key) {
                 spec.kind = EntryType::Link;
                 spec.link = Some(first.clone());
-                return self.write(builder, node, &spec, None).map(|()| false);
+                return self.write(builder, node, &spec, None, hook).map(|()| false);
             }
             self.links.insert(key, node.tar_path.clone());
         }
@@ -231,20 +396,25 @@ impl Walker {
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&node.fs_path)
                 .map_err(|source| PackError::ReadFile { path: node.fs_path.clone(), source })?;
-            self.write(builder, node, &spec, Some(file))?;
+            self.write(builder, node, &spec, Some(file), hook)?;
         } else {
-            self.write(builder, node, &spec, None)?;
+            self.write(builder, node, &spec, None, hook)?;
         }
         Ok(opaque)
     }
 
-    fn emit_opaque_marker<W: Write>(&mut self, dir: &Node, builder: &mut tar::Builder<W>) -> Result<(), PackError> {
+    fn emit_opaque_marker<W: Write>(
+        &mut self,
+        dir: &Node,
+        builder: &mut tar::Builder<W>,
+        hook: &mut EntryHook<'_, W>,
+    ) -> Result<(), PackError> {
         let mut path = dir.tar_path.clone();
         path.push(b'/');
         path.extend_from_slice(OPAQUE_MARKER.as_bytes());
         let mut spec = EntrySpec::new(path, EntryType::Regular);
         spec.mtime = self.mtime(&dir.meta);
-        self.write(builder, dir, &spec, None)
+        self.write(builder, dir, &spec, None, hook)
     }
 
     fn write<W: Write>(
@@ -253,13 +423,15 @@ impl Walker {
         node: &Node,
         spec: &EntrySpec,
         file: Option<fs::File>,
+        hook: &mut EntryHook<'_, W>,
     ) -> Result<(), PackError> {
+        hook(builder, spec).map_err(|source| PackError::WriteEntry { path: node.fs_path.clone(), source })?;
         let result = match file {
             Some(file) => {
-                let mut data = ExactReader::new(file, spec.size);
+                let mut data = Chunked::new(ExactReader::new(file, spec.size), &mut self.read_buf);
                 let r = append_entry(builder, spec, &mut data);
                 match r {
-                    Err(source) if data.read_failed => {
+                    Err(source) if data.inner.read_failed => {
                         return Err(PackError::ReadFile { path: node.fs_path.clone(), source })
                     }
                     r => r,
@@ -359,5 +531,87 @@ fn read_sized(mut call: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>) -> i
             Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::layer::compress::{BlockKey, CachedBlock};
+
+    /// Blocks of an earlier blob, as a store would serve them.
+    struct FromBlob(Vec<u8>, HashMap<BlockKey, GzipBlock>, AtomicUsize);
+
+    impl BlockCache for FromBlob {
+        fn get(&self, key: &BlockKey, input_len: u64) -> Option<CachedBlock> {
+            let b = self.1.get(key).filter(|b| b.input_len == input_len)?;
+            self.2.fetch_add(1, Ordering::Relaxed);
+            let (o, l) = (b.offset as usize, b.len as usize);
+            Some(CachedBlock { deflated: self.0[o..o + l].to_vec(), crc: b.crc })
+        }
+    }
+
+    fn text(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 9 == 8 {
+                    b'\n'
+                } else {
+                    b"abcdefgh  "[(x % 10) as usize]
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pack_with_writes_what_pack_writes_and_reuses_blocks() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        for i in 0..400 {
+            let p = d.join(format!("src/m{}/f{i:03}.txt", i % 7));
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, text(1000 + i * 13, i as u64)).unwrap();
+        }
+        fs::write(d.join("big.bin"), text(3 << 20, 99)).unwrap();
+        let mut opts = PackOptions::default();
+        opts.threads(2);
+        let mut plain = Vec::new();
+        let reference = pack(d, &mut plain, &opts).unwrap();
+
+        let mut out = Vec::new();
+        let first = pack_with(d, &mut out, &opts, None, true).unwrap();
+        assert!(out == plain, "same bytes as pack");
+        assert_eq!(
+            (first.diff_id.clone(), first.digest.clone(), first.size),
+            (reference.diff_id, Some(reference.digest), reference.size)
+        );
+        assert!(first.blocks.len() > 4, "{} blocks", first.blocks.len());
+        let mut end = 10;
+        for b in &first.blocks {
+            assert_eq!(b.offset, end, "blocks are contiguous after the header");
+            end += b.len;
+        }
+        assert_eq!(end + 8, out.len() as u64, "then the trailer");
+
+        // Change one small file: everything but a block or two comes from the cache, and the
+        // output is what a fresh pack gives.
+        fs::write(d.join("src/m3/f010.txt"), b"changed\n").unwrap();
+        let mut fresh = Vec::new();
+        let expected = pack(d, &mut fresh, &opts).unwrap();
+        let map = first.blocks.iter().map(|b| (b.key, b.clone())).collect();
+        let cache = Arc::new(FromBlob(out, map, AtomicUsize::new(0)));
+        let mut again = Vec::new();
+        let second = pack_with(d, &mut again, &opts, Some(cache.clone()), false).unwrap();
+        assert!(again == fresh, "cached blocks give the same bytes");
+        assert_eq!((second.diff_id, second.digest, second.size), (expected.diff_id, None, expected.size));
+        let hits = cache.2.load(Ordering::Relaxed);
+        assert!(hits + 3 >= second.blocks.len(), "{hits} hits of {} blocks", second.blocks.len());
     }
 }

@@ -4,6 +4,7 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
+use super::jobs::FileJob;
 use super::{CopySource, FileWriter, Plan};
 use crate::error::WorkerError;
 use crate::fsmeta::{apply, Attrs};
@@ -61,14 +62,15 @@ impl FileWriter<'_> {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
                 std::fs::remove_file(&host).map_err(|e| self.io(&host, e))?;
-                std::fs::create_dir(&host).map_err(|e| self.io(&host, e))?;
+                self.create_dir(&host).map_err(|e| self.io(&host, e))?;
             }
-            Err(_) => std::fs::create_dir(&host).map_err(|e| self.io(&host, e))?,
+            Err(_) => self.create_dir(&host).map_err(|e| self.io(&host, e))?,
         }
         for (name, child) in src.read_dir(src_rel).map_err(|e| self.io(src_rel, e))? {
             self.copy_entry(src, &src_rel.join(&name), &child, &target.join(&name), Path::new(&name), plan)?;
         }
-        apply(&host, &attrs, false).map_err(|e| self.io(&host, e))
+        plan.jobs.borrow_mut().dirs.push((host, attrs));
+        Ok(())
     }
 
     /// Copies one entry to `target`; `rel` is its path relative to the copied source, for
@@ -104,7 +106,7 @@ impl FileWriter<'_> {
         if ft.is_dir() {
             let created = std::fs::symlink_metadata(&host).is_err();
             if created {
-                std::fs::create_dir(&host).map_err(|e| self.io(&host, e))?;
+                self.create_dir(&host).map_err(|e| self.io(&host, e))?;
             }
             let mut wrote = false;
             for (name, child) in src.read_dir(src_rel).map_err(|e| self.io(src_rel, e))? {
@@ -117,14 +119,24 @@ impl FileWriter<'_> {
                 }
                 return Ok(false);
             }
-            apply(&host, &attrs, false).map_err(|e| self.io(&host, e))?;
+            plan.jobs.borrow_mut().dirs.push((host, attrs));
         } else if ft.is_symlink() {
             let t = std::fs::read_link(&found.host_path).map_err(|e| self.io(&found.host_path, e))?;
             std::os::unix::fs::symlink(&t, &host).map_err(|e| self.io(&host, e))?;
             apply(&host, &attrs, true).map_err(|e| self.io(&host, e))?;
         } else if ft.is_file() {
-            std::fs::copy(&found.host_path, &host).map_err(|e| self.io(&host, e))?;
-            apply(&host, &attrs, false).map_err(|e| self.io(&host, e))?;
+            let mut job = FileJob {
+                src: found.host_path.clone(),
+                dst: host,
+                attrs,
+                size: found.meta.len(),
+                link_from: None,
+                remember: None,
+            };
+            if let Some(r) = &plan.reuse {
+                r.plan(&mut job, src_rel, &found.meta, target);
+            }
+            plan.jobs.borrow_mut().files.push(job);
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
             let kind = if ft.is_fifo() {
                 rustix::fs::FileType::Fifo

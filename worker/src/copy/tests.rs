@@ -177,3 +177,66 @@ fn add_extracts_local_archives_and_copies_other_files() {
     fx.apply(&add("app.tar.gz", "/copied/", false)).unwrap();
     assert_eq!(fx.listing("copied"), ["app.tar.gz"]);
 }
+
+/// Packs `dir` as a plain tar.
+fn tar_of(dir: &Path) -> Vec<u8> {
+    let mut opts = rbuild_exporter::layer::PackOptions::default();
+    opts.compression(rbuild_exporter::layer::Compression::None);
+    let mut out = Vec::new();
+    rbuild_exporter::layer::pack(dir, &mut out, &opts).unwrap();
+    out
+}
+
+#[test]
+fn a_second_copy_links_unchanged_files_and_packs_the_same() {
+    crate::testutil::require_root!("giving copied files their owners (root for context files)");
+    let t = tempfile::tempdir().unwrap();
+    // The store layout reuse relies on: <root>/context-index/<id>, <root>/snapshots/<id>/diff.
+    let (ctx_dir, store) = (t.path().join("ctx"), t.path().join("store"));
+    let index = store.join("context-index").join("ctx");
+    let diff1 = store.join("snapshots/one/diff");
+    let (diff2, fresh, base) = (t.path().join("two"), t.path().join("fresh"), t.path().join("base"));
+    for d in [&ctx_dir, &diff1, &diff2, &fresh, &base] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let ctx = ContextDir { root: ctx_dir.clone(), ignore: IgnoreMatcher::default() };
+    for (f, data) in [("a.txt", "a"), ("sub/b.txt", "b"), ("sub/same.txt", "b"), ("c.txt", "c"), ("d.txt", "d")] {
+        let p = ctx_dir.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, data).unwrap();
+        crate::fsmeta::set_mtime(&p, (1_600_000_000, 5)).unwrap();
+    }
+    let view = MergedView::new(vec![base.clone()]);
+    let run = |diff: &Path| {
+        ctx.content_digest(Some(&index)).unwrap();
+        crate::context::pretend_settled(&ctx_dir);
+        let w = FileWriter { base: &view, diff, limits: ArchiveLimits::default() };
+        w.apply(&copy(&["."], "/app/"), Some(&CopySource::Context(&ctx))).unwrap();
+    };
+    run(&diff1);
+    // One file changes content, one only its mtime.
+    std::fs::write(ctx_dir.join("c.txt"), "changed").unwrap();
+    crate::fsmeta::set_mtime(&ctx_dir.join("c.txt"), (1_600_000_000, 5)).unwrap();
+    crate::fsmeta::set_mtime(&ctx_dir.join("d.txt"), (1_600_000_001, 0)).unwrap();
+    run(&diff2);
+    let ino = |d: &Path, f: &str| std::fs::symlink_metadata(d.join("app").join(f)).unwrap().ino();
+    for f in ["a.txt", "sub/b.txt", "sub/same.txt"] {
+        assert_eq!(ino(&diff1, f), ino(&diff2, f), "{f} is linked");
+    }
+    assert_ne!(ino(&diff1, "c.txt"), ino(&diff2, "c.txt"), "changed content is copied");
+    assert_ne!(ino(&diff1, "d.txt"), ino(&diff2, "d.txt"), "a changed mtime is copied");
+    assert_eq!(std::fs::read(diff2.join("app/c.txt")).unwrap(), b"changed");
+    assert_eq!(std::fs::read(diff1.join("app/c.txt")).unwrap(), b"c", "the old snapshot is untouched");
+    // The layer is exactly what a plain copy gives: sharing inodes with another snapshot
+    // never turns into tar hardlinks.
+    let w = FileWriter { base: &view, diff: &fresh, limits: ArchiveLimits::default() };
+    w.apply(
+        &copy(&["."], "/app/"),
+        Some(&CopySource::Context(&ContextDir { root: ctx_dir.clone(), ignore: IgnoreMatcher::default() })),
+    )
+    .unwrap();
+    let (linked, plain) = (tar_of(&diff2), tar_of(&fresh));
+    assert!(linked == plain, "a linked copy packs to the same bytes");
+    let mut ar = tar::Archive::new(&linked[..]);
+    assert!(ar.entries().unwrap().all(|e| e.unwrap().header().entry_type() != tar::EntryType::Link));
+}

@@ -6,11 +6,14 @@
 //! same bytes on every run, whatever the number of threads and whatever the
 //! sizes of the `write` calls.
 //!
-//! - gzip is compressed block-parallel, as pigz does (see [`GZIP_BLOCK_SIZE`]):
-//!   one gzip member, fixed header, raw deflate per 1 MiB block primed with
-//!   the previous block's last 32 KiB, sync-flushed between blocks; the
+//! - gzip is compressed block-parallel, as pigz does (see [`GZIP_BLOCK_SIZE`]
+//!   and the `gzip` module for the exact format): one gzip member, fixed
+//!   header, raw deflate per block of at most 1 MiB (cut at file boundaries
+//!   when `layer::pack` reports them) primed with the previous block's last
+//!   32 KiB, sync-flushed between blocks, incompressible blocks stored; the
 //!   crc32s of the blocks are combined. One thread gives the same bytes as
-//!   many.
+//!   many, and compressed blocks can be reused from earlier layers
+//!   ([`BlockCache`]).
 //! - zstd uses libzstd's own worker threads (`ZSTD_c_nbWorkers` ≥ 1 always,
 //!   whose output libzstd keeps independent of the worker count), with a
 //!   content checksum.
@@ -23,7 +26,7 @@ use std::num::NonZeroUsize;
 
 use oci_spec::image::MediaType;
 
-pub use gzip::GZIP_BLOCK_SIZE;
+pub use gzip::{block_key, BlockCache, BlockKey, CachedBlock, GzipBlock, BIG_ENTRY, GZIP_BLOCK_SIZE};
 
 /// How a layer blob is compressed.
 ///
@@ -189,6 +192,34 @@ impl<W: Write> Compressor<W> {
             }
         };
         Ok(Self { inner })
+    }
+
+    /// gzip only: compute every block's key, report the blocks from
+    /// [`finish_with_blocks`](Self::finish_with_blocks), and take blocks
+    /// `cache` knows from it. Other formats ignore this.
+    pub(crate) fn record_blocks(&mut self, cache: Option<std::sync::Arc<dyn BlockCache>>) {
+        if let Inner::Gzip(g) = &mut self.inner {
+            g.record_blocks(cache);
+        }
+    }
+
+    /// A tar entry with `data_len` bytes of data and archive path `path`
+    /// starts here (gzip cuts its blocks along entries; other formats ignore
+    /// it).
+    pub(crate) fn entry_boundary(&mut self, data_len: u64, path: &[u8]) -> io::Result<()> {
+        match &mut self.inner {
+            Inner::Gzip(g) => g.entry_boundary(data_len, path),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`finish`](Self::finish), also returning the gzip blocks written when
+    /// [`record_blocks`](Self::record_blocks) was called (else none).
+    pub(crate) fn finish_with_blocks(self) -> io::Result<(W, Vec<GzipBlock>)> {
+        match self.inner {
+            Inner::Gzip(g) => g.finish_with_blocks(),
+            _ => self.finish().map(|w| (w, Vec::new())),
+        }
     }
 
     /// Writes everything still buffered and any trailer, and returns the
