@@ -275,3 +275,30 @@ pub(crate) fn recv_fds(
     }
     Ok((msg.bytes, fds))
 }
+
+/// Runs `f` in a forked child and returns how long it took, or `None` when it returned false.
+/// For benchmarks of calls that change the calling process for good (seccomp filters); the
+/// child must only make syscalls, since it is forked from a multi-threaded test process.
+#[cfg(test)]
+pub(crate) fn time_in_child(f: impl FnOnce() -> bool) -> Option<std::time::Duration> {
+    let (r, w) = nix::unistd::pipe().ok()?;
+    // SAFETY: the child runs `f` (syscalls only, by contract), writes to a pipe and exits
+    // without returning into the parent's state.
+    match unsafe { nix::unistd::fork() }.ok()? {
+        nix::unistd::ForkResult::Child => {
+            let start = std::time::Instant::now();
+            let ns = if f() { u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX - 1) } else { u64::MAX };
+            let _ = nix::unistd::write(&w, &ns.to_le_bytes());
+            // SAFETY: ends the child at once, running none of the parent's destructors.
+            unsafe { libc::_exit(0) }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            drop(w);
+            let mut buf = [0u8; 8];
+            let n = nix::unistd::read(&r, &mut buf);
+            let _ = nix::sys::wait::waitpid(child, None);
+            let ns = u64::from_le_bytes(buf);
+            (n == Ok(8) && ns != u64::MAX).then(|| std::time::Duration::from_nanos(ns))
+        }
+    }
+}
