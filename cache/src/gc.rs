@@ -13,6 +13,12 @@
 //! `keep_storage`, candidates are removed least recently used first until the live bytes fit;
 //! without it, `all` or `until` remove every candidate, and neither removes none. Then every
 //! snapshot and blob that is not live goes.
+//!
+//! Beside them the worker keeps hints that only save work and are ignored when stale:
+//! `layer-blocks/` (where each gzip block of an op's last layer sits in its blob; the second
+//! line of each file names the blob) and `context-index/` (context file digests, and memos of
+//! which snapshot files an earlier COPY wrote). A hint whose blob is gone goes with it; `all`
+//! removes every hint.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -380,7 +386,35 @@ impl Store {
                 None => self.remove_file_published(&p)?,
             }
         }
+        self.sweep_hints(opts.all)?;
         Ok(report)
+    }
+
+    /// Removes the worker's hints (see the module doc): all of them with `all`, else the block
+    /// lists whose blob is gone.
+    fn sweep_hints(&self, all: bool) -> Result<()> {
+        let context_index = self.root().join("context-index");
+        if all && context_index.is_dir() {
+            self.remove_dir_published(&context_index)?;
+        }
+        let blocks = self.root().join("layer-blocks");
+        if !blocks.is_dir() {
+            return Ok(());
+        }
+        for (_, p) in sorted_entries(&blocks)? {
+            let stale = all || {
+                // Header line, then the blob's digest (`sha256:<hex>`).
+                let text = std::fs::read(&p).unwrap_or_default();
+                let digest = text.split(|b| *b == b'\n').nth(1).and_then(|l| std::str::from_utf8(l).ok());
+                !digest
+                    .and_then(|d| d.strip_prefix("sha256:"))
+                    .is_some_and(|hex| digest_from_hex(hex).is_some() && self.blobs_dir().join(hex).is_file())
+            };
+            if stale {
+                self.remove_file_published(&p)?;
+            }
+        }
+        Ok(())
     }
 
     /// Counts and sizes what the store holds, and how much `gc` with `all` would free.
@@ -409,6 +443,39 @@ mod tests {
 
     fn all() -> GcOptions {
         GcOptions { all: true, ..GcOptions::default() }
+    }
+
+    #[test]
+    fn hints_go_with_their_blob_and_all_removes_every_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = exclusive(dir.path());
+        let kept = blob(&s, "kept", 100);
+        snapshot(&s, "base", 100, Some(&kept));
+        image(&s, "docker.io/library/app:1", &[&kept]);
+        let loose = blob(&s, "loose", 100);
+        let blocks = s.root().join("layer-blocks");
+        std::fs::create_dir_all(&blocks).unwrap();
+        let hint = |name: &str, digest: &str| {
+            std::fs::write(blocks.join(name), format!("rbuild-layer-blocks v1\n{digest}\nrecords")).unwrap();
+        };
+        hint("a.gzip6", kept.as_ref());
+        hint("b.gzip6", loose.as_ref());
+        hint("c.gzip6", "not a digest");
+        let memo = s.root().join("context-index/ctx.copies");
+        std::fs::create_dir_all(&memo).unwrap();
+        std::fs::write(memo.join("m"), "memo").unwrap();
+
+        // The loose blob goes, and with it its hint; a hint naming no blob goes too.
+        s.gc(&GcOptions { until: Some(Duration::ZERO), ..GcOptions::default() }).unwrap();
+        assert!(!s.has_blob(&loose).unwrap());
+        let left: Vec<String> = sorted_entries(&blocks).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(left, ["a.gzip6"]);
+        assert!(memo.join("m").exists(), "context hints stay unless all");
+
+        s.gc(&all()).unwrap();
+        assert_eq!(sorted_entries(&blocks).unwrap().len(), 0);
+        assert!(!s.root().join("context-index").exists());
+        assert!(s.has_blob(&kept).unwrap(), "images keep their blobs");
     }
 
     #[test]
