@@ -5,8 +5,9 @@
 #   skopeo, umoci    independent tools that check the images we write
 #   jq               used by the fixture scripts
 #   openssl          registry.sh --tls makes a test CA and server certificate with it
+#   gcc, libc6-dev   static probe programs for syscalls busybox has no applet for
 set -euo pipefail
-pkgs=(busybox-static docker-registry skopeo umoci jq openssl)
+pkgs=(busybox-static docker-registry skopeo umoci jq openssl gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

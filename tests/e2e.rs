@@ -427,3 +427,84 @@ fn run_confinement_allows_package_manager_work_and_blocks_dangerous_syscalls() {
         assert!(status.contains(want), "missing {want:?} in\n{status}");
     }
 }
+
+/// A tiny static program for probes busybox has no applet for: `keyctl` calls keyctl(2) and
+/// prints `EPERM` or `allowed`; `euid` prints the effective uid (made setuid root below).
+const PROBE_C: &str = r#"
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "keyctl") == 0) {
+        /* KEYCTL_GET_KEYRING_ID of the session keyring, without creating it. */
+        long r = syscall(SYS_keyctl, 0, -3, 0);
+        puts(r < 0 && errno == EPERM ? "EPERM" : "allowed");
+        return 0;
+    }
+    printf("%d\n", (int)geteuid());
+    return 0;
+}
+"#;
+
+#[test]
+fn run_confinement_blocks_keyctl_and_gives_a_non_root_user_what_runc_gives() {
+    let test = "run_confinement_blocks_keyctl_and_gives_a_non_root_user_what_runc_gives";
+    if !ready(test) || !support::require_tool(test, "umoci", "umoci") || !support::require_tool(test, "gcc", "gcc") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let ctx = context(t.path(), "", &[("probe.c", PROBE_C)]);
+    let built = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(ctx.join("probe"))
+        .arg(ctx.join("probe.c"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(built, "{test}: gcc with a static libc (Debian gcc + libc6-dev) builds the probe");
+    let dockerfile = "ARG BASE\nFROM $BASE\nCOPY --chmod=4755 probe /probe\n\
+         RUN /probe keyctl > /keyctl_default\n\
+         RUN --security=insecure /probe keyctl > /keyctl_insecure\n\
+         USER app\n\
+         RUN grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status > /tmp/status \
+             && /probe euid > /tmp/euid && id -u > /tmp/uid\n";
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    let b = Build::new(t.path());
+    let archive = t.path().join("c.tar");
+    let dest = format!("type=oci,dest={}", archive.display());
+    let arg = format!("BASE={}", base());
+    let out = b.rbuild(&[
+        "-t",
+        "probe:1",
+        "--allow",
+        "security.insecure",
+        "--build-arg",
+        &arg,
+        "-o",
+        &dest,
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let rootfs = umoci_unpack(&archive, t.path());
+    let read = |p: &str| std::fs::read_to_string(rootfs.join(p)).unwrap();
+    assert_eq!(read("keyctl_default"), "EPERM\n", "seccomp refuses keyctl as Docker's profile does");
+    assert_eq!(read("keyctl_insecure"), "allowed\n", "--security=insecure lifts seccomp");
+    assert_eq!(read("tmp/uid"), "1000\n");
+    // no_new_privs stays off: a setuid-root program still runs as root for the user.
+    assert_eq!(read("tmp/euid"), "0\n");
+    // runc for a non-root user: the bounding set stays Docker's, the rest is empty.
+    let status = read("tmp/status");
+    for want in [
+        "CapInh:\t0000000000000000",
+        "CapPrm:\t0000000000000000",
+        "CapEff:\t0000000000000000",
+        "CapBnd:\t00000000a80425fb",
+        "CapAmb:\t0000000000000000",
+        "NoNewPrivs:\t0",
+        "Seccomp:\t2",
+    ] {
+        assert!(status.contains(want), "missing {want:?} in\n{status}");
+    }
+}

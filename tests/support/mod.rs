@@ -74,6 +74,11 @@ pub fn require_registry(test: &str) -> bool {
         && require_tools(test, &[("docker-registry", "docker-registry"), ("skopeo", "skopeo"), ("curl", "curl")])
 }
 
+/// `true` when command `cmd` (from Debian package `pkg`) is on PATH.
+pub fn require_tool(test: &str, cmd: &str, pkg: &str) -> bool {
+    require_tools(test, &[(cmd, pkg)])
+}
+
 fn require_tools(test: &str, tools: &[(&str, &str)]) -> bool {
     let missing: Vec<&str> = tools.iter().filter(|(cmd, _)| !have(cmd)).map(|(_, pkg)| *pkg).collect();
     if missing.is_empty() {
