@@ -83,7 +83,10 @@ impl Client {
             if response.status() != StatusCode::UNAUTHORIZED {
                 return Ok(response);
             }
-            if !challenged && self.learn(&response, url, &key).await? {
+            // A request sent before a concurrent one learnt the registry's scheme went out
+            // without credentials: resend it with them rather than report a refusal.
+            let learnt_meanwhile = auth.is_none() && self.auth.mode(&key.registry).is_some();
+            if !challenged && (learnt_meanwhile || self.learn(&response, url, &key).await?) {
                 challenged = true;
                 continue;
             }
