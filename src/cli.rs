@@ -46,6 +46,26 @@ pub enum Command {
         #[arg(long = "insecure-registry")]
         insecure_registries: Vec<String>,
     },
+    /// Write images from the local store to a docker-load archive (or an OCI layout archive).
+    Save {
+        /// Image names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Archive to write (`-` for standard output, which must not be a terminal).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// `docker` (what `docker load` reads) or `oci` (an OCI image layout).
+        #[arg(long, default_value = "docker")]
+        format: String,
+    },
+    /// Log in to a registry: check the credentials with it, then keep them in docker's
+    /// config.json (`$DOCKER_CONFIG`, else ~/.docker), where builds and pushes find them.
+    Login(LoginArgs),
+    /// Forget the credentials `rbuild login` kept for a registry.
+    Logout {
+        /// Registry (`host[:port]`; default Docker Hub).
+        server: Option<String>,
+    },
     /// Print an image's manifest and config as JSON.
     Inspect {
         /// Image name.
@@ -61,6 +81,25 @@ pub enum Command {
     /// Developer tools.
     #[command(subcommand)]
     Debug(DebugCommand),
+}
+
+/// `rbuild login` flags.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Registry (`host[:port]`; default Docker Hub).
+    pub server: Option<String>,
+    /// User name.
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// Password or token (visible to other users in the process list: prefer --password-stdin).
+    #[arg(short, long)]
+    pub password: Option<String>,
+    /// Read the password or token from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Registries reached over plain HTTP (besides localhost and 127.0.0.1).
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
 }
 
 /// `rbuild cache ...`
@@ -250,23 +289,11 @@ pub fn parse() -> Cli {
 }
 
 fn needs_implicit_build(args: &[std::ffi::OsString]) -> bool {
-    let known = [
-        "build",
-        "images",
-        "tag",
-        "rmi",
-        "inspect",
-        "push",
-        "prune",
-        "du",
-        "cache",
-        "debug",
-        "help",
-        "--help",
-        "-h",
-        "--version",
-        "-V",
-    ];
+    // Every subcommand clap knows (so a new one cannot be mistaken for a build context),
+    // plus the flags that are not a build.
+    let command = <Cli as clap::CommandFactory>::command();
+    let mut known: Vec<&str> = command.get_subcommands().map(clap::Command::get_name).collect();
+    known.extend(["help", "--help", "-h", "--version", "-V"]);
     let mut i = 1;
     while let Some(a) = args.get(i) {
         let a = a.to_string_lossy();
@@ -299,6 +326,8 @@ mod tests {
         assert!(!needs_implicit_build(&argv("rbuild build -t x .")));
         assert!(!needs_implicit_build(&argv("rbuild --root=/r images")));
         assert!(!needs_implicit_build(&argv("rbuild --help")));
+        assert!(!needs_implicit_build(&argv("rbuild login reg.example -u me")));
+        assert!(!needs_implicit_build(&argv("rbuild save app:1 -o app.tar")));
         assert!(!needs_implicit_build(&argv("rbuild")));
     }
 

@@ -173,7 +173,7 @@ fn write_oci(
 
 /// Writes `dest` through a temp file beside it, renamed into place only when complete, so a
 /// failed export never leaves a torn archive.
-fn atomic_file<F>(dest: &Path, write: F) -> Result<()>
+pub(crate) fn atomic_file<F>(dest: &Path, write: F) -> Result<()>
 where
     F: FnOnce(std::io::BufWriter<tempfile::NamedTempFile>) -> Result<std::io::BufWriter<tempfile::NamedTempFile>>,
 {

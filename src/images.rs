@@ -122,6 +122,62 @@ pub fn inspect(root: PathBuf, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// `rbuild save NAME... -o FILE [--format docker|oci]`.
+pub fn save(root: PathBuf, names: &[String], output: &std::path::Path, format: &str) -> Result<()> {
+    use rbuild_exporter::oci::{write_docker_archive, write_oci_archive, LayoutBlobs};
+    use rbuild_exporter::oci_spec::image::{Descriptor, MediaType};
+    use std::io::IsTerminal;
+
+    if !matches!(format, "docker" | "oci") {
+        return Err(crate::render::UserError(format!("--format {format}: use docker or oci")).into());
+    }
+    let store = open(&root)?;
+    let records = names.iter().map(|n| lookup(&store, n)).collect::<Result<Vec<_>>>()?;
+    let first = &records[0];
+    if let Some(other) = records.iter().find(|r| r.manifest != first.manifest) {
+        return Err(crate::render::UserError(format!(
+            "{} and {} are different images: rbuild save writes one image (under any number of names) per archive",
+            familiar_name(&first.name),
+            familiar_name(&other.name)
+        ))
+        .into());
+    }
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+    }
+    let typed: Typed = serde_json::from_slice(&store.read_blob(&first.manifest)?).context("reading the manifest")?;
+    let media_type = typed.media_type.map_or(MediaType::ImageManifest, |m| MediaType::from(m.as_str()));
+    let manifest = Descriptor::new(media_type, first.manifest_size, first.manifest.clone());
+    let blobs = LayoutBlobs::new(store.root());
+    let full: Vec<String> = records.iter().map(|r| r.name.clone()).collect();
+    let write =
+        |w: std::io::BufWriter<tempfile::NamedTempFile>| -> Result<std::io::BufWriter<tempfile::NamedTempFile>> {
+            Ok(match format {
+                "oci" => write_oci_archive(w, &manifest, Some(&first.name), &blobs)?,
+                _ => write_docker_archive(w, &manifest, &full, &blobs)?,
+            })
+        };
+    if output.as_os_str() == "-" {
+        let stdout = std::io::stdout();
+        if stdout.is_terminal() {
+            return Err(crate::render::UserError(
+                "refusing to write an archive to a terminal: use -o FILE or redirect standard output".into(),
+            )
+            .into());
+        }
+        let out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+        let mut out = match format {
+            "oci" => write_oci_archive(out, &manifest, Some(&first.name), &blobs)?,
+            _ => write_docker_archive(out, &manifest, &full, &blobs)?,
+        };
+        std::io::Write::flush(&mut out).context("writing standard output")?;
+        return Ok(());
+    }
+    crate::export::atomic_file(output, write)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@ mod build;
 mod cli;
 mod export;
 mod images;
+mod login;
 mod output;
 mod progress;
 mod push;
@@ -39,6 +40,9 @@ fn main() -> ExitCode {
             Command::Tag { source, target } => images::tag(root, &source, &target),
             Command::Rmi { names } => images::rmi(root, &names),
             Command::Inspect { name } => images::inspect(root, &name),
+            Command::Save { names, output, format } => images::save(root, &names, &output, &format),
+            Command::Login(args) => login::login(args).await,
+            Command::Logout { server } => login::logout(server.as_deref()),
             Command::Push { name, insecure_registries } => push::run(root, &name, &insecure_registries).await,
             Command::Prune(args) => store_cmds::prune(&root, &args),
             Command::Du => store_cmds::du(&root),

@@ -508,3 +508,103 @@ fn run_confinement_blocks_keyctl_and_gives_a_non_root_user_what_runc_gives() {
         assert!(status.contains(want), "missing {want:?} in\n{status}");
     }
 }
+
+#[test]
+fn login_keeps_checked_credentials_that_push_uses_and_logout_forgets_them() {
+    let test = "login_keeps_checked_credentials_that_push_uses_and_logout_forgets_them";
+    let opts = support::RegistryOptions { tls: false, htpasswd: Some(("bob".into(), "hunter2-login".into())) };
+    if !ready(test) || !support::require_registry_with(test, &opts) {
+        return;
+    }
+    let reg = Registry::start_with(opts);
+    let server = format!("127.0.0.1:{}", reg.port);
+    let t = tempfile::tempdir().unwrap();
+    let docker_config = t.path().join("docker");
+    let b = Build::new(t.path());
+    let rbuild = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+            .arg("--root")
+            .arg(&b.root)
+            .args(args)
+            .env("RBUILD_NO_PROGRESS", "1")
+            .env("DOCKER_CONFIG", &docker_config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        eprintln!("rbuild {args:?} -> {}\n{text}", out.status);
+        (out.status.success(), text)
+    };
+    let config = docker_config.join("config.json");
+
+    // A wrong password is refused by the registry and nothing is kept.
+    let (ok, text) = rbuild(&["login", &server, "-u", "bob", "--password-stdin"], "wrong\n");
+    assert!(!ok && text.contains(&format!("login to {server} failed")), "{text}");
+    assert!(!text.contains("wrong"), "the password is never printed: {text}");
+    assert!(!config.exists());
+
+    let (ok, text) = rbuild(&["login", &server, "-u", "bob", "--password-stdin"], "hunter2-login\n");
+    assert!(ok && text.contains("Login Succeeded"), "{text}");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    // base64("bob:hunter2-login")
+    assert_eq!(saved["auths"][&server]["auth"], "Ym9iOmh1bnRlcjItbG9naW4=");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // A push finds the kept credentials.
+    let ctx = context(t.path(), "FROM scratch\nCOPY hello /hello\n", &[("hello", "hi\n")]);
+    let name = format!("{server}/app:1");
+    let (ok, text) = rbuild(&["build", "-t", &name, "--push", ctx.to_str().unwrap()], "");
+    assert!(ok, "{text}");
+    let creds = "--creds=bob:hunter2-login";
+    let inspect = tool_json(&["skopeo", "inspect", "--tls-verify=false", creds, &format!("docker://{name}")]);
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 1);
+
+    // After logout the registry refuses the push.
+    let (ok, text) = rbuild(&["logout", &server], "");
+    assert!(ok && text.contains(&format!("Removing login credentials for {server}")), "{text}");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert!(saved["auths"].get(&server).is_none(), "{saved}");
+    let (ok, text) = rbuild(&["push", &name], "");
+    assert!(!ok && text.contains("denied"), "{text}");
+}
+
+#[test]
+fn save_writes_archives_docker_load_and_oci_tools_read() {
+    let test = "save_writes_archives_docker_load_and_oci_tools_read";
+    if !ready(test) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let ctx = context(t.path(), "ARG BASE\nFROM $BASE\nRUN echo saved > /saved\n", &[]);
+    let b = Build::new(t.path());
+    let arg = format!("BASE={}", base());
+    assert!(b
+        .rbuild(&["-t", "saved:1", "-t", "saved:alias", "--build-arg", &arg, ctx.to_str().unwrap()])
+        .status
+        .success());
+    let docker = t.path().join("docker.tar");
+    assert!(b.rbuild(&["save", "saved:1", "saved:alias", "-o", docker.to_str().unwrap()]).status.success());
+    let inspect = tool_json(&["skopeo", "inspect", &format!("docker-archive:{}:saved:1", docker.display())]);
+    assert_eq!(inspect["Layers"].as_array().unwrap().len(), 2);
+    let manifest = Command::new("tar").arg("-xOf").arg(&docker).arg("manifest.json").output().unwrap();
+    let manifest: Value = serde_json::from_slice(&manifest.stdout).unwrap();
+    assert_eq!(manifest[0]["RepoTags"], serde_json::json!(["saved:1", "saved:alias"]));
+
+    let oci = t.path().join("oci.tar");
+    assert!(b.rbuild(&["save", "saved:1", "--format", "oci", "-o", oci.to_str().unwrap()]).status.success());
+    if support::have("umoci") {
+        let rootfs = umoci_unpack(&oci, t.path());
+        assert_eq!(std::fs::read_to_string(rootfs.join("saved")).unwrap(), "saved\n");
+    }
+
+    // Errors name what is wrong.
+    let out = b.rbuild(&["save", "nope:1", "-o", t.path().join("x.tar").to_str().unwrap()]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no such image: nope:1"));
+    assert!(!t.path().join("x.tar").exists());
+}

@@ -175,6 +175,8 @@ pub(crate) enum Access<'a> {
     /// Read and write the repository, and read `mount_from` (another repository of the same
     /// registry) when a blob is mounted from there.
     Push { mount_from: Option<&'a str> },
+    /// Nothing but proving who we are (`docker login`): a token without scopes.
+    Login,
 }
 
 impl Access<'_> {
@@ -189,6 +191,7 @@ impl Access<'_> {
                 );
                 scopes
             }
+            Access::Login => Vec::new(),
         }
     }
 }
@@ -235,7 +238,7 @@ impl TokenKey {
 
     /// The scopes, one per `scope` parameter of a token request.
     pub fn scopes(&self) -> Vec<String> {
-        self.scope.split(' ').map(str::to_owned).collect()
+        self.scope.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()
     }
 }
 

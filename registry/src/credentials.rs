@@ -391,6 +391,34 @@ pub fn store_login_at(path: &Path, registry: &str, username: &str, password: &Se
     Ok(())
 }
 
+/// Removes what [`store_login_at`] wrote for `registry` (`docker logout`): every `auths` key
+/// naming its host. Returns whether there was anything to remove; a missing file is not an
+/// error. Every other setting in the file is kept.
+///
+/// # Errors
+///
+/// As [`store_login_at`].
+pub fn remove_login_at(path: &Path, registry: &str) -> Result<bool> {
+    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let mut config = match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .map_err(|e| CredentialsError::ParseConfig { path: path.clone(), problem: (&e).into() })?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => return Err(CredentialsError::ReadConfig { path, source }.into()),
+    };
+    let Some(auths) = config.get_mut("auths").and_then(serde_json::Value::as_object_mut) else {
+        return Ok(false);
+    };
+    let before = auths.len();
+    auths.retain(|key, _| !key_matches(key, registry));
+    if auths.len() == before {
+        return Ok(false);
+    }
+    let bytes = serde_json::to_vec_pretty(&config).expect("a JSON value serializes");
+    write_atomic(&path, &bytes).map_err(|(path, source)| CredentialsError::WriteConfig { path, source })?;
+    Ok(true)
+}
+
 /// The key docker files `registry` under, which is also what helpers get on stdin.
 fn config_key(registry: &str) -> String {
     if registry == DOCKER_HUB {

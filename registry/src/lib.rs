@@ -56,6 +56,7 @@ mod client;
 mod credentials;
 mod digest;
 mod error;
+mod login;
 mod platform;
 mod push;
 mod reference;
@@ -68,8 +69,8 @@ pub use oci_spec;
 
 pub use client::{Client, ClientOptions};
 pub use credentials::{
-    docker_config_credentials, store_login, store_login_at, Credentials, CredentialsError, DockerConfig, JsonProblem,
-    DOCKER_HUB_CONFIG_KEY,
+    docker_config_credentials, remove_login_at, store_login, store_login_at, Credentials, CredentialsError,
+    DockerConfig, JsonProblem, DOCKER_HUB_CONFIG_KEY,
 };
 pub use digest::{verify, verify_descriptor, DigestHasher};
 pub use error::{Error, ErrorEnvelope, RegistryErrorInfo, Result, UrlParseError};
