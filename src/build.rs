@@ -51,6 +51,36 @@ fn read_ignore(dockerfile: &Path, context: &Path) -> Result<Vec<String>> {
     Ok(Vec::new())
 }
 
+/// `--label KEY=VALUE` (a bare `KEY` is an empty label, as with docker) over the Dockerfile's labels.
+fn apply_labels(config: &mut oci_spec::image::Config, labels: &[String]) -> Result<()> {
+    if labels.is_empty() {
+        return Ok(());
+    }
+    let mut all = config.labels().clone().unwrap_or_default();
+    for l in labels {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        if k.is_empty() {
+            return Err(UserError(format!("--label {l:?}: the key is empty (use --label KEY=VALUE)")).into());
+        }
+        all.insert(k.to_owned(), v.to_owned());
+    }
+    config.set_labels(Some(all));
+    Ok(())
+}
+
+/// What `--metadata-file` holds, with buildx's keys.
+fn metadata(image: &rbuild_exporter::oci::BuiltImage, tags: &[String]) -> serde_json::Value {
+    let mut out = serde_json::json!({
+        "containerimage.config.digest": image.config.digest().to_string(),
+        "containerimage.descriptor": image.manifest,
+        "containerimage.digest": image.manifest.digest().to_string(),
+    });
+    if !tags.is_empty() {
+        out["image.name"] = serde_json::Value::String(tags.join(","));
+    }
+    out
+}
+
 /// Runs a build.
 pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let mut layer_opts = output::LayerOptions::default();
@@ -61,6 +91,9 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     }
     if outputs.contains(&OutputSpec::Registry) && args.tags.is_empty() {
         return Err(UserError("pushing needs an image name: add -t registry.example/name:tag".into()).into());
+    }
+    if args.load {
+        export::docker_cli()?;
     }
     let context = args.context.clone();
     if !context.is_dir() {
@@ -107,6 +140,8 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     .await
     .context("frontend task")?
     .map_err(|error| FrontendFailure { error, file: filename.clone(), source_text: dockerfile.clone() })?;
+    let mut def = def;
+    apply_labels(&mut def.config, &args.labels)?;
     for w in &def.warnings {
         match &w.span {
             Some(s) => eprintln!("warning: {}:{}: {}", s.file, s.start_line, w.message),
@@ -188,6 +223,13 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         for name in &tags {
             crate::push::push(&push_client, worker.store(), &image.manifest, name, quiet).await?;
         }
+    }
+    if args.load {
+        crate::export::docker_load(&worker, &image, &tags, quiet).await?;
+    }
+    if let Some(path) = &args.metadata_file {
+        let json = serde_json::to_vec_pretty(&metadata(&image, &tags))?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, image.config.digest().to_string())

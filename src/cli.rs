@@ -208,6 +208,19 @@ pub struct BuildArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Set an image label `KEY=VALUE` (may be repeated; wins over the Dockerfile's LABEL).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+
+    /// Write the build result's metadata as JSON to this file (`containerimage.digest`,
+    /// `containerimage.config.digest`, `containerimage.descriptor`, `image.name`), as buildx does.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+
+    /// Load the image into the local docker daemon (`docker load`) when a docker CLI is present.
+    #[arg(long)]
+    pub load: bool,
+
     /// Write the image id to this file.
     #[arg(long)]
     pub iidfile: Option<PathBuf>,

@@ -158,6 +158,42 @@ pub async fn write_outputs(
     Ok(())
 }
 
+/// The docker CLI `--load` hands the image to (checked before building).
+pub fn docker_cli() -> Result<std::path::PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("docker")).find(|p| p.is_file()))
+        .ok_or_else(|| UserError("--load needs the docker CLI on PATH (or use -o type=docker,dest=FILE)".into()).into())
+}
+
+/// `--load`: streams a docker archive of the image into `docker load`.
+pub async fn docker_load(worker: &LocalWorker, image: &BuiltImage, tags: &[String], quiet: bool) -> Result<()> {
+    let docker = docker_cli()?;
+    let (manifest, names, blobs) = (image.manifest.clone(), tags.to_vec(), worker.blob_source());
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let mut child = std::process::Command::new(&docker)
+            .args(["load", "--quiet"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("running {} load", docker.display()))?;
+        let stdin = child.stdin.take().context("docker load's standard input")?;
+        let written =
+            rbuild_exporter::oci::write_docker_archive(std::io::BufWriter::new(stdin), &manifest, &names, &blobs)
+                .map(drop);
+        let status = child.wait().context("waiting for docker load")?;
+        if !status.success() {
+            return Err(UserError(format!("docker load failed ({status}): see its message above")).into());
+        }
+        written.context("streaming the image to docker load")
+    })
+    .await
+    .context("docker load task")??;
+    if !quiet {
+        eprintln!("loading image into docker done");
+    }
+    Ok(())
+}
+
 fn write_oci(
     dest: &Path,
     tar: bool,

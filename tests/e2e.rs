@@ -608,3 +608,62 @@ fn save_writes_archives_docker_load_and_oci_tools_read() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no such image: nope:1"));
     assert!(!t.path().join("x.tar").exists());
 }
+
+#[test]
+fn labels_metadata_file_and_load_hand_over_what_buildx_does() {
+    let test = "labels_metadata_file_and_load_hand_over_what_buildx_does";
+    if !ready(test) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let ctx = context(t.path(), "FROM scratch\nLABEL from=dockerfile keep=me\nCOPY f /f\n", &[("f", "x\n")]);
+    // A stand-in for the docker CLI: `docker load` keeps what it is sent.
+    let bin = t.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let loaded = t.path().join("loaded.tar");
+    std::fs::write(bin.join("docker"), format!("#!/bin/sh\n[ \"$1\" = load ] || exit 3\ncat > {}\n", loaded.display()))
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("docker"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let meta = t.path().join("meta.json");
+    let b = Build::new(t.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .arg("--root")
+        .arg(&b.root)
+        .args(["build", "-t", "lab:1", "--label", "from=cli", "--label", "bare", "--load", "--metadata-file"])
+        .arg(&meta)
+        .arg(&ctx)
+        .env("RBUILD_NO_PROGRESS", "1")
+        .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let inspect = b.rbuild(&["inspect", "lab:1"]);
+    let inspect: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let labels = &inspect["config"]["config"]["Labels"];
+    assert_eq!(labels, &serde_json::json!({"from": "cli", "keep": "me", "bare": ""}));
+
+    let meta: Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(meta["containerimage.digest"], inspect["digest"]);
+    assert_eq!(meta["containerimage.config.digest"], inspect["id"]);
+    assert_eq!(meta["containerimage.descriptor"]["digest"], inspect["digest"]);
+    assert_eq!(meta["containerimage.descriptor"]["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(meta["image.name"], "docker.io/library/lab:1");
+
+    let archive = tool_json(&["skopeo", "inspect", &format!("docker-archive:{}", loaded.display())]);
+    assert_eq!(archive["Labels"]["from"], "cli");
+
+    // Without a docker CLI, --load says what to do instead.
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .arg("--root")
+        .arg(&b.root)
+        .args(["build", "--load"])
+        .arg(&ctx)
+        .env("RBUILD_NO_PROGRESS", "1")
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--load needs the docker CLI"));
+}
