@@ -46,12 +46,28 @@ fn rfc3339(secs: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// `SOURCE_DATE_EPOCH` for reproducible builds: the build argument, else the environment
+/// variable (as BuildKit takes it); unset or empty is `None`.
+pub fn source_date_epoch(build_args: &std::collections::BTreeMap<String, String>) -> Result<Option<i64>> {
+    let value = match build_args.get("SOURCE_DATE_EPOCH") {
+        Some(v) => Some(v.clone()),
+        None => std::env::var("SOURCE_DATE_EPOCH").ok(),
+    };
+    let Some(value) = value.filter(|v| !v.trim().is_empty()) else { return Ok(None) };
+    match value.trim().parse::<i64>() {
+        Ok(secs) if secs >= 0 => Ok(Some(secs)),
+        _ => Err(UserError(format!(
+            "invalid SOURCE_DATE_EPOCH {value:?}: expected seconds since 1970-01-01 UTC, e.g. $(git log -1 --format=%ct)"
+        ))
+        .into()),
+    }
+}
+
 /// The image's `created` time: `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
-fn created() -> String {
-    let secs =
-        std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-        });
+fn created(epoch: Option<i64>) -> String {
+    let secs = epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    });
     rfc3339(secs)
 }
 
@@ -62,6 +78,7 @@ pub async fn commit(
     def: &BuildDefinition,
     platform: &Platform,
     layer: &crate::output::LayerOptions,
+    epoch: Option<i64>,
 ) -> Result<BuiltImage> {
     let spec = ImageSpec {
         base: def.base.as_ref().map(|b| b.config.clone()),
@@ -76,12 +93,13 @@ pub async fn commit(
             })
             .collect(),
         platform: platform.clone(),
-        created: Some(created()),
+        created: Some(created(epoch)),
         author: def.author.clone(),
         extra_config: def.extra_config.clone(),
         compression: layer.compression,
         force_compression: layer.force,
         oci_mediatypes: layer.oci_mediatypes,
+        clamp_mtimes: epoch.filter(|_| layer.rewrite_timestamp),
     };
     worker.commit_image(snap, &spec).await.context("exporting the image")
 }

@@ -46,11 +46,19 @@ pub struct LayerOptions {
     pub force: bool,
     /// OCI media types (`oci-mediatypes=false` for Docker's).
     pub oci_mediatypes: bool,
+    /// Clamp file mtimes in the build's new layers to `SOURCE_DATE_EPOCH`
+    /// (`rewrite-timestamp=true`).
+    pub rewrite_timestamp: bool,
 }
 
 impl Default for LayerOptions {
     fn default() -> Self {
-        LayerOptions { compression: Compression::default(), force: false, oci_mediatypes: true }
+        LayerOptions {
+            compression: Compression::default(),
+            force: false,
+            oci_mediatypes: true,
+            rewrite_timestamp: false,
+        }
     }
 }
 
@@ -80,11 +88,12 @@ pub fn parse(spec: &str, layer: &mut LayerOptions) -> Result<Output> {
                 level = Some(v.trim().parse().with_context(|| format!("invalid compression-level={v:?}: expected a number"))?);
             }
             "force-compression" => layer.force = parse_bool(k, v)?,
+            "rewrite-timestamp" => layer.rewrite_timestamp = parse_bool(k, v)?,
             "oci-mediatypes" => oci_mediatypes = Some(parse_bool(k, v)?),
             // Accepted for compatibility; names come from -t.
             "name" | "store" | "unpack" => {}
             other => bail!(
-                "unsupported output option {other:?} (supported: type, dest, tar, push, compression, compression-level, force-compression, oci-mediatypes)"
+                "unsupported output option {other:?} (supported: type, dest, tar, push, compression, compression-level, force-compression, oci-mediatypes, rewrite-timestamp)"
             ),
         }
     }

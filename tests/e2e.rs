@@ -667,3 +667,56 @@ fn labels_metadata_file_and_load_hand_over_what_buildx_does() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--load needs the docker CLI"));
 }
+
+#[test]
+fn source_date_epoch_with_rewrite_timestamp_reproduces_the_manifest_digest() {
+    let test = "source_date_epoch_with_rewrite_timestamp_reproduces_the_manifest_digest";
+    if !ready(test) || !support::require_tool(test, "umoci", "umoci") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let ctx = context(
+        t.path(),
+        "ARG BASE\nFROM $BASE\nRUN mkdir -p /out && echo built > /out/f\nCOPY in /in\n",
+        &[("in", "from the context\n")],
+    );
+    let arg = format!("BASE={}", base());
+    let epoch = "1700000000";
+    let build = |n: u32, extra: &str| {
+        let b = Build { root: t.path().join(format!("store{n}")) };
+        let archive = t.path().join(format!("r{n}.tar"));
+        let dest = format!("type=oci,dest={}{extra}", archive.display());
+        let sde = format!("SOURCE_DATE_EPOCH={epoch}");
+        let out =
+            b.rbuild(&["-t", "repro:1", "--build-arg", &arg, "--build-arg", &sde, "-o", &dest, ctx.to_str().unwrap()]);
+        assert!(out.status.success());
+        archive
+    };
+    let digest_of = |archive: &Path| {
+        let out = Command::new("tar").arg("-xOf").arg(archive).arg("index.json").output().unwrap();
+        let index: Value = serde_json::from_slice(&out.stdout).unwrap();
+        index["manifests"][0]["digest"].as_str().unwrap().to_owned()
+    };
+    // Two cold builds in two stores, a second apart: every file gets another mtime.
+    let a = build(3, ",rewrite-timestamp=true");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let b = build(4, ",rewrite-timestamp=true");
+    assert_eq!(digest_of(&a), digest_of(&b), "same inputs, same SOURCE_DATE_EPOCH: same manifest digest");
+    let rootfs = umoci_unpack(&a, &t.path().join("unpack"));
+    use std::os::unix::fs::MetadataExt;
+    for p in ["out/f", "out", "in"] {
+        assert_eq!(std::fs::symlink_metadata(rootfs.join(p)).unwrap().mtime(), 1_700_000_000, "{p}");
+    }
+    let config = tool_json(&["skopeo", "inspect", "--config", &format!("oci-archive:{}", a.display())]);
+    assert_eq!(config["created"], "2023-11-14T22:13:20Z");
+    assert!(config["history"].as_array().unwrap().iter().any(|h| h["created"] == "2023-11-14T22:13:20Z"));
+
+    // Without rewrite-timestamp only the times in the config are set: the files keep theirs.
+    let c = build(5, "");
+    assert_ne!(digest_of(&c), digest_of(&a));
+
+    let b5 = Build::new(t.path());
+    let out = b5.rbuild(&["--build-arg", "SOURCE_DATE_EPOCH=yesterday", ctx.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid SOURCE_DATE_EPOCH \"yesterday\""));
+}

@@ -51,6 +51,10 @@ pub struct ImageSpec {
     pub force_compression: bool,
     /// OCI media types (default) or Docker's.
     pub oci_mediatypes: bool,
+    /// `rewrite-timestamp` with `SOURCE_DATE_EPOCH`: the layers this build made are packed with
+    /// every mtime later than this (seconds since the epoch) written as it. Base-image layers
+    /// keep their blobs.
+    pub clamp_mtimes: Option<i64>,
 }
 
 fn arch(p: &Platform) -> Arch {
@@ -65,15 +69,20 @@ impl LocalWorker {
         snap: &Snapshot,
         compression: Compression,
         force: bool,
+        clamp_mtimes: Option<i64>,
     ) -> Result<Vec<PackedLayer>, WorkerError> {
         let jobs = snap.chain.iter().map(|layer| {
             let store = self.store.clone();
             let id = layer.id.clone();
             let producer = layer.producer.clone();
             async move {
-                tokio::task::spawn_blocking(move || ensure_blob(&store, &id, producer.as_deref(), compression, force))
-                    .await
-                    .map_err(|e| WorkerError::Internal(e.to_string()))?
+                tokio::task::spawn_blocking(move || match (clamp_mtimes, producer) {
+                    // A layer this build's ops made (not a pulled one).
+                    (Some(epoch), Some(_)) => pack_clamped(&store, &id, compression, epoch),
+                    (_, producer) => ensure_blob(&store, &id, producer.as_deref(), compression, force),
+                })
+                .await
+                .map_err(|e| WorkerError::Internal(e.to_string()))?
             }
         });
         try_join_all(jobs).await
@@ -81,7 +90,7 @@ impl LocalWorker {
 
     /// Writes the image for `snap` into the store (layers, config, manifest) and returns it.
     pub async fn commit_image(&self, snap: &Snapshot, spec: &ImageSpec) -> Result<BuiltImage, WorkerError> {
-        let packed = self.ensure_blobs(snap, spec.compression, spec.force_compression).await?;
+        let packed = self.ensure_blobs(snap, spec.compression, spec.force_compression, spec.clamp_mtimes).await?;
         let base_len = spec.base.as_ref().map_or(0, |c| c.rootfs().diff_ids().len());
         if base_len > packed.len() {
             return Err(WorkerError::Internal(format!(
@@ -153,6 +162,26 @@ impl LocalWorker {
     pub fn blob_source(&self) -> rbuild_exporter::oci::LayoutBlobs {
         rbuild_exporter::oci::LayoutBlobs::new(self.store.root())
     }
+}
+
+/// Packs snapshot `id` with mtimes clamped to `epoch` into a blob of its own, which the
+/// snapshot's metadata does not record (that stays the layer as the files are); the image
+/// that names the blob keeps it from garbage collection.
+fn pack_clamped(
+    store: &Arc<Store>,
+    id: &str,
+    compression: Compression,
+    epoch: i64,
+) -> Result<PackedLayer, WorkerError> {
+    let diff = store.snapshot_diff(id);
+    let mut writer = std::io::BufWriter::with_capacity(64 << 10, store.blob_writer()?);
+    let mut opts = PackOptions::default();
+    opts.compression(compression).source_date_epoch(Some(epoch));
+    let packed = pack_with(&diff, &mut writer, &opts, None, false)
+        .map_err(|e| WorkerError::Internal(format!("packing snapshot {id}: {e}")))?;
+    let writer = writer.into_inner().map_err(|e| WorkerError::Io { path: diff.clone(), source: e.into_error() })?;
+    let (digest, size) = writer.commit(None)?;
+    Ok(PackedLayer { diff_id: packed.diff_id, digest, size, media_type: packed.media_type, entries: packed.entries })
 }
 
 /// The blob of snapshot `id`: recorded in its metadata, or packed now (gzip) and recorded.

@@ -189,6 +189,7 @@ async fn secrets_caches_and_binds() {
         compression: Default::default(),
         force_compression: false,
         oci_mediatypes: true,
+        clamp_mtimes: None,
         created: None,
     };
     let built = w.commit_image(&second, &spec).await.unwrap();
