@@ -122,6 +122,7 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let resolver = RegistryResolver::new(registry.clone(), tokio::runtime::Handle::current());
     let build_args = parse_build_args(&args.build_args);
     let epoch = export::source_date_epoch(&build_args)?;
+    let annotations = export::parse_annotations(&args.annotations)?;
     let (target, no_cache) = (args.target.clone(), args.no_cache);
     let df = dockerfile.clone();
     let fname = filename.clone();
@@ -218,7 +219,7 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         Err(e) => return Err(e).context("solving the build graph"),
     };
 
-    let image = export::commit(&worker, &snapshot, &def, &platform, &layer_opts, epoch).await?;
+    let image = export::commit(&worker, &snapshot, &def, &platform, &layer_opts, epoch, &annotations).await?;
     export::write_outputs(&worker, &image, &snapshot, &tags, &outputs, quiet).await?;
     if outputs.contains(&OutputSpec::Registry) {
         for name in &tags {

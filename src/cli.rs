@@ -212,6 +212,11 @@ pub struct BuildArgs {
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
 
+    /// Add an annotation to the image manifest: `KEY=VALUE` or `manifest:KEY=VALUE` (buildx
+    /// syntax; may be repeated).
+    #[arg(long = "annotation", value_name = "[manifest:]KEY=VALUE")]
+    pub annotations: Vec<String>,
+
     /// Write the build result's metadata as JSON to this file (`containerimage.digest`,
     /// `containerimage.config.digest`, `containerimage.descriptor`, `image.name`), as buildx does.
     #[arg(long, value_name = "FILE")]

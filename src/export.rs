@@ -46,6 +46,39 @@ fn rfc3339(secs: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// `--annotation` values (buildx syntax) as manifest annotations. Only the manifest level
+/// exists for a single-platform image: the other levels are refused with a clear error.
+pub fn parse_annotations(values: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for v in values {
+        let (kv, level) = match v.split_once(':') {
+            Some((level, rest)) if !level.contains('=') => (rest, Some(level)),
+            _ => (v.as_str(), None),
+        };
+        match level {
+            None | Some("manifest") => {}
+            Some(other @ ("index" | "index-descriptor" | "manifest-descriptor")) => {
+                return Err(UserError(format!(
+                    "--annotation {v:?}: {other} annotations are not supported yet; use KEY=VALUE for the manifest"
+                ))
+                .into())
+            }
+            Some(other) => {
+                return Err(UserError(format!(
+                    "--annotation {v:?}: unknown level {other:?} (use KEY=VALUE or manifest:KEY=VALUE)"
+                ))
+                .into())
+            }
+        }
+        let (k, val) = kv
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| UserError(format!("--annotation {v:?}: expected KEY=VALUE")))?;
+        out.insert(k.to_owned(), val.to_owned());
+    }
+    Ok(out)
+}
+
 /// `SOURCE_DATE_EPOCH` for reproducible builds: the build argument, else the environment
 /// variable (as BuildKit takes it); unset or empty is `None`.
 pub fn source_date_epoch(build_args: &std::collections::BTreeMap<String, String>) -> Result<Option<i64>> {
@@ -79,6 +112,7 @@ pub async fn commit(
     platform: &Platform,
     layer: &crate::output::LayerOptions,
     epoch: Option<i64>,
+    annotations: &std::collections::BTreeMap<String, String>,
 ) -> Result<BuiltImage> {
     let spec = ImageSpec {
         base: def.base.as_ref().map(|b| b.config.clone()),
@@ -100,6 +134,7 @@ pub async fn commit(
         force_compression: layer.force,
         oci_mediatypes: layer.oci_mediatypes,
         clamp_mtimes: epoch.filter(|_| layer.rewrite_timestamp),
+        annotations: annotations.clone(),
     };
     worker.commit_image(snap, &spec).await.context("exporting the image")
 }
@@ -251,6 +286,17 @@ fn image_size(worker: &LocalWorker, image: &BuiltImage) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn annotations_take_buildx_syntax() {
+        let a = parse_annotations(&["a=1".into(), "manifest:org.opencontainers.image.url=https://x/y".into()]).unwrap();
+        assert_eq!(a.get("a").map(String::as_str), Some("1"));
+        assert_eq!(a.get("org.opencontainers.image.url").map(String::as_str), Some("https://x/y"));
+        assert!(parse_annotations(&["index:a=1".into()]).is_err());
+        assert!(parse_annotations(&["bogus:a=1".into()]).is_err());
+        assert!(parse_annotations(&["novalue".into()]).is_err());
+        assert!(parse_annotations(&["=v".into()]).is_err());
+    }
 
     #[test]
     fn rfc3339_dates() {

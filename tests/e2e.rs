@@ -630,7 +630,8 @@ fn labels_metadata_file_and_load_hand_over_what_buildx_does() {
     let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
         .arg("--root")
         .arg(&b.root)
-        .args(["build", "-t", "lab:1", "--label", "from=cli", "--label", "bare", "--load", "--metadata-file"])
+        .args(["build", "-t", "lab:1", "--label", "from=cli", "--label", "bare", "--load"])
+        .args(["--annotation", "org.example.a=1", "--annotation", "manifest:org.example.b=2", "--metadata-file"])
         .arg(&meta)
         .arg(&ctx)
         .env("RBUILD_NO_PROGRESS", "1")
@@ -643,6 +644,7 @@ fn labels_metadata_file_and_load_hand_over_what_buildx_does() {
     let inspect: Value = serde_json::from_slice(&inspect.stdout).unwrap();
     let labels = &inspect["config"]["config"]["Labels"];
     assert_eq!(labels, &serde_json::json!({"from": "cli", "keep": "me", "bare": ""}));
+    assert_eq!(inspect["manifest"]["annotations"], serde_json::json!({"org.example.a": "1", "org.example.b": "2"}));
 
     let meta: Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
     assert_eq!(meta["containerimage.digest"], inspect["digest"]);

@@ -55,6 +55,8 @@ pub struct ImageSpec {
     /// every mtime later than this (seconds since the epoch) written as it. Base-image layers
     /// keep their blobs.
     pub clamp_mtimes: Option<i64>,
+    /// Annotations of the image manifest (`--annotation`).
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 fn arch(p: &Platform) -> Arch {
@@ -112,6 +114,9 @@ impl LocalWorker {
         builder.config_mut().set_author(spec.author.clone());
         builder.oci_mediatypes(spec.oci_mediatypes);
         builder.extra_config_mut().extend(spec.extra_config.clone());
+        for (k, v) in &spec.annotations {
+            builder.annotate(k.clone(), v.clone());
+        }
 
         // New layers, by the op that produced them.
         let new_layers: HashMap<&str, &PackedLayer> = snap.chain[base_len..]

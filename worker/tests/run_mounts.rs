@@ -190,6 +190,7 @@ async fn secrets_caches_and_binds() {
         force_compression: false,
         oci_mediatypes: true,
         clamp_mtimes: None,
+        annotations: Default::default(),
         created: None,
     };
     let built = w.commit_image(&second, &spec).await.unwrap();
