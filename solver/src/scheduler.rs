@@ -151,7 +151,11 @@ impl<W: Worker> Solver<W> {
             let progress = Progress::new(*id, tx.cloned());
             async move {
                 let Some(op) = op else { return Ok(None) };
-                self.worker.content_key(*id, op, &progress).await.map_err(|e| vertex_error(graph, *id, e))
+                let inputs: Vec<Option<&Op>> = op.inputs().iter().map(|i| graph.op(&i.op)).collect();
+                self.worker
+                    .content_key_with_inputs(*id, op, &inputs, &progress)
+                    .await
+                    .map_err(|e| vertex_error(graph, *id, e))
             }
         }))
         .await?;

@@ -35,6 +35,21 @@ pub trait Worker: Send + Sync + 'static {
         progress: &Progress,
     ) -> impl Future<Output = Result<Option<[u8; 32]>, Self::Error>> + Send;
 
+    /// [`Worker::content_key`], told the ops of `op`'s inputs (in [`Op::inputs`] order; `None`
+    /// for one missing from the graph), so that a worker can digest only what `op` reads of an
+    /// input that is itself outside the graph: the context paths a `COPY` names rather than the
+    /// whole context. The solver calls this one; by default it is `content_key`.
+    fn content_key_with_inputs(
+        &self,
+        id: OpId,
+        op: &Op,
+        inputs: &[Option<&Op>],
+        progress: &Progress,
+    ) -> impl Future<Output = Result<Option<[u8; 32]>, Self::Error>> + Send {
+        let _ = inputs;
+        self.content_key(id, op, progress)
+    }
+
     /// The stored result for `key`, if the worker still has it. Sources that are always
     /// available (the build context) return their result here without executing anything.
     fn load(&self, key: &CacheKey, op: &Op) -> impl Future<Output = Result<Option<Self::Output>, Self::Error>> + Send;

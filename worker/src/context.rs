@@ -1,7 +1,7 @@
 //! The build context: a directory on the client, filtered by `.dockerignore`, and its content
 //! digest (the part of cache keys that changes when a context file changes).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -305,8 +305,18 @@ impl ContextDir {
     /// With `index`, file digests whose stat is unchanged since the last build are taken from
     /// it (nothing is read), the rest are hashed on all cores, and the index is updated.
     pub fn content_digest(&self, index: Option<&Path>) -> io::Result<[u8; 32]> {
-        enum Item {
-            Entry { rel: PathBuf, kind: u8, mode: u32, size: u64, link: Option<PathBuf> },
+        Ok(self.entries(index)?.digest())
+    }
+
+    /// Every included entry with what its digest covers (see [`ContextDir::content_digest`]),
+    /// for digests of the whole context or of the paths one instruction reads.
+    pub fn entries(&self, index: Option<&Path>) -> io::Result<ContextEntries> {
+        struct Item {
+            rel: PathBuf,
+            kind: u8,
+            mode: u32,
+            size: u64,
+            link: Option<PathBuf>,
         }
         let mut items = Vec::new();
         let mut files: Vec<FileJob> = Vec::new();
@@ -337,7 +347,7 @@ impl ContextDir {
                     b'd' => subdirs.push(rel.clone()),
                     _ => {}
                 }
-                items.push(Item::Entry { rel, kind, mode: md.mode() & 0o7777, size: md.size(), link });
+                items.push(Item { rel, kind, mode: md.mode() & 0o7777, size: md.size(), link });
             }
             for d in subdirs.into_iter().rev() {
                 stack.push(d);
@@ -355,31 +365,96 @@ impl ContextDir {
             }
         }
         let mut digests = digests.into_iter();
-        let mut h = Sha256::new();
-        h.update(b"rbuild.context.v2\0");
-        for Item::Entry { rel, kind, mode, size, link } in items {
+        let mut out = ContextEntries { entries: Vec::with_capacity(items.len()), symlinks: HashSet::new() };
+        for Item { rel, kind, mode, size, link } in items {
+            let mut record = Vec::with_capacity(64);
             let rel_bytes = rel.as_os_str().as_encoded_bytes();
-            h.update((rel_bytes.len() as u64).to_le_bytes());
-            h.update(rel_bytes);
-            h.update([kind]);
-            h.update(mode.to_le_bytes());
+            record.extend_from_slice(&(rel_bytes.len() as u64).to_le_bytes());
+            record.extend_from_slice(rel_bytes);
+            record.push(kind);
+            record.extend_from_slice(&mode.to_le_bytes());
             match kind {
                 b'f' => {
-                    h.update(size.to_le_bytes());
+                    record.extend_from_slice(&size.to_le_bytes());
                     let d = digests.next().ok_or_else(|| io::Error::other("file digest missing"))?;
-                    h.update(d);
+                    record.extend_from_slice(&d);
                 }
                 b'l' => {
                     let t = link.unwrap_or_default();
                     let t = t.as_os_str().as_encoded_bytes();
-                    h.update((t.len() as u64).to_le_bytes());
-                    h.update(t);
+                    record.extend_from_slice(&(t.len() as u64).to_le_bytes());
+                    record.extend_from_slice(t);
+                    out.symlinks.insert(rel.clone());
                 }
                 _ => {}
             }
+            out.entries.push((rel, record));
         }
-        Ok(h.finalize().into())
+        Ok(out)
     }
+}
+
+/// A context's included entries in path order (depth first, names sorted), each with the bytes
+/// its digest covers: path, type, permission bits, and size and content digest (files) or
+/// target (symlinks).
+#[derive(Debug, Default)]
+pub struct ContextEntries {
+    entries: Vec<(PathBuf, Vec<u8>)>,
+    symlinks: HashSet<PathBuf>,
+}
+
+impl ContextEntries {
+    /// The digest of the whole context.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"rbuild.context.v2\0");
+        for (_, record) in &self.entries {
+            h.update(record);
+        }
+        h.finalize().into()
+    }
+
+    /// The digest of what reading `sources` can see: for each source path (relative to the
+    /// context, wildcards allowed, as `COPY` takes them) the entries at or below the part of
+    /// it before the first wildcard. A source whose path runs through a symlink of the context
+    /// (which `COPY` follows, possibly anywhere in the context) covers the whole context. A
+    /// source that names nothing still counts by its name, so creating it changes the digest.
+    pub fn selection_digest(&self, sources: &[String]) -> [u8; 32] {
+        let mut prefixes: Vec<PathBuf> = sources.iter().map(|s| literal_prefix(s)).collect();
+        prefixes.sort();
+        prefixes.dedup();
+        let through_symlink = prefixes.iter().any(|p| p.ancestors().any(|a| self.symlinks.contains(a)));
+        if prefixes.iter().any(|p| p.as_os_str().is_empty()) || through_symlink {
+            return self.digest();
+        }
+        let mut h = Sha256::new();
+        h.update(b"rbuild.context-selection.v1\0");
+        for p in &prefixes {
+            let bytes = p.as_os_str().as_encoded_bytes();
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        }
+        for (rel, record) in &self.entries {
+            if prefixes.iter().any(|p| rel.starts_with(p)) {
+                h.update(record);
+            }
+        }
+        h.finalize().into()
+    }
+}
+
+/// The part of a `COPY` source path before its first wildcard, cleaned and relative to the
+/// context root (empty: the whole context).
+fn literal_prefix(source: &str) -> PathBuf {
+    let cleaned = clean(source);
+    let mut out = PathBuf::new();
+    for part in cleaned.split('/').filter(|p| !p.is_empty()) {
+        if part.contains(['*', '?', '[', '\\']) {
+            break;
+        }
+        out.push(part);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -424,5 +499,41 @@ mod tests {
         assert_eq!(a, ctx.content_digest(None).unwrap(), "ignored files do not count");
         std::fs::write(t.path().join("d/f"), "2").unwrap();
         assert_ne!(a, ctx.content_digest(None).unwrap());
+    }
+
+    #[test]
+    fn selections_cover_what_a_copy_can_read() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        for (p, c) in [("src/a.c", "a"), ("src/b.h", "b"), ("docs/readme", "r"), ("pkg.json", "{}")] {
+            std::fs::create_dir_all(root.join(p).parent().unwrap()).unwrap();
+            std::fs::write(root.join(p), c).unwrap();
+        }
+        std::os::unix::fs::symlink("src", root.join("alias")).unwrap();
+        let ctx = ContextDir { root: root.into(), ignore: m(&[]) };
+        let sel = |paths: &[&str]| {
+            let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+            ctx.entries(None).unwrap().selection_digest(&paths)
+        };
+        let before = [sel(&["pkg.json"]), sel(&["src/*.c"]), sel(&["./docs/"]), sel(&["alias/a.c"]), sel(&["new"])];
+        // Another file than the ones named: only selections reaching it change.
+        std::fs::write(root.join("docs/readme"), "r2").unwrap();
+        assert_eq!(sel(&["pkg.json"]), before[0]);
+        assert_eq!(sel(&["src/*.c"]), before[1]);
+        assert_ne!(sel(&["./docs/"]), before[2]);
+        // Through a symlink, COPY may read anything: the whole context counts.
+        assert_ne!(sel(&["alias/a.c"]), before[3]);
+        assert_eq!(sel(&["alias/a.c"]), ctx.entries(None).unwrap().digest());
+        // A wildcard counts everything below its literal part (src/b.h too).
+        std::fs::write(root.join("src/b.h"), "b2").unwrap();
+        assert_ne!(sel(&["src/*.c"]), before[1]);
+        // A path that names nothing yet changes when it appears.
+        assert_eq!(sel(&["new"]), before[4]);
+        std::fs::write(root.join("new"), "n").unwrap();
+        assert_ne!(sel(&["new"]), before[4]);
+        // "." and "" are the whole context; the order of sources does not matter.
+        assert_eq!(sel(&["."]), ctx.entries(None).unwrap().digest());
+        assert_eq!(sel(&["pkg.json", "src"]), sel(&["src", "/pkg.json"]));
+        assert_eq!(literal_prefix("/a/../b/[ab]*/c"), PathBuf::from("b"));
     }
 }

@@ -38,7 +38,7 @@ use rbuild_solver::{CacheKey, ExecContext, Progress, Worker};
 use mounts::{MountEnv, MountSource};
 
 pub use archive::{ArchiveError, ArchiveLimits};
-pub use context::{ContextDir, IgnoreMatcher, PatternError};
+pub use context::{ContextDir, ContextEntries, IgnoreMatcher, PatternError};
 pub use error::WorkerError;
 pub use image::{HistoryEntry, ImageSpec};
 pub use merged::MergedView;
@@ -85,6 +85,8 @@ pub struct LocalWorker {
     downloads: Mutex<HashMap<OpId, http::Downloaded>>,
     /// Commits `Git` sources resolved to when their keys were computed.
     git_commits: Mutex<HashMap<OpId, String>>,
+    /// Each local context's entries, walked (and digested) once per build, by context name.
+    context_entries: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<ContextEntries>>>>>,
 }
 
 impl LocalWorker {
@@ -108,6 +110,7 @@ impl LocalWorker {
             http: OnceLock::new(),
             downloads: Mutex::default(),
             git_commits: Mutex::default(),
+            context_entries: Mutex::default(),
         }
     }
 
@@ -162,6 +165,34 @@ impl LocalWorker {
             .get(name)
             .cloned()
             .ok_or_else(|| WorkerError::Internal(format!("no local context named {name:?}")))
+    }
+
+    /// The entries of the local context `name`, walked once per build (with the store's stat
+    /// index, so an unchanged file is not read again).
+    async fn context_entries(&self, name: &str) -> Result<Arc<ContextEntries>, WorkerError> {
+        let cell = {
+            let mut map = self.context_entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            map.entry(name.to_owned()).or_default().clone()
+        };
+        let entries = cell
+            .get_or_try_init(|| async {
+                let ctx = self.context(name)?;
+                let root = ctx.root.clone();
+                // One index per context directory, in the store (so a stat-only rebuild is
+                // possible).
+                let index = {
+                    use sha2::Digest as _;
+                    let id = hex::encode(sha2::Sha256::digest(root.as_os_str().as_encoded_bytes()));
+                    self.store.root().join("context-index").join(id)
+                };
+                let entries = tokio::task::spawn_blocking(move || ctx.entries(Some(&index)))
+                    .await
+                    .map_err(|e| WorkerError::Internal(e.to_string()))?
+                    .map_err(|source| WorkerError::Io { path: root, source })?;
+                Ok::<_, WorkerError>(Arc::new(entries))
+            })
+            .await?;
+        Ok(entries.clone())
     }
 
     /// The overlay lower dirs of a chain, topmost first.
@@ -222,19 +253,83 @@ impl Worker for LocalWorker {
             }
             _ => return Ok(None),
         };
-        let ctx = self.context(name)?;
-        let root = ctx.root.clone();
-        // One index per context directory, in the store (so a stat-only rebuild is possible).
-        let index = {
-            use sha2::Digest as _;
-            let id = hex::encode(sha2::Sha256::digest(root.as_os_str().as_encoded_bytes()));
-            self.store.root().join("context-index").join(id)
+        Ok(Some(self.context_entries(name).await?.digest()))
+    }
+
+    async fn content_key_with_inputs(
+        &self,
+        id: OpId,
+        op: &Op,
+        inputs: &[Option<&Op>],
+        progress: &Progress,
+    ) -> Result<Option<[u8; 32]>, WorkerError> {
+        // The context vertex itself: walk and digest it here (its progress line), but keep
+        // its contents out of its key. What reads it adds the part it reads to its own key.
+        if let Op::Source(SourceOp::Local { name, .. }) = op {
+            self.context_entries(name).await?;
+            return Ok(None);
+        }
+        let locals: HashMap<OpId, &str> = op
+            .inputs()
+            .iter()
+            .zip(inputs)
+            .filter_map(|(input, op)| match op {
+                Some(Op::Source(SourceOp::Local { name, .. })) => Some((input.op, name.as_str())),
+                _ => None,
+            })
+            .collect();
+        if locals.is_empty() {
+            return self.content_key(id, op, progress).await;
+        }
+        if let Op::Exec(e) = op {
+            exec::check_allowed(e, self.exec_settings)?;
+        }
+        // Per local input, in the op's order: the paths it reads (an input read in a way not
+        // listed here counts whole).
+        let mut reads: Vec<(OpId, Vec<String>)> = Vec::new();
+        let add = |reads: &mut Vec<(OpId, Vec<String>)>, input: OpId, path: &str| match reads
+            .iter_mut()
+            .find(|(i, _)| *i == input)
+        {
+            Some((_, paths)) => paths.push(path.to_owned()),
+            None => reads.push((input, vec![path.to_owned()])),
         };
-        let digest = tokio::task::spawn_blocking(move || ctx.content_digest(Some(&index)))
-            .await
-            .map_err(|e| WorkerError::Internal(e.to_string()))?
-            .map_err(|source| WorkerError::Io { path: root, source })?;
-        Ok(Some(digest))
+        match op {
+            Op::File(f) => {
+                for a in &f.actions {
+                    if let FileAction::Copy { src, src_paths, .. } = a {
+                        if locals.contains_key(&src.op) {
+                            src_paths.iter().for_each(|p| add(&mut reads, src.op, p));
+                        }
+                    }
+                }
+            }
+            Op::Exec(e) => {
+                for m in &e.mounts {
+                    if let rbuild_solver::ir::MountKind::Bind { source, selector, .. } = &m.kind {
+                        if locals.contains_key(&source.op) {
+                            add(&mut reads, source.op, selector);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        for input in op.inputs() {
+            if locals.contains_key(&input.op) && !reads.iter().any(|(i, _)| *i == input.op) {
+                add(&mut reads, input.op, "");
+            }
+        }
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"rbuild.context-reads.v1\0");
+        for (input, paths) in &reads {
+            let entries = self.context_entries(locals[input]).await?;
+            h.update(locals[input].as_bytes());
+            h.update([0]);
+            h.update(entries.selection_digest(paths));
+        }
+        Ok(Some(h.finalize().into()))
     }
 
     async fn load(&self, key: &CacheKey, op: &Op) -> Result<Option<Output>, WorkerError> {
