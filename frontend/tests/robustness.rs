@@ -34,6 +34,11 @@ fn run_all(input: &[u8]) {
     if let Err(e) = build(&req, &AnyImage) {
         let _ = (e.to_string(), e.span(), e.hint());
     }
+    // The build checks on every stage, and the other ways of looking at a Dockerfile.
+    let report = rbuild_frontend::check(&req, &AnyImage);
+    let _ = report.warnings.iter().map(rbuild_frontend::Warning::short).count();
+    let _ = rbuild_frontend::targets(input, "Dockerfile");
+    let _ = rbuild_frontend::outline(&req, &AnyImage);
 }
 
 /// xorshift64*: deterministic, dependency-free.
@@ -59,6 +64,7 @@ const TOKENS: &[&[u8]] = &[
     b"\r\n",
     b"#",
     b"# escape=`\n",
+    b"# check=skip=all;error=true\n",
     b"<<EOF",
     b"<<-'E'",
     b"EOF\n",
