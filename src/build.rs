@@ -51,6 +51,11 @@ fn read_ignore(dockerfile: &Path, context: &Path) -> Result<Vec<String>> {
     Ok(Vec::new())
 }
 
+/// Whether warnings are printed after the build (not in quiet or JSON progress modes).
+fn show_warnings(progress: ProgressMode, quiet: bool) -> bool {
+    !matches!(crate::progress::effective(progress, quiet), ProgressMode::Quiet | ProgressMode::Rawjson)
+}
+
 /// Runs a build.
 pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let mut layer_opts = output::LayerOptions::default();
@@ -77,10 +82,24 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let tags = export::normalize_tags(&args.tags)?;
     let entitlements = crate::cli::parse_entitlements(&args.allow).map_err(UserError)?;
 
-    let store = Arc::new(Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))?);
+    let call = crate::checks::parse_call(args.call.as_deref(), args.check).map_err(UserError)?;
+
     let mut reg_opts = rbuild_registry::ClientOptions::default();
     reg_opts.insecure_hosts.extend(args.insecure_registries.iter().cloned());
     let registry = rbuild_registry::Client::new(reg_opts).context("creating the registry client")?;
+    if let Some(call) = call {
+        let input = crate::checks::CallInput {
+            dockerfile,
+            filename,
+            build_args: parse_build_args(&args.build_args),
+            target: args.target.clone(),
+            platform: Platform::host(),
+            context_excludes: excludes,
+        };
+        let resolver = RegistryResolver::new(registry, tokio::runtime::Handle::current());
+        return crate::checks::run_call(call, input, resolver).await;
+    }
+    let store = Arc::new(Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))?);
     let push_client = registry.clone();
 
     // Frontend, on a blocking thread: it resolves base images synchronously.
@@ -106,13 +125,12 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     })
     .await
     .context("frontend task")?
-    .map_err(|error| FrontendFailure { error, file: filename.clone(), source_text: dockerfile.clone() })?;
-    for w in &def.warnings {
-        match &w.span {
-            Some(s) => eprintln!("warning: {}:{}: {}", s.file, s.start_line, w.message),
-            None => eprintln!("warning: {}", w.message),
+    .map_err(|error| {
+        if show_warnings(args.progress, args.quiet) {
+            eprint!("{}", crate::checks::build_summary(error.warnings(), &dockerfile));
         }
-    }
+        FrontendFailure { error, file: filename.clone(), source_text: dockerfile.clone() }
+    })?;
 
     if let Some(format) = &args.print_graph {
         let text = match format.as_str() {
@@ -167,6 +185,10 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         _ = tokio::signal::ctrl_c() => return Err(UserError("build cancelled (interrupted)".into()).into()),
     };
     let _ = renderer.await;
+    // After the progress, like buildx: the build checks' findings and other warnings.
+    if show_warnings(args.progress, args.quiet) {
+        eprint!("{}", crate::checks::build_summary(&def.warnings, &dockerfile));
+    }
     let snapshot = match result {
         Ok(Output::Fs(s)) => s,
         Ok(Output::Context(_)) => return Err(UserError("the target is a build context, not an image".into()).into()),
