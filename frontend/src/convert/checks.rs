@@ -139,6 +139,24 @@ impl Converter<'_> {
                 }
             }
             Instruction::Healthcheck(_) => self.check_used_once(&mut st.checks.healthcheck, name, cmd),
+            Instruction::Expose(ports) => {
+                let words = ports.iter().filter_map(|p| self.lexer.process_words(p, &st.env).ok()).flatten();
+                for raw in words {
+                    let (mapped, proto) = expose_parts(&raw);
+                    if proto != proto.to_lowercase() {
+                        at(
+                            &rules::EXPOSE_PROTO_CASING,
+                            format!("Defined protocol '{raw}' in EXPOSE instruction should be lowercase"),
+                        );
+                    }
+                    if mapped {
+                        let msg = format!(
+                            "EXPOSE instruction should not define an IP address or host-port mapping, found '{raw}'"
+                        );
+                        at(&rules::EXPOSE_INVALID_FORMAT, msg);
+                    }
+                }
+            }
             Instruction::Copy(c) if c.from.as_deref().is_none_or(str::is_empty) => {
                 self.check_ignored(st, cmd, &c.paths.sources, "Copy");
             }
@@ -230,6 +248,15 @@ impl Converter<'_> {
             self.report(&rules::UNDEFINED_VAR, cmd.span, &cmd.comments, msg);
         }
     }
+}
+
+/// An `EXPOSE` port spec `[[ip:]host:]port[/proto]`: whether it has an IP or a host port, and
+/// its protocol as written.
+fn expose_parts(raw: &str) -> (bool, &str) {
+    let mut parts = raw.rsplitn(2, ':');
+    let container = parts.next().unwrap_or_default();
+    let mapped = parts.next().is_some();
+    (mapped, container.split_once('/').map_or("", |(_, proto)| proto))
 }
 
 fn secret_message(instruction: &str, key: &str) -> String {

@@ -309,6 +309,24 @@ fn copy_ignored_file() {
 }
 
 #[test]
+fn expose_proto_casing_and_invalid_format() {
+    triggers!(
+        "FROM busybox\nEXPOSE 80/TcP 8080/udp\n",
+        "ExposeProtoCasing",
+        2,
+        "Defined protocol '80/TcP' in EXPOSE instruction should be lowercase"
+    );
+    triggers!(
+        "FROM busybox\nARG P=127.0.0.1:80:8080\nEXPOSE $P\n",
+        "ExposeInvalidFormat",
+        3,
+        "EXPOSE instruction should not define an IP address or host-port mapping, found '127.0.0.1:80:8080'"
+    );
+    clean!("FROM busybox\nEXPOSE 80 443/tcp 53/udp 7000-7002\n", "ExposeProtoCasing");
+    clean!("FROM busybox\nEXPOSE 80 443/tcp 53/udp 7000-7002\n", "ExposeInvalidFormat");
+}
+
+#[test]
 fn experimental_rules_need_opting_in() {
     let src = "# check=experimental=InvalidDefinitionDescription\nFROM busybox\n# the build arg\nARG V=1\n";
     assert_eq!(
