@@ -131,7 +131,9 @@ pub struct BuildDefinition {
     /// on), in order. The base image's own history is not included: prepend
     /// `base.config.history()`.
     pub history: Vec<HistoryStep>,
-    /// Non-fatal findings.
+    /// Non-fatal findings: the build checks' (in line order, each naming its rule), then
+    /// other warnings (build args no `ARG` consumed). [`Warning::to_json`] gives each in
+    /// BuildKit's lint-result shape, e.g. for a metadata file.
     pub warnings: Vec<Warning>,
 }
 
