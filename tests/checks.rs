@@ -255,3 +255,39 @@ fn call_outline_lists_args_secrets_and_ssh() {
     assert!(!text.contains("UNUSED"), "args of stages the target does not use are left out");
     assert!(!store_has_images(&ctx.path("store")));
 }
+
+#[test]
+fn base_image_for_another_platform_is_reported() {
+    if !ready("base_image_for_another_platform_is_reported") {
+        return;
+    }
+    // A single-manifest image for the architecture this machine is not.
+    let (other, other_name, host_name) = match std::env::consts::ARCH {
+        "aarch64" => ("amd64", "linux/amd64", "linux/arm64"),
+        _ => ("arm64/v8", "linux/arm64", "linux/amd64"),
+    };
+    let layout = support::build_busybox_layout(other).expect("building the other-arch busybox");
+    registry().seed(&layout, "busybox-other:latest", &[]).expect("seeding it");
+    let base = registry().reference("busybox-other:latest");
+    let ctx = Ctx::new("ARG BASE=busybox\nFROM $BASE\nENV A=1\n", &[]);
+    let base_arg = format!("BASE={base}");
+    let message = format!(
+        "Base image {base} was pulled with platform \"{other_name}\", expected \"{host_name}\" for current build"
+    );
+    // --check resolves base images (metadata only, as BuildKit does), so it sees the platform.
+    let out = ctx.run(&["--build-arg", &base_arg, "--check"], false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains(&format!("\nWARNING: InvalidBaseImagePlatform\n{message}\nDockerfile:2\n")),
+        "{}",
+        stdout(&out)
+    );
+    // A build that runs nothing on it succeeds, with the finding listed.
+    let out = ctx.run(&["--build-arg", &base_arg, "-t", "other:1"], false);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains(&format!(" - InvalidBaseImagePlatform: {message} (line 2)\n   --> Dockerfile:2\n")),
+        "{}",
+        stderr(&out)
+    );
+}
