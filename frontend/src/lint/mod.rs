@@ -14,8 +14,11 @@
 //!   (`lint/from.rs`);
 //! - while each stage the build needs is converted (with `--check` and no `--target`: every
 //!   stage), with that stage's environment: `ENV`/`LABEL`/`ARG`/`WORKDIR`/`CMD`/`ENTRYPOINT`/
-//!   `HEALTHCHECK`/`COPY`/`ADD` rules, undefined variables and the base image's platform
-//!   (`convert/checks.rs`).
+//!   `HEALTHCHECK`/`EXPOSE`/`COPY`/`ADD` rules, undefined variables and the base image's
+//!   platform (`convert/checks.rs`).
+//!
+//! Experimental rules (`InvalidDefinitionDescription`) run only when named in
+//! `# check=experimental=...` (or `experimental=all`); `skip=all` does not turn them off.
 
 mod config;
 pub(crate) mod from;

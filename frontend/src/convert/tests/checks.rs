@@ -338,6 +338,16 @@ fn experimental_rules_need_opting_in() {
         )]
     );
     assert!(findings("FROM busybox\n# the build arg\nARG V=1\n").is_empty());
+    let src = "# check=skip=all;experimental=all\n# Build the stage\nFROM busybox AS build\n# two of them\nARG A=1 B=2\n#\nARG C=3\n";
+    let f: Vec<String> = findings(src).into_iter().map(|(_, line, msg)| format!("{line}: {msg}")).collect();
+    assert_eq!(
+        f,
+        [
+            "3: Comment for FROM should follow the format: `# build <description>`",
+            "5: Comment for ARG should follow the format: `# <arg_key> <description>`",
+        ],
+        "skip=all leaves experimental rules on; an empty `#` line ends a description"
+    );
     assert!(findings("# check=experimental=all\nFROM busybox\n# V the build arg\nARG V=1\n").is_empty());
 }
 
