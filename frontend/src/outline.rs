@@ -9,7 +9,6 @@ use serde::Serialize;
 
 use crate::convert::{self, BuildRequest, ImageResolver};
 use crate::error::{Error, ErrorKind};
-use crate::instructions::parse_dockerfile;
 use crate::parser::parse;
 
 /// One build stage.
@@ -99,10 +98,7 @@ pub fn targets(dockerfile: &[u8], filename: &str) -> Result<Vec<Target>, Error> 
         return Err(ErrorKind::Empty.into());
     }
     let parsed = parse(dockerfile).map_err(|e| Error::at(filename, e.span, ErrorKind::Syntax(e.message)))?;
-    let df = parse_dockerfile(&parsed).map_err(|errs| {
-        let diags = errs.into_iter().map(|(span, e)| Error::diagnostic(filename, span, e.into())).collect();
-        Error::collect(diags).unwrap_or_else(|| ErrorKind::NoStages.into())
-    })?;
+    let df = convert::instructions(filename, &parsed)?;
     let last = df.stages.len().saturating_sub(1);
     Ok(df
         .stages

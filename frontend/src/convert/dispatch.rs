@@ -54,6 +54,8 @@ pub(crate) enum Scope {
         /// Convert every stage, not only those the target needs.
         all_stages: bool,
     },
+    /// What the target uses (`--call=outline`): the stages it needs.
+    Outline,
 }
 
 impl<'a> Converter<'a> {

@@ -200,21 +200,30 @@ pub fn check(req: &BuildRequest<'_>, resolver: &dyn ImageResolver) -> CheckRepor
 
 /// What the target uses (see [`crate::outline()`]).
 pub(crate) fn outline(req: &BuildRequest<'_>, resolver: &dyn ImageResolver) -> Result<crate::outline::Outline, Error> {
-    let file = req.filename.as_str();
+    let dockerfile = instructions(&req.filename, &parse_source(req)?)?;
+    // Findings are not part of an outline; nothing is reported.
+    let lint = RefCell::new(Linter::new(&req.filename, CheckConfig { skip_all: true, ..CheckConfig::default() }));
+    dispatch::Converter::new(req, &dockerfile, resolver, &lint, dispatch::Scope::Outline)?.outline()
+}
+
+/// The parse tree of the Dockerfile.
+fn parse_source(req: &BuildRequest<'_>) -> Result<Parsed, Error> {
     if req.dockerfile.is_empty() {
         return Err(ErrorKind::Empty.into());
     }
-    let parsed = parse(req.dockerfile).map_err(|e| Error::at(file, e.span, ErrorKind::Syntax(e.message)))?;
-    let dockerfile = parse_dockerfile(&parsed).map_err(|errs| {
+    parse(req.dockerfile).map_err(|e| Error::at(&req.filename, e.span, ErrorKind::Syntax(e.message)))
+}
+
+/// The typed instructions, with every invalid one reported; at least one stage.
+pub(crate) fn instructions(file: &str, parsed: &Parsed) -> Result<crate::instructions::Dockerfile, Error> {
+    let dockerfile = parse_dockerfile(parsed).map_err(|errs| {
         let diags = errs.into_iter().map(|(span, e)| Error::diagnostic(file, span, e.into())).collect();
         Error::collect(diags).unwrap_or_else(|| ErrorKind::NoStages.into())
     })?;
     if dockerfile.stages.is_empty() {
         return Err(ErrorKind::NoStages.into());
     }
-    // Findings are not part of an outline; nothing is reported.
-    let lint = RefCell::new(Linter::new(file, CheckConfig { skip_all: true, ..CheckConfig::default() }));
-    dispatch::Converter::new(req, &dockerfile, resolver, &lint, dispatch::Scope::Check { all_stages: false })?.outline()
+    Ok(dockerfile)
 }
 
 /// The check options: `BUILDKIT_DOCKERFILE_CHECK` when given, else the `# check=` directive.
@@ -236,32 +245,19 @@ fn convert(
     resolver: &dyn ImageResolver,
     scope: dispatch::Scope,
 ) -> (Result<BuildDefinition, Error>, Option<Linter>) {
-    if req.dockerfile.is_empty() {
-        return (Err(ErrorKind::Empty.into()), None);
-    }
-    let file = req.filename.as_str();
-    let parsed = match parse(req.dockerfile) {
+    let parsed = match parse_source(req) {
         Ok(p) => p,
-        Err(e) => return (Err(Error::at(file, e.span, ErrorKind::Syntax(e.message))), None),
+        Err(e) => return (Err(e), None),
     };
     let config = match check_config(req, &parsed) {
         Ok(c) => c,
         Err(e) => return (Err(e), None),
     };
-    let mut linter = Linter::new(file, config);
+    let mut linter = Linter::new(&req.filename, config);
     crate::lint::nodes::check(&parsed, &mut linter);
     let lint = RefCell::new(linter);
-    let result = parse_dockerfile(&parsed)
-        .map_err(|errs| {
-            let diags = errs.into_iter().map(|(span, e)| Error::diagnostic(file, span, e.into())).collect();
-            Error::collect(diags).unwrap_or_else(|| ErrorKind::NoStages.into())
-        })
-        .and_then(|dockerfile| {
-            if dockerfile.stages.is_empty() {
-                return Err(ErrorKind::NoStages.into());
-            }
-            dispatch::Converter::new(req, &dockerfile, resolver, &lint, scope)?.run()
-        });
+    let result = instructions(&req.filename, &parsed)
+        .and_then(|dockerfile| dispatch::Converter::new(req, &dockerfile, resolver, &lint, scope)?.run());
     (result, Some(lint.into_inner()))
 }
 
