@@ -28,7 +28,8 @@ pub struct Target {
     /// `--platform` as written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
-    /// Line of the `FROM`.
+    /// Line of the `FROM` (JSON: BuildKit's `location`).
+    #[serde(rename = "location", serialize_with = "location")]
     pub line: usize,
 }
 
@@ -43,7 +44,8 @@ pub struct OutlineArg {
     /// From the `# NAME ...` comment above the `ARG`.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub description: String,
-    /// Line of the `ARG`.
+    /// Line of the `ARG` (JSON: BuildKit's `location`).
+    #[serde(rename = "location", serialize_with = "location")]
     pub line: usize,
 }
 
@@ -55,7 +57,8 @@ pub struct OutlineMount {
     /// `required=true`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub required: bool,
-    /// Line of the first `RUN` using it.
+    /// Line of the first `RUN` using it (JSON: BuildKit's `location`).
+    #[serde(rename = "location", serialize_with = "location")]
     pub line: usize,
 }
 
@@ -77,6 +80,12 @@ pub struct Outline {
     /// SSH sockets, by line.
     #[serde(skip_serializing_if = "Vec::is_empty", rename = "ssh")]
     pub ssh: Vec<OutlineMount>,
+}
+
+/// A line as BuildKit's JSON gives locations: `{"ranges": [{"start": {"line": N}, ...}]}`.
+fn location<S: serde::Serializer>(line: &usize, s: S) -> Result<S::Ok, S::Error> {
+    let at = serde_json::json!({ "line": line });
+    serde_json::json!({ "ranges": [{ "start": at, "end": at }] }).serialize(s)
 }
 
 /// BuildKit's `getDocComment`: the rest of the first comment line starting with `name `.
@@ -139,5 +148,9 @@ mod tests {
         assert!(!t[0].default && t[1].default);
         assert_eq!((t[1].name.as_deref(), t[1].description.as_str(), t[1].line), (None, "", 6));
         assert!(targets(b"FROM a\nNOPE\n", "Dockerfile").is_err());
+        let json = serde_json::to_value(&t[0]).unwrap();
+        assert_eq!(json["location"]["ranges"][0]["start"]["line"], 3);
+        assert_eq!(json["name"], "build");
+        assert!(json.get("default").is_none() && json.get("platform").is_none());
     }
 }
