@@ -69,7 +69,11 @@ fn apply_labels(config: &mut oci_spec::image::Config, labels: &[String]) -> Resu
 }
 
 /// What `--metadata-file` holds, with buildx's keys.
-fn metadata(image: &rbuild_exporter::oci::BuiltImage, tags: &[String]) -> serde_json::Value {
+fn metadata(
+    image: &rbuild_exporter::oci::BuiltImage,
+    tags: &[String],
+    warnings: &[rbuild_frontend::Warning],
+) -> serde_json::Value {
     let mut out = serde_json::json!({
         "containerimage.config.digest": image.config.digest().to_string(),
         "containerimage.descriptor": image.manifest,
@@ -78,7 +82,15 @@ fn metadata(image: &rbuild_exporter::oci::BuiltImage, tags: &[String]) -> serde_
     if !tags.is_empty() {
         out["image.name"] = serde_json::Value::String(tags.join(","));
     }
+    if !warnings.is_empty() {
+        out["buildx.build.warnings"] = warnings.iter().map(rbuild_frontend::Warning::to_json).collect();
+    }
     out
+}
+
+/// Whether warnings are printed after the build (not in quiet or JSON progress modes).
+fn show_warnings(progress: ProgressMode, quiet: bool) -> bool {
+    !matches!(crate::progress::effective(progress, quiet), ProgressMode::Quiet | ProgressMode::Rawjson)
 }
 
 /// Runs a build.
@@ -110,10 +122,24 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let tags = export::normalize_tags(&args.tags)?;
     let entitlements = crate::cli::parse_entitlements(&args.allow).map_err(UserError)?;
 
-    let store = Arc::new(Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))?);
+    let call = crate::checks::parse_call(args.call.as_deref(), args.check).map_err(UserError)?;
+
     let mut reg_opts = rbuild_registry::ClientOptions::default();
     reg_opts.insecure_hosts.extend(args.insecure_registries.iter().cloned());
     let registry = rbuild_registry::Client::new(reg_opts).context("creating the registry client")?;
+    if let Some(call) = call {
+        let input = crate::checks::CallInput {
+            dockerfile,
+            filename,
+            build_args: parse_build_args(&args.build_args),
+            target: args.target.clone(),
+            platform: Platform::host(),
+            context_excludes: excludes,
+        };
+        let resolver = RegistryResolver::new(registry, tokio::runtime::Handle::current());
+        return crate::checks::run_call(call, input, resolver).await;
+    }
+    let store = Arc::new(Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))?);
     let push_client = registry.clone();
 
     // Frontend, on a blocking thread: it resolves base images synchronously.
@@ -141,15 +167,14 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     })
     .await
     .context("frontend task")?
-    .map_err(|error| FrontendFailure { error, file: filename.clone(), source_text: dockerfile.clone() })?;
+    .map_err(|error| {
+        if show_warnings(args.progress, args.quiet) {
+            eprint!("{}", crate::checks::build_summary(error.warnings(), &dockerfile));
+        }
+        FrontendFailure { error, file: filename.clone(), source_text: dockerfile.clone() }
+    })?;
     let mut def = def;
     apply_labels(&mut def.config, &args.labels)?;
-    for w in &def.warnings {
-        match &w.span {
-            Some(s) => eprintln!("warning: {}:{}: {}", s.file, s.start_line, w.message),
-            None => eprintln!("warning: {}", w.message),
-        }
-    }
 
     if let Some(format) = &args.print_graph {
         let text = match format.as_str() {
@@ -204,6 +229,10 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         _ = tokio::signal::ctrl_c() => return Err(UserError("build cancelled (interrupted)".into()).into()),
     };
     let _ = renderer.await;
+    // After the progress, like buildx: the build checks' findings and other warnings.
+    if show_warnings(args.progress, args.quiet) {
+        eprint!("{}", crate::checks::build_summary(&def.warnings, &dockerfile));
+    }
     let snapshot = match result {
         Ok(Output::Fs(s)) => s,
         Ok(Output::Context(_)) => return Err(UserError("the target is a build context, not an image".into()).into()),
@@ -230,7 +259,7 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         crate::export::docker_load(&worker, &image, &tags, quiet).await?;
     }
     if let Some(path) = &args.metadata_file {
-        let json = serde_json::to_vec_pretty(&metadata(&image, &tags))?;
+        let json = serde_json::to_vec_pretty(&metadata(&image, &tags, &def.warnings))?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.iidfile {

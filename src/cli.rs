@@ -258,6 +258,17 @@ pub struct BuildArgs {
     #[arg(long)]
     pub debug: bool,
 
+    /// Run the build checks instead of building: print what they find and exit with status 1
+    /// when they find something (same as `--call=check`).
+    #[arg(long)]
+    pub check: bool,
+
+    /// Evaluate the Dockerfile instead of building it: `check` (the build checks), `targets`
+    /// (the stages and their descriptions) or `outline` (the build args, secrets and SSH sockets
+    /// the target uses); add `,format=json` for JSON (docker buildx syntax).
+    #[arg(long, value_name = "METHOD")]
+    pub call: Option<String>,
+
     /// Build context directory.
     pub context: PathBuf,
 }
@@ -375,5 +386,15 @@ mod tests {
         let Command::Build(args) = cli.command else { panic!("not a build") };
         assert_eq!(args.allow, ["security.insecure", "network.host"]);
         assert!(args.debug);
+    }
+
+    #[test]
+    fn check_and_call_parse() {
+        let cli = Cli::parse_from(argv("rbuild build --check ."));
+        let Command::Build(args) = cli.command else { panic!("not a build") };
+        assert!(args.check && args.call.is_none());
+        let cli = Cli::parse_from(argv("rbuild build --call=outline,format=json ."));
+        let Command::Build(args) = cli.command else { panic!("not a build") };
+        assert_eq!(args.call.as_deref(), Some("outline,format=json"));
     }
 }

@@ -2,6 +2,7 @@
 //! together, renders progress and errors. No build logic lives here.
 
 mod build;
+mod checks;
 mod cli;
 mod export;
 mod images;

@@ -89,6 +89,10 @@ fn excerpt(out: &mut String, file: &str, text: &[u8], start: usize, end: usize) 
 
 /// Prints `e` to stderr and returns the process exit code.
 pub fn error(e: &anyhow::Error) -> ExitCode {
+    // `--check` found something: its report is the output.
+    if e.downcast_ref::<crate::checks::ChecksFound>().is_some() {
+        return ExitCode::from(1);
+    }
     let mut out = String::new();
     out.push_str(&format!("error: {e}\n"));
     let mut user = false;

@@ -8,6 +8,7 @@ use std::fmt;
 use rbuild_solver::ir::{GraphError, SourceSpan};
 
 use crate::convert::ResolveError;
+use crate::lint::{CheckOptionError, Warning};
 use crate::parser::Span;
 use crate::shell::ShellError;
 
@@ -116,6 +117,21 @@ pub enum ErrorKind {
     /// Only `ARG`s, no `FROM`.
     #[error("dockerfile contains no stages to build")]
     NoStages,
+    /// `# check=...;error=true`: build checks found something.
+    #[error("lint violation found for rules: {}", rules.join(", "))]
+    ChecksFailed {
+        /// Names of the rules that reported findings.
+        rules: Vec<String>,
+    },
+    /// The `# check=` directive or `BUILDKIT_DOCKERFILE_CHECK` cannot be used.
+    #[error("failed to parse {origin}: {source}")]
+    CheckOptions {
+        /// `check options` (the directive) or `build-arg:BUILDKIT_DOCKERFILE_CHECK`.
+        origin: String,
+        /// Why.
+        #[source]
+        source: CheckOptionError,
+    },
     /// The graph builder rejected an op (a frontend bug).
     #[error("internal error building the graph: {0}")]
     Graph(#[from] GraphError),
@@ -137,6 +153,12 @@ impl ErrorKind {
                 "declare `ARG NAME` before the first FROM, add `FROM ${NAME} AS src`, then use `COPY --from=src`".to_owned()
             }
             ErrorKind::StageOrder { .. } => "move the stage you copy from above this one".to_owned(),
+            ErrorKind::ChecksFailed { .. } => {
+                "fix what the checks found, or skip a rule with `# check=skip=RULE` (rules: https://docs.docker.com/reference/build-checks/)".to_owned()
+            }
+            ErrorKind::CheckOptions { .. } => {
+                "use `skip=RULE,RULE` or `skip=all`, `error=true|false` and `experimental=RULE`, separated by `;`".to_owned()
+            }
             ErrorKind::Empty | ErrorKind::NoStages => {
                 "a Dockerfile needs at least one FROM instruction".to_owned()
             }
@@ -156,17 +178,19 @@ pub struct Diagnostic {
     pub hint: Option<String>,
 }
 
-/// The frontend's error: one or more [`Diagnostic`]s, first one most relevant.
+/// The frontend's error: one or more [`Diagnostic`]s, first one most relevant, and the build
+/// check findings made before it (BuildKit reports them with the error).
 #[derive(Debug)]
 pub struct Error {
     diagnostics: Vec<Diagnostic>,
+    warnings: Vec<Warning>,
 }
 
 impl Error {
     /// An error without location.
     pub(crate) fn new(kind: ErrorKind) -> Error {
         let hint = kind.default_hint();
-        Error { diagnostics: vec![Diagnostic { span: None, kind, hint }] }
+        Error { diagnostics: vec![Diagnostic { span: None, kind, hint }], warnings: Vec::new() }
     }
 
     /// An error at `span` of `file`.
@@ -176,7 +200,7 @@ impl Error {
 
     /// Several problems at once; `None` when there are none.
     pub(crate) fn collect(diagnostics: Vec<Diagnostic>) -> Option<Error> {
-        (!diagnostics.is_empty()).then_some(Error { diagnostics })
+        (!diagnostics.is_empty()).then_some(Error { diagnostics, warnings: Vec::new() })
     }
 
     /// Builds a diagnostic at `span` with the kind's default hint.
@@ -225,6 +249,17 @@ impl Error {
     /// Every problem found, in file order.
     pub fn diagnostics(&self) -> &[Diagnostic] {
         &self.diagnostics
+    }
+
+    /// Build check findings made before the error, in line order.
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    /// Attaches the findings made before the error.
+    pub(crate) fn with_warnings(mut self, warnings: Vec<Warning>) -> Error {
+        self.warnings = warnings;
+        self
     }
 }
 

@@ -15,6 +15,8 @@
 //!   fields, history, warnings) for one platform, converting only the stages the target needs
 //!   (and the stages and images their `COPY --from`, `RUN --mount=from=` and base-image
 //!   `ONBUILD` triggers read).
+//! - [`lint`]: BuildKit's build checks, run during [`build`] or alone with [`check`]
+//!   (`docker build --check`).
 //! - [`shell`]: BuildKit's word lexer and variable expansion.
 //!
 //! # Example
@@ -57,12 +59,16 @@
 mod convert;
 mod error;
 pub mod instructions;
+pub mod lint;
+pub mod outline;
 pub mod parser;
 pub mod shell;
 mod suggest;
 
 pub use convert::{
-    build, BuildDefinition, BuildRequest, HistoryStep, ImageResolver, ResolveError, ResolvedImage, Warning,
+    build, check, BuildDefinition, BuildRequest, CheckReport, HistoryStep, ImageResolver, ResolveError, ResolvedImage,
+    Warning,
 };
 pub use error::{Diagnostic, Error, ErrorKind};
+pub use outline::{outline, targets, Outline, OutlineArg, OutlineMount, Target};
 pub use parser::{dump, parse, Node, Span};

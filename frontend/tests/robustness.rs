@@ -34,6 +34,12 @@ fn run_all(input: &[u8]) {
     if let Err(e) = build(&req, &AnyImage) {
         let _ = (e.to_string(), e.span(), e.hint());
     }
+    // The build checks on every stage (conversion already ran them on the target's), and the
+    // target list. (The outline's capture runs in every conversion; `outline()` itself only
+    // adds a walk over the result, so it is left out to keep this test quick.)
+    let report = rbuild_frontend::check(&req, &AnyImage);
+    let _ = report.warnings.iter().map(rbuild_frontend::Warning::short).count();
+    let _ = rbuild_frontend::targets(input, "Dockerfile");
 }
 
 /// xorshift64*: deterministic, dependency-free.
@@ -59,6 +65,7 @@ const TOKENS: &[&[u8]] = &[
     b"\r\n",
     b"#",
     b"# escape=`\n",
+    b"# check=skip=all;error=true\n",
     b"<<EOF",
     b"<<-'E'",
     b"EOF\n",

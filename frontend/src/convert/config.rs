@@ -114,6 +114,7 @@ impl Converter<'_> {
         vec![Warning {
             span: None,
             message: format!("One or more build-args [{}] were not consumed", unused.join(" ")),
+            rule: None,
         }]
     }
 

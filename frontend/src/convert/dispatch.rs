@@ -1,6 +1,7 @@
 //! The conversion driver: resolves the bases of reachable stages, then dispatches each
 //! reachable stage's instructions in file order (BuildKit's `toDispatchState` + `dispatch`).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use rbuild_solver::ir::{GraphBuilder, Input, Op, OpId, Platform, SourceOp, VertexMeta};
@@ -10,6 +11,7 @@ use super::state::{uppercase_cmd, EnvList, ImageConfig, Progress, StageState};
 use super::{BuildDefinition, BuildRequest, ImageResolver, ResolvedImage};
 use crate::error::{source_span, Error, ErrorKind};
 use crate::instructions::{Command, Dockerfile, Instruction};
+use crate::lint::Linter;
 use crate::parser::Span;
 use crate::shell::{Env, Lexer};
 
@@ -28,25 +30,50 @@ pub(crate) struct Converter<'a> {
     pub(super) lexer: Lexer,
     pub(super) global_args: EnvList,
     pub(super) plans: Vec<StagePlan>,
-    target: usize,
+    pub(super) target: usize,
     graph: GraphBuilder,
     context: Option<Input>,
     images: BTreeMap<(String, Platform), BaseImage>,
     /// Final state of each dispatched stage.
     pub(super) done: Vec<Option<StageState>>,
+    /// Build check findings.
+    pub(super) lint: &'a RefCell<Linter>,
+    /// Building, or only checking.
+    scope: Scope,
+    /// What each stage declared and mounted, for the outline.
+    pub(super) captured: Vec<super::outline::StageOutline>,
+}
+
+/// What a conversion is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// A build: the stages the target needs, all of which must be buildable by rbuild.
+    Build,
+    /// Build checks only (`--check`): every stage when no target is given.
+    Check {
+        /// Convert every stage, not only those the target needs.
+        all_stages: bool,
+    },
+    /// What the target uses (`--call=outline`): the stages it needs.
+    Outline,
 }
 
 impl<'a> Converter<'a> {
-    /// Plans the conversion: build args, stage bases, target, `COPY --from` links.
+    /// Plans the conversion: build args, stage bases, target, `COPY --from` links. Findings of
+    /// the build checks go to `lint`.
     pub(crate) fn new(
         req: &'a BuildRequest<'a>,
         df: &'a Dockerfile,
         resolver: &'a dyn ImageResolver,
+        lint: &'a RefCell<Linter>,
+        scope: Scope,
     ) -> Result<Converter<'a>, Error> {
         let lexer = Lexer::new(df.escape);
         let global_args = plan::global_args(req, df, &lexer, &Platform::host())?;
+        crate::lint::from::check(&mut lint.borrow_mut(), req, df, &lexer, &global_args);
         let plans = plan::plan_stages(req, df, &lexer, &global_args)?;
         let target = plan::target_index(req, df)?;
+        let plans_len = plans.len();
         Ok(Converter {
             req,
             df,
@@ -59,6 +86,9 @@ impl<'a> Converter<'a> {
             graph: GraphBuilder::new(),
             context: None,
             images: BTreeMap::new(),
+            lint,
+            scope,
+            captured: vec![super::outline::StageOutline::default(); plans_len],
         })
     }
 
@@ -75,9 +105,30 @@ impl<'a> Converter<'a> {
         self.req.filename.as_str()
     }
 
+    /// The stages to convert: those the target needs, or all of them.
+    fn reachable(&self) -> std::collections::BTreeSet<usize> {
+        if self.scope == (Scope::Check { all_stages: true }) {
+            (0..self.plans.len()).collect()
+        } else {
+            plan::reachable(&self.plans, self.target)
+        }
+    }
+
     /// Converts every stage the target needs.
     pub(crate) fn run(mut self) -> Result<BuildDefinition, Error> {
-        let mut reachable = plan::reachable(&self.plans, self.target);
+        let reachable = self.dispatch_all()?;
+        self.finish(&reachable)
+    }
+
+    /// Converts the stages the target needs and returns what the target uses.
+    pub(crate) fn outline(mut self) -> Result<crate::outline::Outline, Error> {
+        self.dispatch_all()?;
+        Ok(self.outline_of())
+    }
+
+    /// Resolves and dispatches the stages to convert; returns them.
+    fn dispatch_all(&mut self) -> Result<std::collections::BTreeSet<usize>, Error> {
+        let mut reachable = self.reachable();
         self.check_supported(&reachable)?;
         // Base images may carry ONBUILD triggers, and triggers may read further stages or
         // images: resolve until nothing new is needed (BuildKit's `resolveStages`).
@@ -90,7 +141,7 @@ impl<'a> Converter<'a> {
             if !new_deps {
                 break;
             }
-            reachable = plan::reachable(&self.plans, self.target);
+            reachable = self.reachable();
         }
         self.check_supported(&reachable)?;
         for i in 0..self.plans.len() {
@@ -101,13 +152,18 @@ impl<'a> Converter<'a> {
                 }
             }
         }
+        Ok(reachable)
+    }
+
+    /// The build definition of the target, once its stages are dispatched.
+    fn finish(self, reachable: &std::collections::BTreeSet<usize>) -> Result<BuildDefinition, Error> {
         let Some(Some(last)) = self.done.get(self.target).cloned() else {
             return Err(ErrorKind::NoStages.into());
         };
         let c = &last.config;
         let extra_config =
             super::imageconfig::extra_config(c.healthcheck.as_ref(), &c.onbuild, &c.shell, c.args_escaped);
-        let warnings = self.unused_build_args(&reachable);
+        let warnings = self.unused_build_args(reachable);
         Ok(BuildDefinition {
             graph: self.graph.build(),
             target: last.fs,
@@ -121,8 +177,12 @@ impl<'a> Converter<'a> {
         })
     }
 
-    /// Fails with every use of a feature rbuild cannot build yet in the reachable stages.
+    /// Fails with every use of a feature rbuild cannot build yet in the reachable stages (not
+    /// when only checking: the Dockerfile is fine).
     fn check_supported(&self, reachable: &std::collections::BTreeSet<usize>) -> Result<(), Error> {
+        if self.scope != Scope::Build {
+            return Ok(());
+        }
         let diags: Vec<_> = reachable
             .iter()
             .filter_map(|i| self.plans.get(*i))
@@ -211,14 +271,18 @@ impl<'a> Converter<'a> {
         let mut progress = Progress { stage: plan.display.clone(), index: 0, total: plan.total_steps };
         let platform = self.stage_platform(i);
         let mut state = if let Some(parent) = plan.parent {
-            let Some(Some(parent_state)) = self.done.get(parent).cloned() else {
+            let Some(Some(mut parent_state)) = self.done.get(parent).cloned() else {
                 return Err(ErrorKind::NoStages.into());
             };
+            parent_state.checks = parent_state.checks.for_child();
             parent_state
         } else if plan.base_name.eq_ignore_ascii_case("scratch") {
             StageState::new(None, ImageConfig::scratch(), platform.clone())
         } else {
             let base = self.resolve(&plan.base_name, &platform).map_err(|e| e.or_at(self.file(), stage.span))?;
+            if !base.empty {
+                self.check_base_platform(&plan.base_name, &platform, &base.resolved, stage.span);
+            }
             let name = progress.name(&format!("FROM {}", pinned(&base.resolved)));
             let fs = self.image_fs(&base, &platform, name, stage.span)?;
             let mut st = StageState::new(fs, ImageConfig::from_resolved(&base.resolved), platform);
@@ -229,7 +293,10 @@ impl<'a> Converter<'a> {
         // Triggers are consumed by the stage built on them; they are not inherited.
         state.config.onbuild.clear();
         for (cmd, deps) in plan.commands.iter().zip(&plan.deps) {
+            let args_before = state.build_args.len();
             self.dispatch(&mut state, &mut progress, i, cmd, deps).map_err(|e| e.or_at(self.file(), cmd.span))?;
+            let declared = state.build_args.get(args_before..).unwrap_or_default().to_vec();
+            self.capture_args(i, cmd, &declared);
         }
         Ok(state)
     }
@@ -242,6 +309,7 @@ impl<'a> Converter<'a> {
         cmd: &Command,
         deps: &CommandDeps,
     ) -> Result<(), Error> {
+        self.check_command(st, cmd);
         match &cmd.instruction {
             Instruction::Env(kvs) => self.dispatch_env(st, kvs),
             Instruction::Label(kvs) => self.dispatch_label(st, kvs),

@@ -6,12 +6,14 @@
 //! metadata-only instructions change the config and history but add no op.
 
 mod add;
+mod checks;
 mod config;
 mod copy;
 mod dispatch;
 mod imageconfig;
 mod mount;
 mod onbuild;
+mod outline;
 mod paths;
 mod plan;
 mod run;
@@ -22,14 +24,23 @@ mod values;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use oci_spec::image::ImageConfiguration;
-use rbuild_solver::ir::{Graph, Input, OpId, Platform, SourceSpan};
+use rbuild_solver::ir::{Graph, Input, OpId, Platform};
 
 use crate::error::{Error, ErrorKind};
 use crate::instructions::parse_dockerfile;
-use crate::parser::parse;
+pub use crate::lint::Warning;
+use crate::lint::{CheckConfig, Linter};
+use crate::parser::{parse, Parsed};
+pub(crate) use plan::global_args;
+pub(crate) use state::EnvList;
+pub(crate) use values::parse_platform;
+
+/// The build arg that sets the check options, replacing the `# check=` directive.
+const CHECK_BUILD_ARG: &str = "BUILDKIT_DOCKERFILE_CHECK";
 
 /// What to build.
 #[derive(Clone, Debug)]
@@ -120,7 +131,9 @@ pub struct BuildDefinition {
     /// on), in order. The base image's own history is not included: prepend
     /// `base.config.history()`.
     pub history: Vec<HistoryStep>,
-    /// Non-fatal findings.
+    /// Non-fatal findings: the build checks' (in line order, each naming its rule), then
+    /// other warnings (build args no `ARG` consumed). [`Warning::to_json`] gives each in
+    /// BuildKit's lint-result shape, e.g. for a metadata file.
     pub warnings: Vec<Warning>,
 }
 
@@ -137,40 +150,115 @@ pub struct HistoryStep {
     pub layer_op: Option<OpId>,
 }
 
-/// A non-fatal finding.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Warning {
-    /// Where.
-    pub span: Option<SourceSpan>,
-    /// What.
-    pub message: String,
+/// What [`check`] found: the build check findings, and the error that stopped the checks (a
+/// Dockerfile that does not parse, a base image that cannot be resolved, or `error=true` with
+/// findings), as `docker build --check` reports them.
+#[derive(Debug)]
+pub struct CheckReport {
+    /// Findings, in line order.
+    pub warnings: Vec<Warning>,
+    /// Why the Dockerfile cannot be built.
+    pub error: Option<Error>,
 }
 
-/// Converts a Dockerfile into a build graph for `req.platform`.
+/// Converts a Dockerfile into a build graph for `req.platform`, running the build checks on
+/// the way ([`BuildDefinition::warnings`]).
+///
+/// # Errors
+///
+/// Any problem of the Dockerfile, with the check findings made before it
+/// ([`Error::warnings`]); with `# check=error=true`, findings are an error
+/// ([`ErrorKind::ChecksFailed`]).
 pub fn build(req: &BuildRequest<'_>, resolver: &dyn ImageResolver) -> Result<BuildDefinition, Error> {
+    let (result, lint) = convert(req, resolver, dispatch::Scope::Build);
+    let violation = lint.as_ref().and_then(Linter::violation);
+    let warnings = lint.map(Linter::into_warnings).unwrap_or_default();
+    match (result, violation) {
+        (Err(e), _) => Err(e.with_warnings(warnings)),
+        (Ok(_), Some(kind)) => Err(Error::new(kind).with_warnings(warnings)),
+        (Ok(mut def), None) => {
+            def.warnings.splice(0..0, warnings);
+            Ok(def)
+        }
+    }
+}
+
+/// Runs the build checks without building (`docker build --check`): every stage is converted
+/// (only those `req.target` needs when it is set) and base images are resolved, but nothing
+/// runs. Features rbuild cannot build yet are not reported.
+pub fn check(req: &BuildRequest<'_>, resolver: &dyn ImageResolver) -> CheckReport {
+    let scope = dispatch::Scope::Check { all_stages: req.target.is_none() };
+    let (result, lint) = convert(req, resolver, scope);
+    let violation = lint.as_ref().and_then(Linter::violation);
+    let warnings = lint.map(Linter::into_warnings).unwrap_or_default();
+    let error = match (result, violation) {
+        (Err(e), _) => Some(e),
+        (Ok(_), v) => v.map(Error::new),
+    };
+    CheckReport { warnings, error }
+}
+
+/// What the target uses (see [`crate::outline()`]).
+pub(crate) fn outline(req: &BuildRequest<'_>, resolver: &dyn ImageResolver) -> Result<crate::outline::Outline, Error> {
+    let dockerfile = instructions(&req.filename, &parse_source(req)?)?;
+    // Findings are not part of an outline; nothing is reported.
+    let lint = RefCell::new(Linter::new(&req.filename, CheckConfig { skip_all: true, ..CheckConfig::default() }));
+    dispatch::Converter::new(req, &dockerfile, resolver, &lint, dispatch::Scope::Outline)?.outline()
+}
+
+/// The parse tree of the Dockerfile.
+fn parse_source(req: &BuildRequest<'_>) -> Result<Parsed, Error> {
     if req.dockerfile.is_empty() {
         return Err(ErrorKind::Empty.into());
     }
-    let file = req.filename.as_str();
-    let parsed = parse(req.dockerfile).map_err(|e| Error::at(file, e.span, ErrorKind::Syntax(e.message)))?;
-    let dockerfile = parse_dockerfile(&parsed).map_err(|errs| {
+    parse(req.dockerfile).map_err(|e| Error::at(&req.filename, e.span, ErrorKind::Syntax(e.message)))
+}
+
+/// The typed instructions, with every invalid one reported; at least one stage.
+pub(crate) fn instructions(file: &str, parsed: &Parsed) -> Result<crate::instructions::Dockerfile, Error> {
+    let dockerfile = parse_dockerfile(parsed).map_err(|errs| {
         let diags = errs.into_iter().map(|(span, e)| Error::diagnostic(file, span, e.into())).collect();
         Error::collect(diags).unwrap_or_else(|| ErrorKind::NoStages.into())
     })?;
     if dockerfile.stages.is_empty() {
         return Err(ErrorKind::NoStages.into());
     }
-    let warnings: Vec<Warning> = parsed
-        .warnings
-        .iter()
-        .map(|w| Warning {
-            span: Some(crate::error::source_span(file, crate::parser::Span::new(w.line, w.line))),
-            message: w.message.clone(),
-        })
-        .collect();
-    let mut def = dispatch::Converter::new(req, &dockerfile, resolver)?.run()?;
-    def.warnings.splice(0..0, warnings);
-    Ok(def)
+    Ok(dockerfile)
+}
+
+/// The check options: `BUILDKIT_DOCKERFILE_CHECK` when given, else the `# check=` directive.
+fn check_config(req: &BuildRequest<'_>, parsed: &Parsed) -> Result<CheckConfig, Error> {
+    let (origin, value) = match req.build_args.get(CHECK_BUILD_ARG) {
+        Some(v) => (format!("build-arg:{CHECK_BUILD_ARG}"), v.as_str()),
+        None => {
+            let directive = parsed.directives.iter().find(|d| d.name == "check");
+            let value = directive.map_or("", |d| d.value.split(' ').next().unwrap_or_default());
+            ("check options".to_owned(), value)
+        }
+    };
+    CheckConfig::parse(value).map_err(|source| ErrorKind::CheckOptions { origin, source }.into())
+}
+
+/// Parses, checks and converts; the linter is `None` when the file did not get as far.
+fn convert(
+    req: &BuildRequest<'_>,
+    resolver: &dyn ImageResolver,
+    scope: dispatch::Scope,
+) -> (Result<BuildDefinition, Error>, Option<Linter>) {
+    let parsed = match parse_source(req) {
+        Ok(p) => p,
+        Err(e) => return (Err(e), None),
+    };
+    let config = match check_config(req, &parsed) {
+        Ok(c) => c,
+        Err(e) => return (Err(e), None),
+    };
+    let mut linter = Linter::new(&req.filename, config);
+    crate::lint::nodes::check(&parsed, &mut linter);
+    let lint = RefCell::new(linter);
+    let result = instructions(&req.filename, &parsed)
+        .and_then(|dockerfile| dispatch::Converter::new(req, &dockerfile, resolver, &lint, scope)?.run());
+    (result, Some(lint.into_inner()))
 }
 
 impl From<crate::instructions::InstructionError> for ErrorKind {

@@ -51,10 +51,19 @@ impl Converter<'_> {
                 parse_mount(value, &mut |w| self.expand(w, &st.env).map_err(|e| e.to_string())).map_err(invalid)?;
             let from = froms.get(i).cloned().flatten();
             let mount = match spec.kind {
-                MountType::Secret => secret(&spec)?,
+                MountType::Secret => {
+                    let m = secret(&spec)?;
+                    if let MountKind::Secret { id, required, .. } = &m.kind {
+                        self.capture_mount(stage, false, id, *required, cmd.span);
+                    }
+                    m
+                }
                 MountType::Ssh => {
                     let m = ssh(&spec, ssh_count)?;
                     ssh_count += 1;
+                    if let MountKind::Ssh { id, required, .. } = &m.kind {
+                        self.capture_mount(stage, true, id, *required, cmd.span);
+                    }
                     m
                 }
                 MountType::Tmpfs => {

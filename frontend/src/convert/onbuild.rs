@@ -69,5 +69,5 @@ fn parse_trigger(trigger: &str, span: Span) -> Result<Command, ErrorKind> {
         return Err(ErrorKind::InvalidInstruction("onbuild trigger should be a single expression".to_owned()));
     };
     let instruction = parse_command(node).map_err(ErrorKind::from)?;
-    Ok(Command { instruction, span, original: node.original.clone() })
+    Ok(Command { instruction, span, original: node.original.clone(), comments: Vec::new() })
 }

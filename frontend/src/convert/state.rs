@@ -156,6 +156,11 @@ impl EnvList {
         self.vars.get(key).map(|(_, v)| v.as_str())
     }
 
+    /// The names set, in no particular order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> + '_ {
+        self.vars.keys().map(String::as_str)
+    }
+
     /// `KEY=VALUE` strings in order.
     pub(crate) fn to_strings(&self) -> Vec<String> {
         let mut all: Vec<(&u64, &String, &String)> = self.vars.iter().map(|(k, (n, v))| (n, k, v)).collect();
@@ -189,6 +194,8 @@ pub(crate) struct StageState {
     pub base_image: Option<ResolvedImage>,
     /// `CMD` was set in this stage (so `ENTRYPOINT` keeps it).
     pub cmd_set: bool,
+    /// What the build checks remember about the stage.
+    pub checks: super::checks::StageChecks,
 }
 
 impl StageState {
@@ -205,6 +212,7 @@ impl StageState {
             build_args: Vec::new(),
             base_image: None,
             cmd_set: false,
+            checks: super::checks::StageChecks::default(),
         }
     }
 

@@ -42,6 +42,8 @@ pub struct Stage {
     pub original: String,
     /// The stage's instructions.
     pub commands: Vec<Command>,
+    /// Comment lines directly above the `FROM` (its description, `# check=` options).
+    pub comments: Vec<String>,
 }
 
 /// One instruction with its location.
@@ -53,6 +55,16 @@ pub struct Command {
     pub span: Span,
     /// The instruction as written (continuations joined).
     pub original: String,
+    /// Comment lines directly above the instruction (an `ARG`'s description, `# check=`
+    /// options).
+    pub comments: Vec<String>,
+}
+
+impl Command {
+    /// The keyword as written (`copy`, `COPY`).
+    pub fn keyword_as_written(&self) -> &str {
+        self.original.split_whitespace().next().unwrap_or_default()
+    }
 }
 
 /// Every instruction but `FROM` (which starts a [`Stage`]).

@@ -95,7 +95,12 @@ pub fn parse_dockerfile(parsed: &Parsed) -> Result<Dockerfile, Vec<(Span, Instru
             continue;
         }
         let command = match parse_instruction(node) {
-            Ok(instruction) => Command { instruction, span: node.span, original: node.original.clone() },
+            Ok(instruction) => Command {
+                instruction,
+                span: node.span,
+                original: node.original.clone(),
+                comments: node.comments.clone(),
+            },
             Err(e) => {
                 errors.push((node.span, e));
                 continue;
@@ -122,6 +127,7 @@ fn placeholder_stage(node: &Node) -> Stage {
         span: node.span,
         original: node.original.trim().to_owned(),
         commands: Vec::new(),
+        comments: node.comments.clone(),
     }
 }
 
@@ -155,6 +161,7 @@ fn parse_from(node: &Node) -> Res<Stage> {
         span: node.span,
         original: node.original.trim().to_owned(),
         commands: Vec::new(),
+        comments: node.comments.clone(),
     })
 }
 

@@ -428,6 +428,7 @@ fn conv_args(src: &str, args: &[(&str, &str)]) -> BuildDefinition {
     build(&req, &MockResolver::default()).unwrap_or_else(|e| panic!("{src:?}: {e}"))
 }
 
+mod checks;
 mod config;
 mod copy_add;
 mod run;

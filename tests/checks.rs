@@ -1,0 +1,293 @@
+//! End-to-end tests of the build checks with the real binary: findings printed after a build
+//! with `Dockerfile:LINE`, the `# check=` directive (skipping rules, `error=true` failing the
+//! build), `--check` and its exit status and report, and `--call=targets|outline`.
+//!
+//! Builds and `--check` resolve the busybox base from a loopback registry, so they need root
+//! and the registry tools; without them each test says why it skips. CI runs them.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use support::Registry;
+
+fn registry() -> &'static Registry {
+    static REG: OnceLock<Registry> = OnceLock::new();
+    REG.get_or_init(|| {
+        let r = Registry::start();
+        r.seed_busybox("busybox:latest");
+        r
+    })
+}
+
+fn ready(test: &str) -> bool {
+    support::require_root(test) && support::require_busybox(test) && support::require_registry(test)
+}
+
+struct Ctx {
+    dir: tempfile::TempDir,
+}
+
+impl Ctx {
+    fn new(dockerfile: &str, files: &[(&str, &str)]) -> Ctx {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        for (name, content) in files {
+            std::fs::write(ctx.join(name), content).unwrap();
+        }
+        Ctx { dir }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Runs `rbuild` with `args` and the context, with `BASE` pointing at the registry's
+    /// busybox when `with_registry`.
+    fn run(&self, args: &[&str], with_registry: bool) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+        cmd.arg("--root").arg(self.path("store"));
+        if with_registry {
+            cmd.arg("--build-arg").arg(format!("BASE={}", registry().reference("busybox:latest")));
+        }
+        let out = cmd.args(args).arg(self.path("ctx")).env("RBUILD_NO_PROGRESS", "1").output().expect("run rbuild");
+        eprintln!(
+            "rbuild {args:?} -> {}\n--- stdout ---\n{}--- stderr ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn rbuild(&self, args: &[&str]) -> Output {
+        self.run(args, true)
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn store_has_images(store: &Path) -> bool {
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild")).arg("--root").arg(store).args(["images", "-q"]).output();
+    out.is_ok_and(|o| !o.stdout.is_empty())
+}
+
+const CMD_MSG: &str = "JSON arguments recommended for CMD to prevent unintended behavior related to OS signals";
+
+#[test]
+fn build_output_lists_findings_with_their_lines() {
+    if !ready("build_output_lists_findings_with_their_lines") {
+        return;
+    }
+    let ctx = Ctx::new("ARG BASE=busybox\nFROM $BASE\nENV greeting hello\nCMD echo hi\n", &[]);
+    let out = ctx.rbuild(&["-t", "checks:1"]);
+    assert!(out.status.success(), "findings are warnings, not errors");
+    let err = stderr(&out);
+    assert!(err.contains(" 2 warnings found:\n"), "{err}");
+    assert!(
+        err.contains(&format!(
+            " - JSONArgsRecommended: {CMD_MSG} (line 4)\n   --> Dockerfile:4\n       4 | >>> CMD echo hi\n"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(" - LegacyKeyValueFormat: \"ENV key=value\" should be used instead of legacy \"ENV key value\" format (line 3)\n   --> Dockerfile:3\n"),
+        "{err}"
+    );
+    // A clean Dockerfile: no summary at all.
+    let ctx = Ctx::new("ARG BASE=busybox\nFROM $BASE\nENV greeting=hello\nCMD [\"sh\"]\n", &[]);
+    let out = ctx.rbuild(&["-t", "checks:2"]);
+    assert!(out.status.success());
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_directive_skips_rules_and_fails_builds() {
+    if !ready("check_directive_skips_rules_and_fails_builds") {
+        return;
+    }
+    let ctx = Ctx::new("# check=skip=JSONArgsRecommended\nARG BASE=busybox\nFROM $BASE\nCMD echo hi\n", &[]);
+    let out = ctx.rbuild(&["-t", "checks:skip"]);
+    assert!(out.status.success());
+    assert!(!stderr(&out).contains("JSONArgsRecommended"), "{}", stderr(&out));
+
+    let ctx = Ctx::new("# check=error=true\nARG BASE=busybox\nFROM $BASE\nCMD echo hi\n", &[]);
+    let out = ctx.rbuild(&["-t", "checks:error"]);
+    assert_eq!(out.status.code(), Some(1), "error=true fails the build");
+    let err = stderr(&out);
+    assert!(err.contains(&format!(" - JSONArgsRecommended: {CMD_MSG} (line 4)")), "{err}");
+    assert!(err.contains("error: lint violation found for rules: JSONArgsRecommended"), "{err}");
+    assert!(!store_has_images(&ctx.path("store")), "nothing was built");
+
+    // BUILDKIT_DOCKERFILE_CHECK replaces the directive.
+    let out = ctx.rbuild(&["-t", "checks:error", "--build-arg", "BUILDKIT_DOCKERFILE_CHECK=skip=all"]);
+    assert!(out.status.success());
+}
+
+#[test]
+fn check_reports_and_exit_status() {
+    if !ready("check_reports_and_exit_status") {
+        return;
+    }
+    let ctx = Ctx::new("ARG BASE=busybox\nFROM $BASE\nCMD [\"sh\"]\n", &[]);
+    let out = ctx.rbuild(&["--check"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), "Check complete, no warnings found.\n");
+
+    let ctx = Ctx::new("ARG BASE=busybox\nFROM $BASE AS Build\nCMD echo hi\n", &[]);
+    let out = ctx.rbuild(&["--check"]);
+    assert_eq!(out.status.code(), Some(1), "findings: status 1");
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "Check complete, 2 warnings have been found!\n\n\
+             WARNING: StageNameCasing - https://docs.docker.com/go/dockerfile/rule/stage-name-casing/\n\
+             Stage name 'Build' should be lowercase\n\
+             Dockerfile:2\n--------------------\n   1 |     ARG BASE=busybox\n   2 | >>> FROM $BASE AS Build\n   3 |     CMD echo hi\n   4 |     \n--------------------\n\n\
+             WARNING: JSONArgsRecommended - https://docs.docker.com/go/dockerfile/rule/json-args-recommended/\n\
+             {CMD_MSG}\n\
+             Dockerfile:3\n--------------------\n   1 |     ARG BASE=busybox\n   2 |     FROM $BASE AS Build\n   3 | >>> CMD echo hi\n   4 |     \n--------------------\n"
+        )
+    );
+    assert!(!store_has_images(&ctx.path("store")), "--check builds nothing");
+
+    let out = ctx.rbuild(&["--call=check,format=json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let rules: Vec<&str> = v["warnings"].as_array().unwrap().iter().map(|w| w["ruleName"].as_str().unwrap()).collect();
+    assert_eq!(rules, ["StageNameCasing", "JSONArgsRecommended"]);
+    assert_eq!(v["warnings"][1]["location"]["ranges"][0]["start"]["line"], 3);
+
+    let out = ctx.rbuild(&["--call=check,ignorestatus=true"]);
+    assert_eq!(out.status.code(), Some(0));
+
+    // A Dockerfile that cannot be built: the findings so far, then the error, status 1.
+    let ctx = Ctx::new("ARG BASE=busybox\nFROM $BASE AS Build\nBOGUS x\n", &[]);
+    let out = ctx.rbuild(&["--check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).starts_with("Check complete, 1 warning has been found!\n"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("unknown instruction: BOGUS"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_sees_every_stage_and_the_dockerignore() {
+    if !ready("check_sees_every_stage_and_the_dockerignore") {
+        return;
+    }
+    let ctx = Ctx::new(
+        "ARG BASE=busybox\nFROM $BASE AS unused\nENV k v\nFROM $BASE\nCOPY secret.key /\n",
+        &[(".dockerignore", "*.key\n"), ("secret.key", "x")],
+    );
+    let out = ctx.rbuild(&["--check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("WARNING: LegacyKeyValueFormat"), "unreachable stages are checked too: {text}");
+    assert!(
+        text.contains("Attempting to Copy file \"secret.key\" that is excluded by .dockerignore\nDockerfile:5\n"),
+        "{text}"
+    );
+    // With --target, only what the target needs.
+    let out = ctx.rbuild(&["--check", "--target", "unused"]);
+    assert!(!stdout(&out).contains("CopyIgnoredFile"), "{}", stdout(&out));
+}
+
+#[test]
+fn call_targets_lists_stages() {
+    let ctx = Ctx::new(
+        "ARG V=1\n# build compiles the app\nFROM busybox AS build\n\nFROM build AS test\n# release the final image\nFROM busybox AS release\n",
+        &[],
+    );
+    let out = ctx.run(&["--call=targets"], false);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Go's tabwriter: the first column as wide as its widest cell plus one space.
+    let row = |name: &str, description: &str| format!("{name:<18}{description}\n");
+    let expected = [
+        row("TARGET", "DESCRIPTION"),
+        row("build", "compiles the app"),
+        row("test", ""),
+        row("release (default)", "the final image"),
+    ]
+    .concat();
+    assert_eq!(stdout(&out), expected);
+    let out = ctx.run(&["--call=targets,format=json"], false);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["targets"][2]["name"], "release");
+    assert_eq!(v["targets"][2]["default"], true);
+}
+
+#[test]
+fn call_outline_lists_args_secrets_and_ssh() {
+    if !ready("call_outline_lists_args_secrets_and_ssh") {
+        return;
+    }
+    let ctx = Ctx::new(
+        "ARG BASE=busybox\n# VERSION which release to fetch\nARG VERSION=1.2\nFROM $BASE AS deps\nARG UNUSED=x\n\
+         # app the application image\nFROM $BASE AS app\nARG VERSION\n# MODE build mode\nARG MODE=release\n\
+         RUN --mount=type=secret,id=token,required=true --mount=type=ssh true\n",
+        &[],
+    );
+    let out = ctx.rbuild(&["--call=outline"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let base = registry().reference("busybox:latest");
+    let text = stdout(&out);
+    let expected_args = format!(
+        "BUILD ARG   VALUE{pad}DESCRIPTION\nBASE        {base}   \nVERSION     1.2{pad2}which release to fetch\nMODE        release{pad3}build mode\n",
+        pad = " ".repeat(base.len() - 5 + 3),
+        pad2 = " ".repeat(base.len() - 3 + 3),
+        pad3 = " ".repeat(base.len() - 7 + 3),
+    );
+    assert_eq!(
+        text,
+        format!(
+            "TARGET:      app\nDESCRIPTION: the application image\n\n{expected_args}\nSECRET   REQUIRED\ntoken    true\n\nSSH       REQUIRED\ndefault   \n\n"
+        )
+    );
+    assert!(!text.contains("UNUSED"), "args of stages the target does not use are left out");
+    assert!(!store_has_images(&ctx.path("store")));
+}
+
+#[test]
+fn base_image_for_another_platform_is_reported() {
+    if !ready("base_image_for_another_platform_is_reported") {
+        return;
+    }
+    // A single-manifest image for the architecture this machine is not.
+    let (other, other_name, host_name) = match std::env::consts::ARCH {
+        "aarch64" => ("amd64", "linux/amd64", "linux/arm64"),
+        _ => ("arm64/v8", "linux/arm64", "linux/amd64"),
+    };
+    let layout = support::build_busybox_layout(other).expect("building the other-arch busybox");
+    registry().seed(&layout, "busybox-other:latest", &[]).expect("seeding it");
+    let base = registry().reference("busybox-other:latest");
+    let ctx = Ctx::new("ARG BASE=busybox\nFROM $BASE\nENV A=1\n", &[]);
+    let base_arg = format!("BASE={base}");
+    let message = format!(
+        "Base image {base} was pulled with platform \"{other_name}\", expected \"{host_name}\" for current build"
+    );
+    // --check resolves base images (metadata only, as BuildKit does), so it sees the platform.
+    let out = ctx.run(&["--build-arg", &base_arg, "--check"], false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains(&format!("\nWARNING: InvalidBaseImagePlatform\n{message}\nDockerfile:2\n")),
+        "{}",
+        stdout(&out)
+    );
+    // A build that runs nothing on it succeeds, with the finding listed.
+    let out = ctx.run(&["--build-arg", &base_arg, "-t", "other:1"], false);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains(&format!(" - InvalidBaseImagePlatform: {message} (line 2)\n   --> Dockerfile:2\n")),
+        "{}",
+        stderr(&out)
+    );
+}
