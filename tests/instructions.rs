@@ -132,7 +132,8 @@ fn history_and_config_are_written_as_buildkit_writes_them() {
     }
     let ctx = Ctx::new(
         "ARG BASE\nFROM $BASE\nMAINTAINER someone\nENV A=b C=\"d e\"\nARG X=1\nLABEL a=b\nEXPOSE 80 53/udp\n\
-         WORKDIR /app\nCOPY file /x\nRUN echo hi > /hi\nRUN true\nVOLUME /v\nSTOPSIGNAL 9\nSHELL [\"/bin/sh\", \"-ec\"]\n\
+         WORKDIR /app\nCOPY file /x\nRUN echo hi > /hi\nRUN true\nRUN [\"/bin/sh\", \"-c\", \"echo exec > exec\"]\n\
+         VOLUME /v\nSTOPSIGNAL 9\nSHELL [\"/bin/sh\", \"-ec\"]\n\
          ONBUILD RUN echo later\nUSER app\nCMD [\"sh\"]\nENTRYPOINT echo e\n",
         &[("file", b"file\n")],
     );
@@ -157,6 +158,8 @@ fn history_and_config_are_written_as_buildkit_writes_them() {
         ("RUN |1 X=1 /bin/sh -c echo hi > /hi # buildkit", false),
         // A RUN that changes nothing adds no layer.
         ("RUN |1 X=1 /bin/sh -c true # buildkit", true),
+        // Exec form: the argv as it is, run in WORKDIR.
+        ("RUN |1 X=1 /bin/sh -c echo exec > exec # buildkit", false),
         ("VOLUME [/v]", true),
         ("STOPSIGNAL 9", true),
         ("SHELL [/bin/sh -ec]", true),
@@ -177,6 +180,9 @@ fn history_and_config_are_written_as_buildkit_writes_them() {
     let layers = history.iter().filter(|h| h["empty_layer"] != true).count();
     assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), layers);
 
+    let rootfs = ctx.rootfs();
+    assert_eq!(ctx.read(&rootfs, "app/exec"), "exec\n");
+    assert!(!rootfs.join("v").exists(), "VOLUME creates no directory");
     let c = &config["config"];
     assert_eq!(config["author"], "someone");
     // ENV keeps the inherited PATH first.
@@ -202,6 +208,7 @@ fn healthcheck_forms_and_config_inherited_across_stages() {
     }
     let dockerfile = "ARG BASE\nFROM $BASE AS exec-form\nENV FROM_PARENT=1\n\
                       HEALTHCHECK --retries=2 CMD [\"/bin/check\", \"--fast\"]\n\
+                      ONBUILD RUN echo triggered > /onbuild\n\
                       FROM exec-form AS none\nHEALTHCHECK NONE\n\
                       FROM none AS entry\nENTRYPOINT [\"/bin/echo\"]\n";
     let ctx = Ctx::new(dockerfile, &[]);
@@ -212,6 +219,8 @@ fn healthcheck_forms_and_config_inherited_across_stages() {
     assert_eq!(c["Healthcheck"], json!({"Test": ["CMD", "/bin/check", "--fast"], "Retries": 2}));
     // Inherited from busybox: its CMD and PATH.
     assert_eq!(c["Cmd"], json!(["sh"]));
+    assert_eq!(c["OnBuild"], json!(["RUN echo triggered > /onbuild"]));
+    assert!(!ctx.rootfs().join("onbuild").exists(), "a stage does not run its own triggers");
     let history = created_by(&config);
     let want = "HEALTHCHECK &{[\"CMD\" \"/bin/check\" \"--fast\"] \"0s\" \"0s\" \"0s\" \"0s\" '\\x02'}";
     assert!(history.iter().any(|h| h == want), "missing {want:?} in {history:#?}");
@@ -220,6 +229,9 @@ fn healthcheck_forms_and_config_inherited_across_stages() {
     let config = config_of(&image);
     assert_eq!(config["config"]["Healthcheck"], json!({"Test": ["NONE"]}));
     assert!(config["config"]["Env"].as_array().unwrap().contains(&json!("FROM_PARENT=1")));
+    // A stage built on that stage runs its triggers, which are then gone from the config.
+    assert_eq!(ctx.read(&ctx.rootfs(), "onbuild"), "triggered\n");
+    assert!(config["config"].get("OnBuild").is_none_or(Value::is_null), "{config}");
 
     // A stage built on a stage inherits its config; ENTRYPOINT resets the inherited CMD.
     let image = ctx.build_oci(&["--target", "entry"]);
@@ -412,16 +424,45 @@ fn add_checksum_link_and_exclude() {
     let body: &'static [u8] = b"checked download\n";
     let port = serve_once(body, 2);
     let sum = sha256_hex(body);
+    // A local archive whose entries belong to 123:456.
+    let staging = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(staging.path().join("pkg")).unwrap();
+    std::fs::write(staging.path().join("pkg/f"), "packed\n").unwrap();
+    let tar = staging.path().join("pkg.tar");
+    let st = Command::new("tar")
+        .args(["--owner=123", "--group=456", "--numeric-owner", "-cf"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(staging.path())
+        .arg("pkg")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let tar = std::fs::read(&tar).unwrap();
     let ctx = Ctx::new(
         &format!(
             "ARG BASE\nFROM $BASE\nADD --checksum=sha256:{sum} http://127.0.0.1:{port}/pkg/data.txt /dl/\n\
              ADD --link --exclude=*.tmp --exclude=cache tree /linked/\n\
-             ADD --exclude=*.txt tree /plain/\n"
+             ADD --exclude=*.txt tree /plain/\n\
+             ADD --chown=app:app pkg.tar /unpacked/\n\
+             RUN stat -c '%n %u:%g' /unpacked /unpacked/pkg /unpacked/pkg/f > /unpacked-stat\n"
         ),
-        &[("tree/a.txt", b"a"), ("tree/b.tmp", b"b"), ("tree/cache/c", b"c"), ("tree/sub/d.txt", b"d")],
+        &[
+            ("tree/a.txt", b"a"),
+            ("tree/b.tmp", b"b"),
+            ("tree/cache/c", b"c"),
+            ("tree/sub/d.txt", b"d"),
+            ("pkg.tar", &tar),
+        ],
     );
     let image = ctx.build_oci(&[]);
     let rootfs = ctx.rootfs();
+    // An archive keeps its owners; --chown only owns the directory ADD creates.
+    assert_eq!(ctx.read(&rootfs, "unpacked/pkg/f"), "packed\n");
+    assert_eq!(
+        ctx.read(&rootfs, "unpacked-stat"),
+        "/unpacked 1000:1000\n/unpacked/pkg 123:456\n/unpacked/pkg/f 123:456\n"
+    );
     assert_eq!(ctx.read(&rootfs, "dl/data.txt"), "checked download\n");
     assert_eq!(ctx.read(&rootfs, "linked/a.txt"), "a");
     assert_eq!(ctx.read(&rootfs, "linked/sub/d.txt"), "d");
@@ -682,6 +723,9 @@ fn errors_name_the_line_show_it_and_say_what_to_do() {
     if !ready("errors_name_the_line_show_it_and_say_what_to_do") {
         return;
     }
+    let missing = registry().reference("no-such-image:1");
+    let missing_from = format!("FROM {missing}\nRUN true\n");
+    let missing_copy = format!("ARG BASE\nFROM $BASE\nCOPY --from={missing} /f /f\n");
     let cases: &[(&str, &[&str], &[&str])] = &[
         // (Dockerfile, extra args, what stderr must contain)
         (
@@ -730,6 +774,8 @@ fn errors_name_the_line_show_it_and_say_what_to_do() {
             &["Dockerfile:3", "security.insecure is not allowed", "hint: only allow security.insecure"],
         ),
         ("ARG BASE\nFROM $BASE AS one\nRUN true\n", &["--target", "onee"], &["could not be found (did you mean one?)"]),
+        (&missing_from, &[], &["Dockerfile:1", &format!(">>> FROM {missing}"), &format!("{missing}")]),
+        (&missing_copy, &[], &["Dockerfile:3", &format!(">>> COPY --from={missing} /f /f"), "failed to resolve"]),
     ];
     for (dockerfile, args, needles) in cases {
         let err = build_error(dockerfile, args);
