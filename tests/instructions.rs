@@ -782,11 +782,28 @@ fn errors_name_the_line_show_it_and_say_what_to_do() {
             &["Dockerfile:3", "security.insecure is not allowed", "hint: only allow security.insecure"],
         ),
         ("ARG BASE\nFROM $BASE AS one\nRUN true\n", &["--target", "onee"], &["could not be found (did you mean one?)"]),
+        (
+            "ARG BASE\nFROM $BASE\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 f /f\n",
+            &[],
+            &["Dockerfile:3", "checksum can't be specified for non-HTTP sources"],
+        ),
+        (
+            "ARG BASE\nFROM $BASE AS a\nARG S=a\nCOPY --from=${S} /bin/sh /x\n",
+            &[],
+            &["Dockerfile:4", ">>> COPY --from=${S} /bin/sh /x", "variable expansion is not supported for --from", "hint: "],
+        ),
+        ("ARG BASE\nFROM $BASE\nONBUILD ONBUILD RUN true\n", &[], &["Dockerfile:3", "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"]),
+        ("ARG BASE\nFROM $BASE\nSTOPSIGNAL SIGFOO\n", &[], &["Dockerfile:3", ">>> STOPSIGNAL SIGFOO", "Invalid signal: SIGFOO"]),
         (&missing_from, &[], &["Dockerfile:1", &format!(">>> FROM {missing}"), &format!("{missing}")]),
         (&missing_copy, &[], &["Dockerfile:3", &format!(">>> COPY --from={missing} /f /f"), "failed to resolve"]),
     ];
-    for (dockerfile, args, needles) in cases {
-        let err = build_error(dockerfile, args);
+    // Independent builds: run them side by side.
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let running: Vec<_> =
+            cases.iter().map(|(dockerfile, args, _)| s.spawn(move || build_error(dockerfile, args))).collect();
+        running.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for ((dockerfile, _, needles), err) in cases.iter().zip(&errors) {
         for n in *needles {
             assert!(err.contains(n), "for {dockerfile:?}: missing {n:?} in\n{err}");
         }
