@@ -794,7 +794,7 @@ fn errors_name_the_line_show_it_and_say_what_to_do() {
         ),
         ("ARG BASE\nFROM $BASE\nONBUILD ONBUILD RUN true\n", &[], &["Dockerfile:3", "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"]),
         ("ARG BASE\nFROM $BASE\nSTOPSIGNAL SIGFOO\n", &[], &["Dockerfile:3", ">>> STOPSIGNAL SIGFOO", "Invalid signal: SIGFOO"]),
-        (&missing_from, &[], &["Dockerfile:1", &format!(">>> FROM {missing}"), &format!("{missing}")]),
+        (&missing_from, &[], &["Dockerfile:1", &format!(">>> FROM {missing}"), missing.as_str(), "failed to resolve"]),
         (&missing_copy, &[], &["Dockerfile:3", &format!(">>> COPY --from={missing} /f /f"), "failed to resolve"]),
     ];
     // Independent builds: run them side by side.
