@@ -10,6 +10,7 @@ mod dfkit;
 mod support;
 
 use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -67,6 +68,7 @@ fn user_chown_chmod_and_workdir_ownership() {
          COPY --chown=app:staff dir /owned/dir/\n\
          COPY --chmod=700 dir /exec/\n\
          ADD --chown=nobody:nogroup --chmod=600 f /owned/added\n\
+         RUN echo \"$HOME\" > /root-home\n\
          USER app\nWORKDIR /work/sub\n\
          RUN id > /work/sub/id && echo \"$HOME\" > /work/sub/home && touch /work/sub/by-app\n\
          USER app:staff\nRUN id > /tmp/id-group\n\
@@ -101,6 +103,8 @@ fn user_chown_chmod_and_workdir_ownership() {
     let id = ctx.read(&rootfs, "work/sub/id");
     assert!(id.starts_with("uid=1000(app) gid=1000(app) groups="), "{id}");
     assert!(id.contains("50(staff)"), "a user name gets its supplementary groups: {id}");
+    // HOME comes from passwd (runc's rule): /root for root, the user's home, `/` for an unknown uid.
+    assert_eq!(ctx.read(&rootfs, "root-home"), "/root\n");
     assert_eq!(ctx.read(&rootfs, "work/sub/home"), "/home/app\n");
     // `user:group` gets that group only. (BuildKit also lists the primary group among the
     // supplementary ones, `groups=50(staff)`; rbuild's executor sets none there.)
@@ -452,6 +456,7 @@ fn add_checksum_link_and_exclude() {
              ADD --link --exclude=*.tmp --exclude=cache tree /linked/\n\
              ADD --exclude=*.txt tree /plain/\n\
              ADD --chown=app:app pkg.tar /unpacked/\n\
+             COPY suid /copied-suid\n\
              RUN stat -c '%n %u:%g' /unpacked /unpacked/pkg /unpacked/pkg/f > /unpacked-stat\n"
         ),
         &[
@@ -462,8 +467,19 @@ fn add_checksum_link_and_exclude() {
             ("pkg.tar", &tar),
         ],
     );
+    // COPY keeps the context's mode bits (setuid included) and mtime.
+    ctx.write("suid", b"#!/bin/sh\n");
+    let suid = ctx.path("ctx/suid");
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let st = Command::new("touch").args(["-d", "@1600000000"]).arg(&suid).status().unwrap();
+    assert!(st.success());
     let image = ctx.build_oci(&[]);
     let rootfs = ctx.rootfs();
+    let meta = std::fs::metadata(rootfs.join("copied-suid")).unwrap();
+    assert_eq!((meta.permissions().mode() & 0o7777, meta.mtime()), (0o4755, 1_600_000_000));
+    // A download gets mode 0600 and the Last-Modified time (serve_once says 1700000000).
+    let meta = std::fs::metadata(rootfs.join("dl/data.txt")).unwrap();
+    assert_eq!((meta.permissions().mode() & 0o7777, meta.mtime()), (0o600, 1_700_000_000));
     // An archive keeps its owners; --chown only owns the directory ADD creates.
     assert_eq!(ctx.read(&rootfs, "unpacked/pkg/f"), "packed\n");
     assert_eq!(
