@@ -6,8 +6,9 @@
 #   jq               used by the fixture scripts
 #   openssl          registry.sh --tls makes a test CA and server certificate with it
 #   git              `ADD <git url>` runs it; the ADD test serves a repository with `git daemon`
+#   openssh-client   ssh-agent and ssh-add for the `RUN --mount=type=ssh` test
 set -euo pipefail
-pkgs=(busybox-static docker-registry skopeo umoci jq openssl git)
+pkgs=(busybox-static docker-registry skopeo umoci jq openssl git openssh-client)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" && continue

@@ -342,6 +342,108 @@ fn run_tmpfs_secret_and_ssh_mounts_and_their_options() {
     assert!(!config_of(&image).to_string().contains("s3cret-value"));
 }
 
+/// `ssh-agent -D` on a socket in `dir`; killed on drop.
+struct SshAgent {
+    child: Child,
+    sock: std::path::PathBuf,
+}
+
+impl SshAgent {
+    fn start(dir: &Path) -> SshAgent {
+        let sock = dir.join("real-agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ssh-agent");
+        for _ in 0..100 {
+            if sock.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        SshAgent { child, sock }
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Copies the host's `program` and the shared libraries `ldd` names into `root` at their own
+/// paths, so the program runs in a busybox image.
+fn copy_with_libraries(program: &str, root: &Path) {
+    let path =
+        String::from_utf8(Command::new("sh").args(["-c", &format!("command -v {program}")]).output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_owned();
+    let ldd = Command::new("ldd").arg(&path).output().unwrap();
+    assert!(ldd.status.success(), "ldd {path}");
+    let mut files = vec![path];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let lib = line.split("=>").last().unwrap_or("").split_whitespace().next().unwrap_or("");
+        if lib.starts_with('/') {
+            files.push(lib.to_owned());
+        }
+    }
+    for f in files {
+        let dest = root.join(f.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &dest).unwrap_or_else(|e| panic!("copying {f}: {e}"));
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+#[test]
+fn run_ssh_mount_forwards_the_agent() {
+    let test = "run_ssh_mount_forwards_the_agent";
+    if !ready(test) {
+        return;
+    }
+    if !["ssh-agent", "ssh-add", "ssh-keygen", "ldd"].iter().all(|t| support::have(t)) {
+        eprintln!("skipping {test}: needs `apt-get install openssh-client` (CI installs it)");
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("key");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "rbuild-ssh-test", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let agent = SshAgent::start(keys.path());
+    let st =
+        Command::new("ssh-add").arg(&key).env("SSH_AUTH_SOCK", &agent.sock).stderr(Stdio::null()).status().unwrap();
+    assert!(st.success(), "ssh-add to the test agent");
+
+    // The real ssh-add runs in the step, as root with the default mount, and as a user the
+    // `uid` option gives the socket to.
+    let ctx = Ctx::new(
+        "ARG BASE\nFROM $BASE\nCOPY sshroot/ /\nRUN --mount=type=ssh ssh-add -l > /keys-root\n\
+         USER app\nRUN --mount=type=ssh,id=deploy,uid=1000 ssh-add -l > /tmp/keys-app\n",
+        &[],
+    );
+    copy_with_libraries("ssh-add", &ctx.path("ctx/sshroot"));
+    let default = format!("default={}", agent.sock.display());
+    let deploy = format!("deploy={}", agent.sock.display());
+    ctx.build_oci(&["--ssh", &default, "--ssh", &deploy]);
+    let rootfs = ctx.rootfs();
+    for listing in ["keys-root", "tmp/keys-app"] {
+        let keys = ctx.read(&rootfs, listing);
+        assert!(keys.contains("rbuild-ssh-test (ED25519)"), "{listing}: {keys}");
+    }
+    assert!(!rootfs.join("run").exists());
+}
+
 #[test]
 fn run_network_and_security_modes() {
     if !ready("run_network_and_security_modes") {
