@@ -6,11 +6,16 @@
 #   jq               used by the fixture scripts
 #   openssl          registry.sh --tls makes a test CA and server certificate with it
 #   gcc, libc6-dev   static probe programs for syscalls busybox has no applet for
+#   git              `ADD <git url>` runs it; the ADD test serves a repository with `git daemon`
+#   openssh-client   ssh-agent and ssh-add for the `RUN --mount=type=ssh` test
 set -euo pipefail
-pkgs=(busybox-static docker-registry skopeo umoci jq openssl gcc libc6-dev)
+pkgs=(busybox-static docker-registry skopeo umoci jq openssl gcc libc6-dev git openssh-client)
 missing=()
 for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" && continue
+  # A git built from source (not from a package) does as well.
+  [ "$p" = git ] && command -v git >/dev/null && continue
+  missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -8,128 +8,13 @@
 //! They need root and the packages `scripts/install-deps.sh` installs; without them each test
 //! says why it skips. CI runs as root with the packages.
 
+mod dfkit;
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::process::Command;
 
+use dfkit::{config_of, created_by, ready, registry, serve_once, tool_json, Ctx};
 use serde_json::{json, Value};
-use support::Registry;
-
-/// One registry for the whole test binary, seeded with `busybox:latest`.
-fn registry() -> &'static Registry {
-    static REG: OnceLock<Registry> = OnceLock::new();
-    REG.get_or_init(|| {
-        let r = Registry::start();
-        r.seed_busybox("busybox:latest");
-        r
-    })
-}
-
-fn ready(test: &str) -> bool {
-    support::require_root(test)
-        && support::require_busybox(test)
-        && support::require_registry(test)
-        && (support::have("umoci") || {
-            eprintln!("skipping {test}: needs `apt-get install umoci` (CI installs it)");
-            false
-        })
-}
-
-fn base() -> String {
-    registry().reference("busybox:latest")
-}
-
-/// A build context in a temp dir, and the store the builds use.
-struct Ctx {
-    dir: tempfile::TempDir,
-}
-
-impl Ctx {
-    fn new(dockerfile: &str, files: &[(&str, &[u8])]) -> Ctx {
-        let dir = tempfile::tempdir().unwrap();
-        let ctx = dir.path().join("ctx");
-        std::fs::create_dir_all(&ctx).unwrap();
-        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
-        for (name, content) in files {
-            let p = ctx.join(name);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, content).unwrap();
-        }
-        Ctx { dir }
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    /// Runs `rbuild` with `--build-arg BASE=<busybox>`, `args`, and the context last.
-    fn rbuild(&self, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
-            .arg("--root")
-            .arg(self.path("store"))
-            .arg("--build-arg")
-            .arg(format!("BASE={}", base()))
-            .args(args)
-            .arg(self.path("ctx"))
-            .env("RBUILD_NO_PROGRESS", "1")
-            .output()
-            .expect("run rbuild");
-        eprintln!("rbuild {args:?} -> {}\n--- stderr ---\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-        out
-    }
-
-    /// Builds into `image.tar` (OCI archive) and returns its `oci-archive:` reference.
-    fn build_oci(&self, args: &[&str]) -> String {
-        let archive = self.path("image.tar");
-        let dest = format!("type=oci,dest={}", archive.display());
-        let mut all = vec!["-t", "test:1", "-o", &dest];
-        all.extend_from_slice(args);
-        let out = self.rbuild(&all);
-        assert!(out.status.success(), "build failed: {}", String::from_utf8_lossy(&out.stderr));
-        format!("oci-archive:{}", archive.display())
-    }
-
-    /// Unpacks the OCI archive with umoci; returns the rootfs.
-    fn rootfs(&self) -> PathBuf {
-        let layout = self.path("layout");
-        std::fs::create_dir_all(&layout).unwrap();
-        let st = Command::new("tar").arg("-xf").arg(self.path("image.tar")).arg("-C").arg(&layout).status().unwrap();
-        assert!(st.success());
-        let bundle = self.path("bundle");
-        let out = Command::new("umoci")
-            .arg("unpack")
-            .arg("--image")
-            .arg(format!("{}:1", layout.display()))
-            .arg(&bundle)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "umoci: {}", String::from_utf8_lossy(&out.stderr));
-        bundle.join("rootfs")
-    }
-
-    fn read(&self, rootfs: &Path, p: &str) -> String {
-        std::fs::read_to_string(rootfs.join(p)).unwrap_or_else(|e| panic!("reading {p} in the image: {e}"))
-    }
-}
-
-fn tool_json(args: &[&str]) -> Value {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect("run tool");
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("tool printed JSON")
-}
-
-/// `skopeo inspect --config` of an image reference.
-fn config_of(image: &str) -> Value {
-    tool_json(&["skopeo", "inspect", "--config", "--raw", image])
-}
-
-fn created_by(config: &Value) -> Vec<String> {
-    config["history"].as_array().unwrap().iter().map(|h| h["created_by"].as_str().unwrap_or("").to_owned()).collect()
-}
 
 #[test]
 fn metadata_instructions_set_config_fields() {
@@ -161,8 +46,8 @@ fn metadata_instructions_set_config_fields() {
     for want in [
         "ARG PORT=8080",
         "LABEL org.example.name=demo app version=1",
-        // Words sorted as written, then expanded (BuildKit).
-        "EXPOSE [8080/tcp 53/udp 7000/tcp 7001/tcp 7002/tcp]",
+        // Go's %v of the port map (BuildKit 0.13): keys sorted as strings.
+        "EXPOSE map[53/udp:{} 7000/tcp:{} 7001/tcp:{} 7002/tcp:{} 8080/tcp:{}]",
         "VOLUME [/data /cache]",
         "STOPSIGNAL SIGQUIT",
         "WORKDIR /srv/app",
@@ -428,26 +313,6 @@ fn add_local_archive_is_extracted() {
     assert_eq!(ctx.read(&rootfs, "opt/pkg/bin/tool"), "#!/bin/sh\necho tool\n");
     assert!(rootfs.join("raw/pkg.tar.gz").is_file());
     assert_eq!(ctx.read(&rootfs, "plain.txt"), "plain\n");
-}
-
-/// Serves `body` at any path on a loopback port for `requests` requests.
-fn serve_once(body: &'static [u8], requests: usize) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(requests) {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Tue, 14 Nov 2023 22:13:20 GMT\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = s.write_all(head.as_bytes());
-            let _ = s.write_all(body);
-        }
-    });
-    port
 }
 
 #[test]

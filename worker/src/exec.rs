@@ -53,10 +53,16 @@ pub fn run(
     settings: ExecSettings,
 ) -> Result<(), WorkerError> {
     check_allowed(op, settings)?;
+    let home = crate::users::home_dir(&crate::merged::MergedView::new(lower_dirs.clone()), &op.user);
     let mut spec = SandboxSpec::new(lower_dirs, upper, scratch, op.args.clone());
     spec.env = op.env.clone();
     // Secret variables and SSH_AUTH_SOCK exist only in the process, never in the op.
     spec.env.extend(mounts.env.iter().cloned());
+    // Without a HOME of its own, the step gets the user's, as runc gives it (not in the cache key,
+    // as in BuildKit: it is read from the step's input).
+    if !spec.env.iter().any(|e| e.starts_with("HOME=")) {
+        spec.env.push(format!("HOME={home}"));
+    }
     spec.cwd = op.cwd.clone();
     spec.user = op.user.clone();
     spec.hostname = HOSTNAME.to_owned();

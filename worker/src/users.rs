@@ -57,9 +57,50 @@ pub fn resolve_owner(view: &MergedView, chown: &Chown) -> Result<(u32, u32), Wor
     Ok((uid, gid))
 }
 
+/// `HOME` for a RUN as `user` (`name` or `uid`, optionally `:group`; empty is root) when the
+/// environment sets none: the user's home in the filesystem's /etc/passwd, else `/`, as runc
+/// (BuildKit's executor) sets it.
+pub(crate) fn home_dir(view: &MergedView, user: &str) -> String {
+    let name = user.split(':').next().filter(|n| !n.is_empty()).unwrap_or("0");
+    let uid = name.parse::<u32>().ok();
+    read_file(view, "etc/passwd")
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            let home = *f.get(5)?;
+            let matches = match uid {
+                Some(uid) => f[2].trim().parse::<u32>().ok() == Some(uid),
+                None => f[0] == name,
+            };
+            matches.then(|| home.to_owned())
+        })
+        .filter(|home| !home.is_empty())
+        .unwrap_or_else(|| "/".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn home_comes_from_passwd_by_name_or_uid() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("etc")).unwrap();
+        std::fs::write(
+            t.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\n# app:x:7:7::/commented:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        let v = MergedView::new(vec![t.path().to_path_buf()]);
+        assert_eq!(home_dir(&v, ""), "/root");
+        assert_eq!(home_dir(&v, "app"), "/home/app");
+        assert_eq!(home_dir(&v, "app:staff"), "/home/app");
+        assert_eq!(home_dir(&v, "1000:50"), "/home/app");
+        assert_eq!(home_dir(&v, "1234"), "/");
+        assert_eq!(home_dir(&v, "ghost"), "/");
+        assert_eq!(home_dir(&MergedView::new(vec![]), "root"), "/");
+    }
 
     #[test]
     fn lookups() {

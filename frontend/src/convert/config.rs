@@ -157,7 +157,7 @@ impl Converter<'_> {
             specs.extend(parse_port_spec(w).map_err(ErrorKind::InvalidInstruction)?);
         }
         st.config.exposed_ports.extend(specs.iter().cloned());
-        st.commit(format!("EXPOSE {}", go_list(&specs)), None);
+        st.commit(format!("EXPOSE {}", go_port_map(&specs)), None);
         Ok(())
     }
 
@@ -221,4 +221,12 @@ impl Converter<'_> {
         st.commit(format!("WORKDIR {wd}"), layer);
         Ok(())
     }
+}
+
+/// `EXPOSE`'s history text in BuildKit 0.13 (Docker 26's builder): Go's `%v` of the parsed
+/// port map, `map[53/udp:{} 80/tcp:{}]` (keys sorted as strings, each once).
+fn go_port_map(specs: &[String]) -> String {
+    let ports: std::collections::BTreeSet<&str> = specs.iter().map(String::as_str).collect();
+    let items: Vec<String> = ports.iter().map(|p| format!("{p}:{{}}")).collect();
+    format!("map[{}]", items.join(" "))
 }

@@ -138,8 +138,8 @@ fn expose_volume_label_user_stopsignal() {
     assert_eq!(
         history(&def)[1..],
         [
-            // Sorted as written, before expansion (BuildKit).
-            "EXPOSE [53/udp 443/tcp 8000/tcp 8001/tcp]",
+            // Go's %v of the port map (BuildKit 0.13): keys sorted as strings.
+            "EXPOSE map[443/tcp:{} 53/udp:{} 8000/tcp:{} 8001/tcp:{}]",
             "VOLUME [/a /b]",
             "LABEL k 1=v k2=x y",
             "USER 1:2",

@@ -370,7 +370,7 @@ fn scratch_and_metadata() {
         history(&def),
         [
             "LABEL a=b",
-            "EXPOSE [80/tcp 8000/udp 8001/udp]",
+            "EXPOSE map[80/tcp:{} 8000/udp:{} 8001/udp:{}]",
             "VOLUME [/data [/x]]",
             "STOPSIGNAL SIGKILL",
             "MAINTAINER me",
