@@ -5,6 +5,7 @@ mod build;
 mod cli;
 mod export;
 mod images;
+mod inputs;
 mod output;
 mod progress;
 mod push;

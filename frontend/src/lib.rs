@@ -39,6 +39,8 @@
 //!     platform: Platform::host(),
 //!     context_excludes: vec![],
 //!     no_cache: false,
+//!     named_contexts: BTreeMap::new(),
+//!     run_defaults: Default::default(),
 //! };
 //! let def = build(&req, &NoImages)?;
 //! assert_eq!(def.history[0].created_by, "COPY app /app # buildkit");
@@ -62,7 +64,8 @@ pub mod shell;
 mod suggest;
 
 pub use convert::{
-    build, BuildDefinition, BuildRequest, HistoryStep, ImageResolver, ResolveError, ResolvedImage, Warning,
+    build, parse_git_url, BuildDefinition, BuildRequest, GitUrl, HistoryStep, ImageResolver, NamedContext,
+    ResolveError, ResolvedImage, RunDefaults, Warning,
 };
 pub use error::{Diagnostic, Error, ErrorKind};
 pub use parser::{dump, parse, Node, Span};

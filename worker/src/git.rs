@@ -164,26 +164,7 @@ impl LocalWorker {
                 Some(c) => c,
                 None => resolve_commit(&remote, reference.as_deref())?,
             };
-            checkout(&remote, reference.as_deref(), &commit, &work)?;
-            if !keep_git_dir {
-                let git_dir = work.join(".git");
-                std::fs::remove_dir_all(&git_dir).map_err(|source| WorkerError::Io { path: git_dir, source })?;
-            }
-            let root = match subdir.as_deref().filter(|s| !clean(s).as_os_str().is_empty()) {
-                None => work.clone(),
-                Some(s) => {
-                    // Resolved inside the checkout: a symlink in the repository cannot lead out.
-                    let view = MergedView::new(vec![work.clone()]);
-                    let rel = view
-                        .resolve(&clean(s), true)
-                        .map_err(|source| WorkerError::Io { path: PathBuf::from(s), source })?;
-                    if !view.lstat(&rel).ok().flatten().is_some_and(|f| f.meta.is_dir()) {
-                        return Err(WorkerError::BadGitSource { what: "subdirectory", value: s.to_owned() });
-                    }
-                    work.join(rel)
-                }
-            };
-            move_entries(&root, &diff)
+            checkout_tree(&remote, reference.as_deref(), &commit, subdir.as_deref(), keep_git_dir, &work, &diff)
         })
         .await
         .map_err(|e| WorkerError::Internal(e.to_string()));
@@ -191,6 +172,38 @@ impl LocalWorker {
         result??;
         self.finish_layer(key, id, Snapshot::default(), prepared)
     }
+}
+
+/// Checks `commit` out into `work` (a new directory) and moves the tree, or its `subdir`, into
+/// the empty directory `dest` (on the same filesystem), without `.git` unless `keep_git_dir`.
+pub(crate) fn checkout_tree(
+    remote: &str,
+    reference: Option<&str>,
+    commit: &str,
+    subdir: Option<&str>,
+    keep_git_dir: bool,
+    work: &Path,
+    dest: &Path,
+) -> Result<(), WorkerError> {
+    checkout(remote, reference, commit, work)?;
+    if !keep_git_dir {
+        let git_dir = work.join(".git");
+        std::fs::remove_dir_all(&git_dir).map_err(|source| WorkerError::Io { path: git_dir, source })?;
+    }
+    let root = match subdir.filter(|s| !clean(s).as_os_str().is_empty()) {
+        None => work.to_owned(),
+        Some(s) => {
+            // Resolved inside the checkout: a symlink in the repository cannot lead out.
+            let view = MergedView::new(vec![work.to_owned()]);
+            let rel =
+                view.resolve(&clean(s), true).map_err(|source| WorkerError::Io { path: PathBuf::from(s), source })?;
+            if !view.lstat(&rel).ok().flatten().is_some_and(|f| f.meta.is_dir()) {
+                return Err(WorkerError::BadGitSource { what: "subdirectory", value: s.to_owned() });
+            }
+            work.join(rel)
+        }
+    };
+    move_entries(&root, dest)
 }
 
 /// Moves every entry of `from` into the (empty) directory `to`; both are in the store.
