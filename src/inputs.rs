@@ -48,6 +48,11 @@ fn file_git_url(s: &str) -> Option<GitUrl> {
     })
 }
 
+/// A work tree with `.git`, or a bare repository.
+fn is_git_repo(dir: &Path) -> bool {
+    dir.join(".git").exists() || (dir.join("HEAD").is_file() && dir.join("objects").is_dir())
+}
+
 /// A git URL by BuildKit's rules, or `file://`.
 fn git_url(s: &str) -> Result<Option<GitUrl>> {
     if let Some(g) = file_git_url(s) {
@@ -68,6 +73,15 @@ pub fn classify(arg: &Path) -> Result<ContextArg> {
     if let Some(s) = arg.to_str() {
         if let Some(g) = git_url(s)? {
             return Ok(ContextArg::Git(g));
+        }
+        // `PATH#ref[:subdir]`: a local repository, fetched like a remote one.
+        if let Some((path, fragment)) = s.split_once('#') {
+            if is_git_repo(Path::new(path)) {
+                let abs = std::fs::canonicalize(path).with_context(|| format!("resolving {path}"))?;
+                if let Some(g) = file_git_url(&format!("file://{}#{fragment}", abs.display())) {
+                    return Ok(ContextArg::Git(g));
+                }
+            }
         }
         if s.starts_with("http://") || s.starts_with("https://") {
             return Ok(ContextArg::Url(s.to_owned()));

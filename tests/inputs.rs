@@ -37,8 +37,15 @@ fn ready(test: &str) -> bool {
 
 /// `rbuild --root <dir>/store <args>`, with `stdin` fed from a file when given.
 fn rbuild(dir: &Path, args: &[&str], stdin: Option<&Path>) -> Output {
+    rbuild_env(dir, args, stdin, &[])
+}
+
+fn rbuild_env(dir: &Path, args: &[&str], stdin: Option<&Path>, envs: &[(&str, &Path)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
     cmd.arg("--root").arg(dir.join("store")).args(args).env("RBUILD_NO_PROGRESS", "1");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
     cmd.stdin(match stdin {
         Some(p) => Stdio::from(std::fs::File::open(p).unwrap()),
         None => Stdio::null(),
@@ -272,6 +279,11 @@ fn git_contexts_with_ref_and_subdir() {
     assert!(!v1.join("ctx/.git").exists());
     let main = build_local(t.path(), "main", &[&url("main:sub")], None);
     assert_eq!(read(&main.join("ctx/f.txt")), "v2\n");
+    // A local path with a fragment is the repository at that ref, not the work tree.
+    write_files(&repo, &[("sub/f.txt", "uncommitted\n")]);
+    let path_form = format!("{}#v1:sub", repo.display());
+    let local = build_local(t.path(), "local-path", &[&path_form], None);
+    assert_eq!(read(&local.join("ctx/f.txt")), "v1\n");
     // The whole repository, with -f inside it: no .git in the context.
     let whole = build_local(t.path(), "whole", &["-f", "sub/Dockerfile", &url("main")], None);
     assert_eq!(read(&whole.join("ctx/top.txt")), "top\n");
@@ -283,6 +295,11 @@ fn git_contexts_with_ref_and_subdir() {
 
 /// Serves `files` over HTTP on a loopback port until the process ends; returns the base URL.
 fn serve(files: HashMap<String, Vec<u8>>) -> String {
+    serve_with_auth(files, None)
+}
+
+/// [`serve`], answering `401` to requests without the `Authorization` header `auth`.
+fn serve_with_auth(files: HashMap<String, Vec<u8>>, auth: Option<&'static str>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -298,6 +315,15 @@ fn serve(files: HashMap<String, Vec<u8>>) -> String {
             }
             let text = String::from_utf8_lossy(&req);
             let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let authorized = auth.is_none_or(|a| {
+                text.lines().any(|l| {
+                    l.split_once(':').is_some_and(|(k, v)| k.eq_ignore_ascii_case("authorization") && v.trim() == a)
+                })
+            });
+            if !authorized {
+                let _ = s.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                continue;
+            }
             let _ = match files.get(&path) {
                 Some(body) => {
                     let head =
@@ -514,4 +540,46 @@ fn oci_layout_context_replaces_from_and_copy_from() {
     let failed = rbuild(t.path(), &["build", "--build-context", &bad, ctx.to_str().unwrap()], None);
     assert!(!failed.status.success());
     assert!(String::from_utf8_lossy(&failed.stderr).contains("tag"));
+}
+
+#[test]
+fn url_contexts_use_the_registry_auth_store_for_their_host() {
+    if !ready("url_contexts_use_the_registry_auth_store_for_their_host") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let ctx = scratch_context(t.path());
+    let archive = t.path().join("ctx.tar.gz");
+    sh(&ctx, &["tar", "-czf", archive.to_str().unwrap(), "."]);
+    let bytes = std::fs::read(&archive).unwrap();
+    // base64("user:pass")
+    let base = serve_with_auth(HashMap::from([("/ctx.tar.gz".to_owned(), bytes)]), Some("Basic dXNlcjpwYXNz"));
+    let url = format!("{base}/ctx.tar.gz");
+    let no_creds = t.path().join("no-creds");
+    std::fs::create_dir(&no_creds).unwrap();
+    let out = rbuild_env(t.path(), &["build", &url], None, &[("DOCKER_CONFIG", &no_creds)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+
+    let config = t.path().join("docker");
+    let host = base.trim_start_matches("http://");
+    write_files(
+        &config,
+        &[("config.json", &format!(r#"{{"auths":{{"{host}":{{"username":"user","password":"pass"}}}}}}"#))],
+    );
+    let dest = t.path().join("out");
+    let o = format!("type=local,dest={}", dest.display());
+    let out = rbuild_env(t.path(), &["build", "-o", &o, &url], None, &[("DOCKER_CONFIG", &config)]);
+    assert!(out.status.success());
+    assert_eq!(read(&dest.join("hello.txt")), "hello\n");
+    // The same for a named context (downloaded by the worker, as ADD does).
+    let main = t.path().join("main");
+    write_files(&main, &[("Dockerfile", "FROM scratch\nCOPY --from=remote /hello.txt /named.txt\n")]);
+    let named = format!("remote={url}");
+    let dest = t.path().join("out-named");
+    let o = format!("type=local,dest={}", dest.display());
+    let args = ["build", "-o", &o, "--build-context", &named, main.to_str().unwrap()];
+    let out = rbuild_env(t.path(), &args, None, &[("DOCKER_CONFIG", &config)]);
+    assert!(out.status.success());
+    assert_eq!(read(&dest.join("named.txt")), "hello\n");
 }

@@ -5,7 +5,8 @@
 //! Nothing here is new machinery: archives go through `ADD`'s confined extraction (no `..`,
 //! absolute names kept inside, never through a symlink the archive planted, hardlinks only to
 //! its own files, decompression-bomb limits), repositories through `ADD <git url>`'s shallow
-//! checkout (`.git` left out), downloads through the same HTTP client settings.
+//! checkout (`.git` left out), downloads through the same HTTP client settings (with the
+//! registry auth store's credentials for a host that answers `401`).
 
 use std::path::Path;
 
@@ -56,7 +57,7 @@ pub fn checkout_git(
     result
 }
 
-/// Downloads `url` into the new file `file`.
+/// Downloads `url` into the new file `file` (credentials as for `ADD <url>`).
 pub async fn download(url: &str, file: &Path) -> Result<(), WorkerError> {
     let shown = redact_url(url);
     let err = |source| WorkerError::Download { url: shown.clone(), source };
@@ -66,7 +67,7 @@ pub async fn download(url: &str, file: &Path) -> Result<(), WorkerError> {
         .read_timeout(std::time::Duration::from_secs(120))
         .build()
         .map_err(err)?;
-    let mut resp = client.get(url).send().await.map_err(err)?;
+    let mut resp = crate::http::get_with_credentials(&client, url).await?;
     if !resp.status().is_success() {
         return Err(WorkerError::HttpStatus { url: shown, status: resp.status().as_u16() });
     }
