@@ -160,6 +160,15 @@ async fn materialize_inner(arg: &ContextArg, tmp: &Path, shown: &str) -> Result<
             Ok(Materialized { root, temporary: true, dockerfile: None })
         }
         ContextArg::Stdin => {
+            use std::io::IsTerminal as _;
+            if std::io::stdin().is_terminal() {
+                return Err(UserError(
+                    "the build context `-` is read from stdin, which is a terminal: pipe an archive or a Dockerfile \
+                     (rbuild build - < ctx.tar.gz)"
+                        .into(),
+                )
+                .into());
+            }
             let file = tmp.join(format!("stdin-{}", std::process::id()));
             let f = file.clone();
             tokio::task::spawn_blocking(move || -> Result<()> {
@@ -226,6 +235,10 @@ pub fn read_confined(root: &Path, rel: &Path) -> Result<Option<Vec<u8>>> {
 
 /// Reads a Dockerfile from stdin (`-f -`).
 pub fn read_stdin_dockerfile() -> Result<Vec<u8>> {
+    use std::io::IsTerminal as _;
+    if std::io::stdin().is_terminal() {
+        return Err(UserError("-f - reads the Dockerfile from stdin, which is a terminal: pipe it in".into()).into());
+    }
     let mut out = Vec::new();
     std::io::stdin().lock().read_to_end(&mut out).context("reading the Dockerfile from stdin")?;
     Ok(out)

@@ -583,3 +583,118 @@ fn url_contexts_use_the_registry_auth_store_for_their_host() {
     assert!(out.status.success());
     assert_eq!(read(&dest.join("named.txt")), "hello\n");
 }
+
+/// Serves the bare repositories under `root` over git's smart HTTP (`git http-backend` as a
+/// CGI), answering `401` to requests without the `Authorization` header `auth`.
+fn serve_git(root: PathBuf, auth: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            let head_end = loop {
+                if let Some(i) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break req.len(),
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            };
+            let head = String::from_utf8_lossy(&req[..head_end]).into_owned();
+            let header = |name: &str| {
+                head.lines()
+                    .find_map(|l| {
+                        l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
+                    })
+                    .map(str::to_owned)
+            };
+            let mut body = req[head_end..].to_vec();
+            let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            while body.len() < length {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => body.extend_from_slice(&buf[..n]),
+                }
+            }
+            if header("authorization").as_deref() != Some(auth) {
+                let _ = s.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                continue;
+            }
+            let mut words = head.split_whitespace();
+            let (method, target) = (words.next().unwrap_or("GET").to_owned(), words.next().unwrap_or("/").to_owned());
+            let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+            let mut cgi = Command::new("git")
+                .arg("http-backend")
+                .env("GIT_PROJECT_ROOT", &root)
+                .env("GIT_HTTP_EXPORT_ALL", "1")
+                .env("REQUEST_METHOD", &method)
+                .env("PATH_INFO", path)
+                .env("QUERY_STRING", query)
+                .env("CONTENT_TYPE", header("content-type").unwrap_or_default())
+                .env("CONTENT_LENGTH", body.len().to_string())
+                .env("HTTP_CONTENT_ENCODING", header("content-encoding").unwrap_or_default())
+                .env("GIT_PROTOCOL", header("git-protocol").unwrap_or_default())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            cgi.stdin.take().unwrap().write_all(&body).unwrap();
+            let out = cgi.wait_with_output().unwrap().stdout;
+            let split = out.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
+            let split = split.or_else(|| out.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)));
+            let Some((at, sep)) = split else { continue };
+            let cgi_head = String::from_utf8_lossy(&out[..at]).into_owned();
+            let status = cgi_head
+                .lines()
+                .find_map(|l| l.strip_prefix("Status:"))
+                .map_or("200 OK".to_owned(), |v| v.trim().to_owned());
+            let headers: String = cgi_head
+                .lines()
+                .filter(|l| !l.starts_with("Status:") && !l.trim().is_empty())
+                .map(|l| format!("{}\r\n", l.trim_end()))
+                .collect();
+            let payload = &out[at + sep..];
+            let reply =
+                format!("HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n", payload.len());
+            let _ = s.write_all(reply.as_bytes()).and_then(|()| s.write_all(payload));
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+#[test]
+fn git_over_http_uses_the_registry_auth_store_for_its_host() {
+    if !ready("git_over_http_uses_the_registry_auth_store_for_its_host") || !support::have("git") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let repo = git_repo(t.path());
+    let served = t.path().join("served");
+    std::fs::create_dir(&served).unwrap();
+    sh(&served, &["git", "clone", "-q", "--bare", repo.to_str().unwrap(), "repo.git"]);
+    // base64("user:pass")
+    let base = serve_git(served, "Basic dXNlcjpwYXNz");
+    let url = format!("{base}/repo.git#v1:sub");
+    let no_creds = t.path().join("no-creds");
+    std::fs::create_dir(&no_creds).unwrap();
+    let out = rbuild_env(t.path(), &["build", &url], None, &[("DOCKER_CONFIG", &no_creds)]);
+    assert!(!out.status.success(), "the server wants credentials");
+
+    let config = t.path().join("docker");
+    let host = base.trim_start_matches("http://");
+    write_files(
+        &config,
+        &[("config.json", &format!(r#"{{"auths":{{"{host}":{{"username":"user","password":"pass"}}}}}}"#))],
+    );
+    let dest = t.path().join("out");
+    let o = format!("type=local,dest={}", dest.display());
+    let out = rbuild_env(t.path(), &["build", "-o", &o, &url], None, &[("DOCKER_CONFIG", &config)]);
+    assert!(out.status.success());
+    assert_eq!(read(&dest.join("ctx/f.txt")), "v1\n");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("pass"), "the password is never shown");
+}

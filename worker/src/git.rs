@@ -35,6 +35,36 @@ fn check_arg(what: &'static str, value: &str) -> Result<(), WorkerError> {
     Ok(())
 }
 
+/// For an http(s) remote whose host the registry auth store (docker's `config.json` and its
+/// helpers) has a user name and password for: environment that lets git answer a `401` with
+/// them. It configures a credential helper reading two variables, which git runs only when
+/// the server asks, and nothing lands on a command line.
+fn credential_env(remote: &str) -> Vec<(&'static str, String)> {
+    let Ok(u) = reqwest::Url::parse(remote) else { return Vec::new() };
+    if !matches!(u.scheme(), "http" | "https") || !u.username().is_empty() {
+        return Vec::new();
+    }
+    let Some(host) = u.host_str() else { return Vec::new() };
+    let host = match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    };
+    match rbuild_registry::docker_config_credentials(&host) {
+        Ok(Some(rbuild_registry::Credentials::UsernamePassword { username, password })) => vec![
+            ("GIT_CONFIG_COUNT", "1".to_owned()),
+            ("GIT_CONFIG_KEY_0", "credential.helper".to_owned()),
+            (
+                "GIT_CONFIG_VALUE_0",
+                "!f() { test \"$1\" = get && printf 'username=%s\\npassword=%s\\n' \"$RBUILD_GIT_USERNAME\" \"$RBUILD_GIT_PASSWORD\"; }; f"
+                    .to_owned(),
+            ),
+            ("RBUILD_GIT_USERNAME", username),
+            ("RBUILD_GIT_PASSWORD", password.expose().clone()),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 /// Runs git with `args`; returns stdout, or the end of stderr as a [`WorkerError::Git`].
 fn git(remote: &str, step: &'static str, dir: Option<&Path>, args: &[&str]) -> Result<String, WorkerError> {
     let mut cmd = Command::new("git");
@@ -45,6 +75,7 @@ fn git(remote: &str, step: &'static str, dir: Option<&Path>, args: &[&str]) -> R
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("LC_ALL", "C")
+        .envs(credential_env(remote))
         .stdin(std::process::Stdio::null());
     let out = cmd.output().map_err(|e| WorkerError::Git { remote: redact(remote), step, stderr: e.to_string() })?;
     if !out.status.success() {
