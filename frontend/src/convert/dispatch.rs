@@ -369,11 +369,14 @@ impl<'a> Converter<'a> {
         match ctx {
             NamedContext::Local { name, exclude } => {
                 let op = Op::Source(SourceOp::Local { name: name.clone(), exclude: exclude.clone() });
-                let local = Input::of(self.graph.add(op, source(format!("[{name}] load build context")))?);
+                // BuildKit's names, with the worker's `context:` prefix left out.
+                let shown = name.strip_prefix("context:").unwrap_or(name);
+                let local = Input::of(self.graph.add(op, source(format!("[context {shown}] load from client")))?);
                 if !snapshot {
                     return Ok(local);
                 }
-                let id = self.add_op(copy_all(local, "/", false), format!("[{name}] snapshot"), span, false)?;
+                let id =
+                    self.add_op(copy_all(local, "/", false), format!("[context {shown}] snapshot"), span, false)?;
                 Ok(Input::of(id))
             }
             NamedContext::Git { remote, reference, subdir } => {
