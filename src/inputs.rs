@@ -369,12 +369,16 @@ fn parse_ram_size(s: &str) -> Result<u64> {
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().map_err(|_| bad())?;
-    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+    let unit = unit.trim_start();
+    let unit = unit.strip_suffix('b').unwrap_or(unit);
+    let unit = unit.strip_suffix('i').unwrap_or(unit);
+    let shift = match unit {
         "" => 0,
         "k" => 10,
         "m" => 20,
         "g" => 30,
         "t" => 40,
+        "p" => 50,
         _ => return Err(bad().into()),
     };
     let bytes = n * (1u64 << shift) as f64;
@@ -424,6 +428,9 @@ mod tests {
         assert_eq!(d.shm_size, Some(128 << 20));
         assert_eq!(parse_ram_size("1g").unwrap(), 1 << 30);
         assert_eq!(parse_ram_size("65536").unwrap(), 65536);
+        assert_eq!(parse_ram_size("64 MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_ram_size("2kb").unwrap(), 2048);
+        assert!(parse_ram_size("m").is_err() && parse_ram_size("0").is_err() && parse_ram_size("1x").is_err());
         for bad_host in ["nohost", "x:notanip", "x:host-gateway", "a b:1.2.3.4"] {
             assert!(parse_run_defaults(&v(&[bad_host]), &[], None, "").is_err(), "{bad_host}");
         }
