@@ -698,3 +698,28 @@ fn git_over_http_uses_the_registry_auth_store_for_its_host() {
     assert_eq!(read(&dest.join("ctx/f.txt")), "v1\n");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("pass"), "the password is never shown");
 }
+
+#[test]
+fn pull_re_resolves_a_moved_tag() {
+    if !ready_registry("pull_re_resolves_a_moved_tag") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let reg = registry();
+    reg.seed_busybox("moving:1");
+    let moving = reg.reference("moving:1");
+    let ctx = t.path().join("ctx");
+    write_files(&ctx, &[("Dockerfile", "ARG BASE\nFROM $BASE\nRUN echo \"mark=$MARK\" > /m\n")]);
+    let arg = format!("BASE={moving}");
+    let first = build_local(t.path(), "first", &["--build-arg", &arg, ctx.to_str().unwrap()], None);
+    assert_eq!(read(&first.join("m")), "mark=\n");
+    // The tag moves to another image.
+    let other = t.path().join("other");
+    write_files(&other, &[("Dockerfile", "ARG BASE\nFROM $BASE\nENV MARK=moved\n")]);
+    let busybox = format!("BASE={}", reg.reference("busybox:latest"));
+    let out =
+        rbuild(t.path(), &["build", "-t", &moving, "--build-arg", &busybox, "--push", other.to_str().unwrap()], None);
+    assert!(out.status.success());
+    let second = build_local(t.path(), "second", &["--pull", "--build-arg", &arg, ctx.to_str().unwrap()], None);
+    assert_eq!(read(&second.join("m")), "mark=moved\n", "the base is resolved again, not taken from the cache");
+}
