@@ -75,7 +75,11 @@ fn git(remote: &str, step: &'static str, dir: Option<&Path>, args: &[&str]) -> R
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("LC_ALL", "C")
-        .envs(credential_env(remote))
+        .envs(if matches!(step, "ls-remote" | "fetch" | "submodule update") {
+            credential_env(remote)
+        } else {
+            Vec::new()
+        })
         .stdin(std::process::Stdio::null());
     let out = cmd.output().map_err(|e| WorkerError::Git { remote: redact(remote), step, stderr: e.to_string() })?;
     if !out.status.success() {
