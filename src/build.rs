@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::cli::{BuildArgs, ProgressMode};
 use crate::export;
+use crate::inputs;
 use crate::output::{self, Output as OutputSpec};
 use crate::render::{FrontendFailure, StepFailure, UserError};
 use crate::resolver::RegistryResolver;
@@ -38,10 +39,13 @@ fn parse_build_args(args: &[String]) -> BTreeMap<String, String> {
 
 /// The ignore file: `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's
 /// `.dockerignore`.
-fn read_ignore(dockerfile: &Path, context: &Path) -> Result<Vec<String>> {
-    let mut beside = dockerfile.as_os_str().to_owned();
-    beside.push(".dockerignore");
-    for p in [PathBuf::from(beside), context.join(".dockerignore")] {
+fn read_ignore(dockerfile: Option<&Path>, context: &Path) -> Result<Vec<String>> {
+    let beside = dockerfile.map(|d| {
+        let mut b = d.as_os_str().to_owned();
+        b.push(".dockerignore");
+        PathBuf::from(b)
+    });
+    for p in beside.into_iter().chain([context.join(".dockerignore")]) {
         match std::fs::read_to_string(&p) {
             Ok(text) => return Ok(IgnoreMatcher::parse_file(&text)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -93,6 +97,17 @@ fn show_warnings(progress: ProgressMode, quiet: bool) -> bool {
     !matches!(crate::progress::effective(progress, quiet), ProgressMode::Quiet | ProgressMode::Rawjson)
 }
 
+/// Removes a context directory materialised for this build when dropped.
+struct TempContext(Option<PathBuf>);
+
+impl Drop for TempContext {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// Runs a build.
 pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let mut layer_opts = output::LayerOptions::default();
@@ -107,23 +122,61 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     if args.load {
         export::docker_cli()?;
     }
-    let context = args.context.clone();
-    if !context.is_dir() {
-        return Err(UserError(format!("build context {} is not a directory", context.display())).into());
+    let context_arg = inputs::classify(&args.context)?;
+    let dockerfile_from_stdin = args.file.as_deref() == Some(Path::new("-"));
+    if dockerfile_from_stdin && context_arg == inputs::ContextArg::Stdin {
+        return Err(UserError("stdin cannot be both the build context and the Dockerfile (-f -)".into()).into());
     }
-    let dockerfile_path = args.file.clone().unwrap_or_else(|| context.join("Dockerfile"));
-    let dockerfile = std::fs::read(&dockerfile_path).map_err(|e| {
-        UserError(format!("cannot read Dockerfile {}: {e} (use -f to name another file)", dockerfile_path.display()))
-    })?;
-    let filename =
-        dockerfile_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
-    let excludes = read_ignore(&dockerfile_path, &context)?;
-    let ignore = IgnoreMatcher::new(&excludes).map_err(|e| UserError(e.to_string()))?;
     let tags = export::normalize_tags(&args.tags)?;
     let entitlements = crate::cli::parse_entitlements(&args.allow).map_err(UserError)?;
+    let run_defaults =
+        inputs::parse_run_defaults(&args.add_hosts, &args.ulimits, args.shm_size.as_deref(), &args.network)?;
+    let (named_contexts, named_dirs) = inputs::parse_named_contexts(&args.build_contexts)?;
 
+    let store = Arc::new(Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))?);
+    let materialized = inputs::materialize(&context_arg, store.tmp_dir()).await?;
+    // Removed when the build ends, whichever way.
+    let _cleanup = TempContext(materialized.temporary.then(|| materialized.root.clone()));
+    let context = materialized.root.clone();
+    let (dockerfile_path, dockerfile) = if dockerfile_from_stdin {
+        (PathBuf::from("Dockerfile"), inputs::read_stdin_dockerfile()?)
+    } else if let Some(text) = materialized.dockerfile.clone() {
+        (PathBuf::from("Dockerfile"), text)
+    } else if materialized.temporary {
+        // Inside a context that came from elsewhere: -f names a file in it.
+        let rel = args.file.clone().unwrap_or_else(|| PathBuf::from("Dockerfile"));
+        let text = inputs::read_confined(&context, &rel)?.ok_or_else(|| {
+            UserError(format!(
+                "cannot read Dockerfile {} in the build context (use -f to name another file)",
+                rel.display()
+            ))
+        })?;
+        (rel, text)
+    } else {
+        let path = args.file.clone().unwrap_or_else(|| context.join("Dockerfile"));
+        let text = std::fs::read(&path).map_err(|e| {
+            UserError(format!("cannot read Dockerfile {}: {e} (use -f to name another file)", path.display()))
+        })?;
+        (path, text)
+    };
+    let filename =
+        dockerfile_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
+    let excludes = if materialized.temporary {
+        let mut beside = dockerfile_path.as_os_str().to_owned();
+        beside.push(".dockerignore");
+        let text = match inputs::read_confined(&context, Path::new(&beside))? {
+            Some(t) => Some(t),
+            None => inputs::read_confined(&context, Path::new(".dockerignore"))?,
+        };
+        text.map(|t| IgnoreMatcher::parse_file(&String::from_utf8_lossy(&t))).unwrap_or_default()
+    } else {
+        let on_disk = !dockerfile_from_stdin && materialized.dockerfile.is_none();
+        read_ignore(on_disk.then_some(dockerfile_path.as_path()), &context)?
+    };
+    // --pull: base images are always resolved against their registry (`RegistryResolver`).
+    let _ = args.pull;
+    let ignore = IgnoreMatcher::new(&excludes).map_err(|e| UserError(e.to_string()))?;
     let call = crate::checks::parse_call(args.call.as_deref(), args.check).map_err(UserError)?;
-
     let mut reg_opts = rbuild_registry::ClientOptions::default();
     reg_opts.insecure_hosts.extend(args.insecure_registries.iter().cloned());
     let registry = rbuild_registry::Client::new(reg_opts).context("creating the registry client")?;
@@ -135,11 +188,11 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
             target: args.target.clone(),
             platform: Platform::host(),
             context_excludes: excludes,
+            named_contexts: named_contexts.clone(),
         };
         let resolver = RegistryResolver::new(registry, tokio::runtime::Handle::current());
         return crate::checks::run_call(call, input, resolver).await;
     }
-    let store = Arc::new(Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))?);
     let push_client = registry.clone();
 
     // Frontend, on a blocking thread: it resolves base images synchronously.
@@ -162,6 +215,8 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
             platform: request_platform,
             context_excludes: excl,
             no_cache,
+            named_contexts,
+            run_defaults,
         };
         rbuild_frontend::build(&req, &resolver)
     })
@@ -190,7 +245,11 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     }
 
     let context_root = std::fs::canonicalize(&context).with_context(|| format!("resolving {}", context.display()))?;
-    let contexts = HashMap::from([("context".to_owned(), Arc::new(ContextDir { root: context_root, ignore }))]);
+    let mut contexts =
+        HashMap::from([("context".to_owned(), Arc::new(ContextDir { root: context_root.clone(), ignore }))]);
+    for n in named_dirs {
+        contexts.insert(n.name, Arc::new(n.dir));
+    }
     let exe = std::env::current_exe().context("locating the rbuild binary for the sandbox helper")?;
     let secrets = crate::secrets::parse_secrets(&args.secrets)?;
     let ssh = crate::secrets::parse_ssh(&args.ssh)?;
@@ -228,6 +287,9 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         r = solve => r,
         _ = tokio::signal::ctrl_c() => return Err(UserError("build cancelled (interrupted)".into()).into()),
     };
+    if materialized.temporary {
+        worker.forget_context(&context_root);
+    }
     let _ = renderer.await;
     // After the progress, like buildx: the build checks' findings and other warnings.
     if show_warnings(args.progress, args.quiet) {

@@ -105,6 +105,8 @@ pub struct CallInput {
     pub platform: rbuild_solver::ir::Platform,
     /// `.dockerignore` patterns.
     pub context_excludes: Vec<String>,
+    /// `--build-context`s.
+    pub named_contexts: std::collections::BTreeMap<String, rbuild_frontend::NamedContext>,
 }
 
 impl CallInput {
@@ -117,6 +119,8 @@ impl CallInput {
             platform: self.platform.clone(),
             context_excludes: self.context_excludes.clone(),
             no_cache: false,
+            named_contexts: self.named_contexts.clone(),
+            run_defaults: rbuild_frontend::RunDefaults::default(),
         }
     }
 }

@@ -269,7 +269,37 @@ pub struct BuildArgs {
     #[arg(long, value_name = "METHOD")]
     pub call: Option<String>,
 
-    /// Build context directory.
+    /// Extra build context `NAME=VALUE` (docker buildx syntax; repeatable): VALUE is a
+    /// directory, `docker-image://REF`, `target:STAGE`, a git URL or an HTTP(S) URL to a tar
+    /// archive. It replaces the stage or image NAME in `FROM`, `COPY --from` and
+    /// `RUN --mount=from=`.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
+
+    /// Add `host:ip` to the /etc/hosts of every RUN step (never to the image).
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_hosts: Vec<String>,
+
+    /// Resource limit of every RUN step, `NAME=SOFT[:HARD]` (e.g. `nofile=1024:2048`).
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<String>,
+
+    /// Size of /dev/shm in RUN steps (e.g. `128m`; default 64m).
+    #[arg(long)]
+    pub shm_size: Option<String>,
+
+    /// Network of RUN steps without `--network`: `default` (the host's), `none` or `host`.
+    #[arg(long, default_value = "default")]
+    pub network: String,
+
+    /// Resolve every base image against its registry (rbuild always does: a moved tag is a new
+    /// digest and so a cache miss); accepted for docker compatibility.
+    #[arg(long)]
+    pub pull: bool,
+
+    /// Build context: a directory, `-` (a tar archive or a Dockerfile on stdin), a tar archive
+    /// file, a git URL (`https://host/repo.git#ref:subdir`, `git@host:repo`, `file:///repo`) or
+    /// an HTTP(S) URL to a tar archive or a Dockerfile.
     pub context: PathBuf,
 }
 
@@ -378,6 +408,22 @@ mod tests {
         );
         let err = parse_entitlements(&v(&["security.unconfined"])).unwrap_err();
         assert!(err.contains("\"security.unconfined\""), "{err}");
+    }
+
+    #[test]
+    fn build_flags_for_inputs_parse() {
+        let cli = Cli::parse_from(argv(
+            "rbuild build --build-context a=docker-image://x --add-host db:10.0.0.1 --ulimit nofile=1:2 \
+             --shm-size 128m --network none --pull -f - -",
+        ));
+        let Command::Build(args) = cli.command else { panic!("not a build") };
+        assert_eq!(args.build_contexts, ["a=docker-image://x"]);
+        assert_eq!((args.add_hosts.len(), args.ulimits.len()), (1, 1));
+        assert_eq!((args.shm_size.as_deref(), args.network.as_str(), args.pull), (Some("128m"), "none", true));
+        assert_eq!(
+            (args.file.as_deref(), args.context.as_os_str()),
+            (Some(std::path::Path::new("-")), std::ffi::OsStr::new("-"))
+        );
     }
 
     #[test]

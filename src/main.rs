@@ -6,6 +6,7 @@ mod checks;
 mod cli;
 mod export;
 mod images;
+mod inputs;
 mod login;
 mod output;
 mod progress;

@@ -28,6 +28,17 @@ impl ImageResolver for RegistryResolver {
         if let Some(hit) = self.seen.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(hit);
         }
+        if let Some(layout) = rbuild_worker::oci_layout::LayoutRef::parse(reference) {
+            // `--build-context NAME=oci-layout://DIR`: read from the local layout.
+            let image = rbuild_worker::oci_layout::resolve(&layout, platform)
+                .map_err(|e| ResolveError::Registry(Box::new(e)))?;
+            return Ok(ResolvedImage {
+                reference: layout.name(),
+                digest: image.digest,
+                config: image.config,
+                raw_config: Some(image.raw_config),
+            });
+        }
         let r: Reference = reference.parse().map_err(|e| ResolveError::Registry(Box::new(e)))?;
         let rp = rbuild_registry::Platform::new(&platform.os, &platform.architecture, platform.variant.as_deref());
         let resolved = self.handle.block_on(self.client.resolve(&r, &rp)).map_err(|e| match e {

@@ -168,6 +168,30 @@ impl RlimitResource {
         }
     }
 
+    /// The resource a `ulimit`-style name (`nofile`) stands for.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<RlimitResource> {
+        use RlimitResource as R;
+        let all = [
+            R::Core,
+            R::Cpu,
+            R::Data,
+            R::Fsize,
+            R::Locks,
+            R::Memlock,
+            R::Msgqueue,
+            R::Nice,
+            R::Nofile,
+            R::Nproc,
+            R::Rss,
+            R::Rtprio,
+            R::Rttime,
+            R::Sigpending,
+            R::Stack,
+        ];
+        all.into_iter().find(|r| r.name() == name)
+    }
+
     pub(crate) fn to_nix(self) -> nix::sys::resource::Resource {
         use nix::sys::resource::Resource as R;
         match self {
@@ -212,6 +236,14 @@ mod tests {
         assert_eq!(all, [Rlimit { resource: RlimitResource::Nofile, soft: 20000, hard: 20000 }]);
         let own = Rlimit { resource: RlimitResource::Nofile, soft: 10, hard: 20 };
         assert_eq!(effective_rlimits(&[own]), [own]);
+    }
+
+    #[test]
+    fn rlimit_names_round_trip() {
+        assert_eq!(RlimitResource::from_name("nofile"), Some(RlimitResource::Nofile));
+        assert_eq!(RlimitResource::from_name("stack").map(RlimitResource::name), Some("stack"));
+        assert_eq!(RlimitResource::from_name("NOFILE"), None);
+        assert_eq!(RlimitResource::from_name("files"), None);
     }
 
     #[test]

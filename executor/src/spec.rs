@@ -55,6 +55,12 @@ pub struct SandboxSpec {
     /// Resource limits of the command; `nofile` is 20000:20000 unless given here.
     #[serde(default)]
     pub rlimits: Vec<Rlimit>,
+    /// Extra `/etc/hosts` lines as `(host, ip)` (`--add-host`), after the loopback ones.
+    #[serde(default)]
+    pub extra_hosts: Vec<(String, String)>,
+    /// Size of `/dev/shm` in bytes; `None` is 64 MiB (Docker's default).
+    #[serde(default)]
+    pub shm_size: Option<u64>,
 }
 
 /// The network namespace of a sandbox.
@@ -171,6 +177,15 @@ impl SandboxSpec {
         let strings = self.args.iter().chain(&self.env).chain([&self.cwd, &self.user, &self.hostname]);
         if let Some(bad) = strings.into_iter().find(|s| s.contains('\0')) {
             return invalid(format!("{bad:?} contains a NUL byte"));
+        }
+        for (host, ip) in &self.extra_hosts {
+            let bad = |s: &str| s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control() || c == '#');
+            if bad(host) || bad(ip) {
+                return invalid(format!("extra host {host:?} {ip:?} is not a host name and an address"));
+            }
+        }
+        if self.shm_size == Some(0) {
+            return invalid("a /dev/shm of 0 bytes".into());
         }
         if let Some(bad) = self.env.iter().find(|e| !e.contains('=')) {
             return invalid(format!("env entry {bad:?} is not K=V"));
@@ -307,7 +322,10 @@ mod tests {
     #[test]
     fn validate_rejects_unrunnable_specs() {
         assert!(spec().validate().is_ok());
-        let cases: [fn(&mut SandboxSpec); 10] = [
+        let cases: [fn(&mut SandboxSpec); 13] = [
+            |s| s.extra_hosts.push(("a b".into(), "10.0.0.1".into())),
+            |s| s.extra_hosts.push(("db".into(), "10.0.0.1\n1.2.3.4 evil".into())),
+            |s| s.shm_size = Some(0),
             |s| s.args.clear(),
             |s| s.cwd = "rel".into(),
             |s| s.env.push("NOEQUALS".into()),

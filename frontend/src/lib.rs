@@ -41,6 +41,8 @@
 //!     platform: Platform::host(),
 //!     context_excludes: vec![],
 //!     no_cache: false,
+//!     named_contexts: BTreeMap::new(),
+//!     run_defaults: Default::default(),
 //! };
 //! let def = build(&req, &NoImages)?;
 //! assert_eq!(def.history[0].created_by, "COPY app /app # buildkit");
@@ -66,8 +68,8 @@ pub mod shell;
 mod suggest;
 
 pub use convert::{
-    build, check, BuildDefinition, BuildRequest, CheckReport, HistoryStep, ImageResolver, ResolveError, ResolvedImage,
-    Warning,
+    build, check, parse_git_url, BuildDefinition, BuildRequest, CheckReport, GitUrl, HistoryStep, ImageResolver,
+    NamedContext, ResolveError, ResolvedImage, RunDefaults, Warning,
 };
 pub use error::{Diagnostic, Error, ErrorKind};
 pub use outline::{outline, targets, Outline, OutlineArg, OutlineMount, Target};

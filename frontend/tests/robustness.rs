@@ -30,6 +30,8 @@ fn run_all(input: &[u8]) {
         platform: Platform { os: "linux".into(), architecture: "amd64".into(), variant: None },
         context_excludes: Vec::new(),
         no_cache: false,
+        named_contexts: BTreeMap::new(),
+        run_defaults: Default::default(),
     };
     if let Err(e) = build(&req, &AnyImage) {
         let _ = (e.to_string(), e.span(), e.hint());

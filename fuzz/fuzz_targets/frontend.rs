@@ -70,6 +70,8 @@ fuzz_target!(|data: &[u8]| {
         platform: Platform { os: "linux".into(), architecture: "amd64".into(), variant: None },
         context_excludes: Vec::new(),
         no_cache: sel & 8 != 0,
+        named_contexts: Default::default(),
+        run_defaults: Default::default(),
     };
     match build(&req, &Mock) {
         Ok(def) => {

@@ -224,6 +224,35 @@ pub struct ExecOp {
     /// Extra mounts (`RUN --mount`), applied in order over the root filesystem.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
+    /// Extra `/etc/hosts` entries (`--add-host`); they never reach the layer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<HostEntry>,
+    /// Resource limits of the process (`--ulimit`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+    /// Size of `/dev/shm` in bytes (`--shm-size`); `None` is the default 64 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+}
+
+/// One `/etc/hosts` line added to a RUN (`--add-host host:ip`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HostEntry {
+    /// Host name.
+    pub host: String,
+    /// IPv4 or IPv6 address.
+    pub ip: String,
+}
+
+/// One resource limit of a RUN (`--ulimit nofile=1024:2048`). `-1` is unlimited.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// `ulimit` name: `nofile`, `nproc`, `core`, ...
+    pub name: String,
+    /// Soft limit.
+    pub soft: i64,
+    /// Hard limit.
+    pub hard: i64,
 }
 
 /// One `RUN --mount`.
@@ -611,6 +640,9 @@ mod tests {
             security: SecurityMode::Sandbox,
             platform: Platform::host(),
             mounts: vec![],
+            extra_hosts: vec![],
+            ulimits: vec![],
+            shm_size: None,
         });
         assert!(matches!(b.add(exec, VertexMeta::default()), Err(GraphError::MissingInput { .. })));
     }

@@ -255,6 +255,9 @@ mod tests {
                         target: "/src".into(),
                         kind: MountKind::Bind { source: Input::of(ctx), selector: "/".into(), readonly: true },
                     }],
+                    extra_hosts: vec![],
+                    ulimits: vec![],
+                    shm_size: None,
                 }),
                 meta("[2/3] RUN echo \"hi\"", 2),
             )

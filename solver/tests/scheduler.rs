@@ -68,6 +68,9 @@ fn run(b: &mut GraphBuilder, root: Option<OpId>, c: &str) -> OpId {
             security: SecurityMode::Sandbox,
             platform: Platform::host(),
             mounts: vec![],
+            extra_hosts: vec![],
+            ulimits: vec![],
+            shm_size: None,
         }),
         VertexMeta { name: format!("RUN {c}"), ..Default::default() },
     )

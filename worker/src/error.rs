@@ -211,6 +211,20 @@ pub enum WorkerError {
         /// `security.insecure`.
         entitlement: &'static str,
     },
+    /// A `--ulimit` names a resource rbuild does not know.
+    #[error("invalid ulimit {name:?}: use core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending or stack")]
+    BadUlimit {
+        /// The name as given.
+        name: String,
+    },
+    /// A build context (the main one or a named one) is unusable.
+    #[error("build context {context}: {reason}")]
+    BadContext {
+        /// The context as given (credentials removed).
+        context: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// An invariant of the worker was broken (a bug in rbuild, not in the input).
     #[error("internal error: {0}")]
     Internal(String),

@@ -4,8 +4,8 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
-use rbuild_executor::{MountSpec, Network, OutputStream, SandboxSpec, Security};
-use rbuild_solver::ir::{ExecOp, NetworkMode, SecurityMode};
+use rbuild_executor::{MountSpec, Network, OutputStream, Rlimit, RlimitResource, SandboxSpec, Security};
+use rbuild_solver::ir::{ExecOp, NetworkMode, SecurityMode, Ulimit};
 use rbuild_solver::{LogStream, Progress};
 
 use crate::error::WorkerError;
@@ -75,6 +75,9 @@ pub fn run(
         SecurityMode::Insecure => Security::Insecure,
     };
     spec.mounts = mounts.mounts.iter().map(mount_spec).collect();
+    spec.extra_hosts = op.extra_hosts.iter().map(|h| (h.host.clone(), h.ip.clone())).collect();
+    spec.shm_size = op.shm_size;
+    spec.rlimits = rlimits(&op.ulimits)?;
     if settings.debug {
         for line in rbuild_executor::describe_confinement(&spec).lines() {
             progress.status(format!("confinement: {line}"));
@@ -116,6 +119,19 @@ pub fn run(
     Err(WorkerError::CommandFailed { command: display_command(&op.args), status, tail: tail.into() })
 }
 
+/// The executor's form of `--ulimit`s (`-1` is unlimited).
+fn rlimits(ulimits: &[Ulimit]) -> Result<Vec<Rlimit>, WorkerError> {
+    let value = |v: i64| u64::try_from(v).unwrap_or(u64::MAX);
+    ulimits
+        .iter()
+        .map(|u| {
+            let resource =
+                RlimitResource::from_name(&u.name).ok_or_else(|| WorkerError::BadUlimit { name: u.name.clone() })?;
+            Ok(Rlimit { resource, soft: value(u.soft), hard: value(u.hard) })
+        })
+        .collect()
+}
+
 /// The executor's form of a prepared mount.
 fn mount_spec(m: &Planned) -> MountSpec {
     use rbuild_executor::MountKind as Kind;
@@ -151,7 +167,19 @@ mod tests {
             security,
             platform: Platform::host(),
             mounts: vec![],
+            extra_hosts: vec![],
+            ulimits: vec![],
+            shm_size: None,
         }
+    }
+
+    #[test]
+    fn ulimits_map_to_rlimits() {
+        let u = |name: &str, soft, hard| Ulimit { name: name.into(), soft, hard };
+        let got = rlimits(&[u("nofile", 1024, 2048), u("core", -1, -1)]).unwrap();
+        assert_eq!(got[0], Rlimit { resource: RlimitResource::Nofile, soft: 1024, hard: 2048 });
+        assert_eq!(got[1], Rlimit { resource: RlimitResource::Core, soft: u64::MAX, hard: u64::MAX });
+        assert!(matches!(rlimits(&[u("files", 1, 1)]), Err(WorkerError::BadUlimit { .. })));
     }
 
     #[test]

@@ -35,6 +35,36 @@ fn check_arg(what: &'static str, value: &str) -> Result<(), WorkerError> {
     Ok(())
 }
 
+/// For an http(s) remote whose host the registry auth store (docker's `config.json` and its
+/// helpers) has a user name and password for: environment that lets git answer a `401` with
+/// them. It configures a credential helper reading two variables, which git runs only when
+/// the server asks, and nothing lands on a command line.
+fn credential_env(remote: &str) -> Vec<(&'static str, String)> {
+    let Ok(u) = reqwest::Url::parse(remote) else { return Vec::new() };
+    if !matches!(u.scheme(), "http" | "https") || !u.username().is_empty() {
+        return Vec::new();
+    }
+    let Some(host) = u.host_str() else { return Vec::new() };
+    let host = match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    };
+    match rbuild_registry::docker_config_credentials(&host) {
+        Ok(Some(rbuild_registry::Credentials::UsernamePassword { username, password })) => vec![
+            ("GIT_CONFIG_COUNT", "1".to_owned()),
+            ("GIT_CONFIG_KEY_0", "credential.helper".to_owned()),
+            (
+                "GIT_CONFIG_VALUE_0",
+                "!f() { test \"$1\" = get && printf 'username=%s\\npassword=%s\\n' \"$RBUILD_GIT_USERNAME\" \"$RBUILD_GIT_PASSWORD\"; }; f"
+                    .to_owned(),
+            ),
+            ("RBUILD_GIT_USERNAME", username),
+            ("RBUILD_GIT_PASSWORD", password.expose().clone()),
+        ],
+        _ => Vec::new(),
+    }
+}
+
 /// Runs git with `args`; returns stdout, or the end of stderr as a [`WorkerError::Git`].
 fn git(remote: &str, step: &'static str, dir: Option<&Path>, args: &[&str]) -> Result<String, WorkerError> {
     let mut cmd = Command::new("git");
@@ -45,6 +75,11 @@ fn git(remote: &str, step: &'static str, dir: Option<&Path>, args: &[&str]) -> R
         .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("LC_ALL", "C")
+        .envs(if matches!(step, "ls-remote" | "fetch" | "submodule update") {
+            credential_env(remote)
+        } else {
+            Vec::new()
+        })
         .stdin(std::process::Stdio::null());
     let out = cmd.output().map_err(|e| WorkerError::Git { remote: redact(remote), step, stderr: e.to_string() })?;
     if !out.status.success() {
@@ -164,26 +199,7 @@ impl LocalWorker {
                 Some(c) => c,
                 None => resolve_commit(&remote, reference.as_deref())?,
             };
-            checkout(&remote, reference.as_deref(), &commit, &work)?;
-            if !keep_git_dir {
-                let git_dir = work.join(".git");
-                std::fs::remove_dir_all(&git_dir).map_err(|source| WorkerError::Io { path: git_dir, source })?;
-            }
-            let root = match subdir.as_deref().filter(|s| !clean(s).as_os_str().is_empty()) {
-                None => work.clone(),
-                Some(s) => {
-                    // Resolved inside the checkout: a symlink in the repository cannot lead out.
-                    let view = MergedView::new(vec![work.clone()]);
-                    let rel = view
-                        .resolve(&clean(s), true)
-                        .map_err(|source| WorkerError::Io { path: PathBuf::from(s), source })?;
-                    if !view.lstat(&rel).ok().flatten().is_some_and(|f| f.meta.is_dir()) {
-                        return Err(WorkerError::BadGitSource { what: "subdirectory", value: s.to_owned() });
-                    }
-                    work.join(rel)
-                }
-            };
-            move_entries(&root, &diff)
+            checkout_tree(&remote, reference.as_deref(), &commit, subdir.as_deref(), keep_git_dir, &work, &diff)
         })
         .await
         .map_err(|e| WorkerError::Internal(e.to_string()));
@@ -191,6 +207,38 @@ impl LocalWorker {
         result??;
         self.finish_layer(key, id, Snapshot::default(), prepared)
     }
+}
+
+/// Checks `commit` out into `work` (a new directory) and moves the tree, or its `subdir`, into
+/// the empty directory `dest` (on the same filesystem), without `.git` unless `keep_git_dir`.
+pub(crate) fn checkout_tree(
+    remote: &str,
+    reference: Option<&str>,
+    commit: &str,
+    subdir: Option<&str>,
+    keep_git_dir: bool,
+    work: &Path,
+    dest: &Path,
+) -> Result<(), WorkerError> {
+    checkout(remote, reference, commit, work)?;
+    if !keep_git_dir {
+        let git_dir = work.join(".git");
+        std::fs::remove_dir_all(&git_dir).map_err(|source| WorkerError::Io { path: git_dir, source })?;
+    }
+    let root = match subdir.filter(|s| !clean(s).as_os_str().is_empty()) {
+        None => work.to_owned(),
+        Some(s) => {
+            // Resolved inside the checkout: a symlink in the repository cannot lead out.
+            let view = MergedView::new(vec![work.to_owned()]);
+            let rel =
+                view.resolve(&clean(s), true).map_err(|source| WorkerError::Io { path: PathBuf::from(s), source })?;
+            if !view.lstat(&rel).ok().flatten().is_some_and(|f| f.meta.is_dir()) {
+                return Err(WorkerError::BadGitSource { what: "subdirectory", value: s.to_owned() });
+            }
+            work.join(rel)
+        }
+    };
+    move_entries(&root, dest)
 }
 
 /// Moves every entry of `from` into the (empty) directory `to`; both are in the store.

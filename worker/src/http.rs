@@ -44,6 +44,46 @@ pub(crate) fn redact_url(url: &str) -> String {
     }
 }
 
+/// `host[:port]` of `url`, as the registry auth store keys it; `None` when the URL carries its
+/// own user info.
+fn auth_host(url: &str) -> Option<String> {
+    let u = reqwest::Url::parse(url).ok()?;
+    if !u.username().is_empty() || u.password().is_some() {
+        return None;
+    }
+    let host = u.host_str()?;
+    Some(match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    })
+}
+
+/// `GET url`; on `401 Unauthorized`, once more with the user name and password the registry
+/// auth store (docker's `config.json` and its credential helpers) has for the URL's host.
+pub(crate) async fn get_with_credentials(
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<reqwest::Response, WorkerError> {
+    let shown = redact_url(url);
+    let err = |source| WorkerError::Download { url: shown.clone(), source };
+    let resp = client.get(url).send().await.map_err(err)?;
+    if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
+        return Ok(resp);
+    }
+    let Some(host) = auth_host(url) else { return Ok(resp) };
+    let creds = tokio::task::spawn_blocking(move || rbuild_registry::docker_config_credentials(&host))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten();
+    match creds {
+        Some(rbuild_registry::Credentials::UsernamePassword { username, password }) => {
+            client.get(url).basic_auth(username, Some(password.expose())).send().await.map_err(err)
+        }
+        _ => Ok(resp),
+    }
+}
+
 /// Parses `sha256:<64 hex>` into its bytes.
 pub(crate) fn parse_checksum(checksum: &str) -> Result<[u8; 32], WorkerError> {
     let bad = || WorkerError::BadChecksum { checksum: checksum.to_owned() };
@@ -107,7 +147,7 @@ impl LocalWorker {
         let shown = redact_url(url);
         progress.status(format!("downloading {shown}"));
         let err = |source| WorkerError::Download { url: shown.clone(), source };
-        let mut resp = self.http_client()?.get(url).send().await.map_err(err)?;
+        let mut resp = get_with_credentials(self.http_client()?, url).await?;
         if !resp.status().is_success() {
             return Err(WorkerError::HttpStatus { url: shown, status: resp.status().as_u16() });
         }

@@ -23,7 +23,9 @@ mod http;
 mod image;
 mod merged;
 mod mounts;
+pub mod oci_layout;
 mod pull;
+pub mod remote;
 mod users;
 
 use std::collections::HashMap;
@@ -178,13 +180,7 @@ impl LocalWorker {
             .get_or_try_init(|| async {
                 let ctx = self.context(name)?;
                 let root = ctx.root.clone();
-                // One index per context directory, in the store (so a stat-only rebuild is
-                // possible).
-                let index = {
-                    use sha2::Digest as _;
-                    let id = hex::encode(sha2::Sha256::digest(root.as_os_str().as_encoded_bytes()));
-                    self.store.root().join("context-index").join(id)
-                };
+                let index = self.context_index(&root);
                 let entries = tokio::task::spawn_blocking(move || ctx.entries(Some(&index)))
                     .await
                     .map_err(|e| WorkerError::Internal(e.to_string()))?
@@ -193,6 +189,25 @@ impl LocalWorker {
             })
             .await?;
         Ok(entries.clone())
+    }
+
+    /// The index of the context directory `root` in the store: one per directory, so that a
+    /// stat-only rebuild is possible (COPY's memos live beside it).
+    fn context_index(&self, root: &std::path::Path) -> PathBuf {
+        use sha2::Digest as _;
+        let id = hex::encode(sha2::Sha256::digest(root.as_os_str().as_encoded_bytes()));
+        self.store.root().join("context-index").join(id)
+    }
+
+    /// Forgets what the store knows about the context directory `root` (its index and COPY
+    /// memos): for a context materialised into a temporary directory (stdin, an archive, a
+    /// repository), whose path no later build uses again.
+    pub fn forget_context(&self, root: &std::path::Path) {
+        let index = self.context_index(root);
+        let mut memos = index.clone().into_os_string();
+        memos.push(".copies");
+        let _ = std::fs::remove_file(&index);
+        let _ = std::fs::remove_dir_all(PathBuf::from(memos));
     }
 
     /// The overlay lower dirs of a chain, topmost first.

@@ -29,6 +29,9 @@ pub async fn pull(
     platform: &Platform,
     progress: &Progress,
 ) -> Result<Vec<RecordLayer>, WorkerError> {
+    if reference.starts_with(crate::oci_layout::PREFIX) {
+        return crate::oci_layout::pull(w, reference, digest, platform).await;
+    }
     let bad_ref = |source| WorkerError::BadReference { reference: reference.to_owned(), source };
     let mut r: Reference = reference.parse().map_err(bad_ref)?;
     if let Some(d) = digest {
@@ -65,7 +68,7 @@ pub async fn pull(
 }
 
 /// Pulled layers are named by their diff id's hex: the same layer in two images is one snapshot.
-fn snapshot_id(diff_id: &str) -> Result<String, WorkerError> {
+pub(crate) fn snapshot_id(diff_id: &str) -> Result<String, WorkerError> {
     diff_id
         .strip_prefix("sha256:")
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -87,7 +90,12 @@ async fn fetch(w: &LocalWorker, r: &Reference, desc: &Descriptor, reference: &st
     Ok(())
 }
 
-async fn unpack_layer(w: &LocalWorker, desc: &Descriptor, diff_id: &str, id: &str) -> Result<(), WorkerError> {
+pub(crate) async fn unpack_layer(
+    w: &LocalWorker,
+    desc: &Descriptor,
+    diff_id: &str,
+    id: &str,
+) -> Result<(), WorkerError> {
     let store = w.store.clone();
     let (desc, diff_id, id) = (desc.clone(), diff_id.to_owned(), id.to_owned());
     tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {

@@ -65,6 +65,9 @@ fn exec_op(script: &str, mounts: Vec<Mount>) -> ExecOp {
         security: SecurityMode::Sandbox,
         platform: Platform::host(),
         mounts,
+        extra_hosts: vec![],
+        ulimits: vec![],
+        shm_size: None,
     }
 }
 

@@ -8,7 +8,8 @@
 //! never to the host's files. The staging tmpfs is then detached; the binds keep it alive.
 //!
 //! - `hostname`: the spec's hostname;
-//! - `hosts`: `127.0.0.1 localhost <hostname>` and the IPv6 loopback names;
+//! - `hosts`: `127.0.0.1 localhost <hostname>`, the IPv6 loopback names and the spec's extra
+//!   hosts (`--add-host`);
 //! - `resolv.conf`: a copy of the host's, with `Network::Host` only (there is nothing to
 //!   resolve with `Network::None`, so the image's file stays).
 
@@ -26,9 +27,14 @@ const STAGING: &str = "dev/.rbuild-etc";
 /// Largest host resolv.conf copied.
 const MAX_RESOLV_CONF: u64 = 1 << 20;
 
-/// The content of the sandbox's `/etc/hosts`.
-pub(crate) fn hosts_content(hostname: &str) -> String {
-    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+/// The content of the sandbox's `/etc/hosts`: the loopback names, then `extra` (`--add-host`)
+/// as BuildKit writes them.
+pub(crate) fn hosts_content(hostname: &str, extra: &[(String, String)]) -> String {
+    let mut out = format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for (host, ip) in extra {
+        out.push_str(&format!("{ip}\t{host}\n"));
+    }
+    out
 }
 
 /// Writes the files to bind into the staging tmpfs (inside the already mounted `/dev` of the
@@ -40,7 +46,7 @@ pub(crate) fn stage(merged: &Path, spec: &SandboxSpec) -> Result<Vec<&'static st
     mount("tmpfs", &dir, Some("tmpfs"), secure, Some("mode=755,size=1m"))?;
     let mut files = vec![
         ("hostname", format!("{}\n", spec.hostname).into_bytes()),
-        ("hosts", hosts_content(&spec.hostname).into_bytes()),
+        ("hosts", hosts_content(&spec.hostname, &spec.extra_hosts).into_bytes()),
     ];
     if spec.network == Network::Host {
         if let Some(resolv) = read_host_file(Path::new("/etc/resolv.conf"))? {
@@ -92,8 +98,10 @@ mod tests {
     #[test]
     fn hosts_lists_the_hostname() {
         assert_eq!(
-            hosts_content("buildkitsandbox"),
+            hosts_content("buildkitsandbox", &[]),
             "127.0.0.1\tlocalhost buildkitsandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n"
         );
+        let extra = [("db".to_owned(), "10.1.2.3".to_owned()), ("v6".to_owned(), "fd00::1".to_owned())];
+        assert!(hosts_content("h", &extra).ends_with("ip6-loopback\n10.1.2.3\tdb\nfd00::1\tv6\n"));
     }
 }

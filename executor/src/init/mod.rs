@@ -120,7 +120,7 @@ fn build_rootfs(spec: &SandboxSpec, channel: &UnixStream) -> Result<(), SetupErr
     let layout = spec.layout();
     mounts::mount_overlay(spec, &layout)?;
     report_created(channel, mounts::create_mountpoints(&layout.merged)?)?;
-    mounts::mount_special(&layout.merged, spec.network, spec.security)?;
+    mounts::mount_special(&layout.merged, spec.network, spec.security, spec.shm_size)?;
     let staged = etc_files::stage(&layout.merged, spec)?;
     let extra = extra_mounts::prepare(&layout.merged, &spec.mounts)?;
     match spec.isolation {

@@ -418,7 +418,12 @@ pub(crate) fn mount(
 }
 
 /// Mounts /proc, /sys and /dev in the merged rootfs (whose mount points exist).
-pub(crate) fn mount_special(merged: &Path, network: Network, security: Security) -> Result<(), MountError> {
+pub(crate) fn mount_special(
+    merged: &Path,
+    network: Network,
+    security: Security,
+    shm_size: Option<u64>,
+) -> Result<(), MountError> {
     let secure = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     // A fresh proc: we are PID 1 of the new pid namespace, so it shows only the sandbox.
     mount("proc", &merged.join("proc"), Some("proc"), secure, None)?;
@@ -428,7 +433,7 @@ pub(crate) fn mount_special(merged: &Path, network: Network, security: Security)
         Security::Insecure => MsFlags::empty(),
     };
     mount_sys(&merged.join("sys"), network, secure | ro)?;
-    mount_dev(&merged.join("dev"), nodev(security))
+    mount_dev(&merged.join("dev"), nodev(security), shm_size)
 }
 
 /// Device nodes a step creates itself (`mknod` is allowed: package managers need it) must not
@@ -461,7 +466,7 @@ fn mount_sys(target: &Path, network: Network, flags: MsFlags) -> Result<(), Moun
 
 /// A minimal /dev: tmpfs with the host's harmless device nodes bound in, a private devpts,
 /// /dev/shm and the usual symlinks (what runc and BuildKit provide).
-fn mount_dev(dev: &Path, nodev: MsFlags) -> Result<(), MountError> {
+fn mount_dev(dev: &Path, nodev: MsFlags, shm_size: Option<u64>) -> Result<(), MountError> {
     let tmpfs = Some("tmpfs");
     mount("tmpfs", dev, tmpfs, MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME | nodev, Some("mode=755,size=65536k"))?;
     for name in DEVICES {
@@ -480,7 +485,8 @@ fn mount_dev(dev: &Path, nodev: MsFlags) -> Result<(), MountError> {
     let shm = dev.join("shm");
     mkdir(&shm, 0o755)?;
     let secure = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount("shm", &shm, tmpfs, secure, Some("mode=1777,size=65536k"))?;
+    let shm_opts = format!("mode=1777,size={}", shm_size.unwrap_or(64 << 20));
+    mount("shm", &shm, tmpfs, secure, Some(&shm_opts))?;
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),

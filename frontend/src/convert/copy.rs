@@ -276,6 +276,7 @@ impl Converter<'_> {
                 _ => Err(order_error(self.stage_label(stage)).into()),
             },
             FromRef::Image(reference) => self.image_input(reference, cmd.span),
+            FromRef::Context(ctx) => self.named_context_fs(ctx, false, cmd.span).map(Some),
         }
     }
 

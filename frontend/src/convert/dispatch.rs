@@ -4,11 +4,11 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use rbuild_solver::ir::{GraphBuilder, Input, Op, OpId, Platform, SourceOp, VertexMeta};
+use rbuild_solver::ir::{FileAction, FileOp, GraphBuilder, Input, Op, OpId, Platform, SourceOp, VertexMeta};
 
 use super::plan::{self, CommandDeps, StagePlan};
 use super::state::{uppercase_cmd, EnvList, ImageConfig, Progress, StageState};
-use super::{BuildDefinition, BuildRequest, ImageResolver, ResolvedImage};
+use super::{BuildDefinition, BuildRequest, ImageResolver, NamedContext, ResolvedImage};
 use crate::error::{source_span, Error, ErrorKind};
 use crate::instructions::{Command, Dockerfile, Instruction};
 use crate::lint::Linter;
@@ -205,7 +205,7 @@ impl<'a> Converter<'a> {
             let Some(plan) = self.plans.get(i) else { continue };
             let stage_span = self.df.stages.get(i).map_or(Span::new(0, 0), |s| s.span);
             let mut wanted: Vec<(String, Platform, Span)> = Vec::new();
-            if plan.parent.is_none() && !plan.base_name.eq_ignore_ascii_case("scratch") {
+            if plan.parent.is_none() && plan.context.is_none() && !plan.base_name.eq_ignore_ascii_case("scratch") {
                 wanted.push((plan.base_name.clone(), self.stage_platform(i), stage_span));
             }
             for (deps, cmd) in plan.deps.iter().zip(&plan.commands) {
@@ -276,6 +276,10 @@ impl<'a> Converter<'a> {
             };
             parent_state.checks = parent_state.checks.for_child();
             parent_state
+        } else if let Some(ctx) = &plan.context {
+            // BuildKit gives a named context that is not an image an empty image config.
+            let fs = self.named_context_fs(ctx, true, stage.span)?;
+            StageState::new(Some(fs), ImageConfig::scratch(), platform.clone())
         } else if plan.base_name.eq_ignore_ascii_case("scratch") {
             StageState::new(None, ImageConfig::scratch(), platform.clone())
         } else {
@@ -410,12 +414,85 @@ impl<'a> Converter<'a> {
         Ok(input)
     }
 
+    /// The filesystem of a named context that is not an image or a stage. A local directory
+    /// is read in place by `COPY --from` and mounts (`snapshot: false`); `FROM` gets a snapshot
+    /// of it. A remote archive is downloaded and extracted.
+    pub(super) fn named_context_fs(&mut self, ctx: &NamedContext, snapshot: bool, span: Span) -> Result<Input, Error> {
+        let source = |name: String| VertexMeta { name, ..VertexMeta::default() };
+        let copy_all = |src: Input, path: &str, unpack_archives: bool| {
+            Op::File(FileOp {
+                base: None,
+                actions: vec![FileAction::Copy {
+                    src,
+                    src_paths: vec![path.to_owned()],
+                    dest: "/".to_owned(),
+                    chown: None,
+                    chmod: None,
+                    exclude: Vec::new(),
+                    parents: false,
+                    unpack_archives,
+                }],
+            })
+        };
+        match ctx {
+            NamedContext::Local { name, exclude } => {
+                let op = Op::Source(SourceOp::Local { name: name.clone(), exclude: exclude.clone() });
+                // BuildKit's names, with the worker's `context:` prefix left out.
+                let shown = name.strip_prefix("context:").unwrap_or(name);
+                let local = Input::of(self.graph.add(op, source(format!("[context {shown}] load from client")))?);
+                if !snapshot {
+                    return Ok(local);
+                }
+                let id =
+                    self.add_op(copy_all(local, "/", false), format!("[context {shown}] snapshot"), span, false)?;
+                Ok(Input::of(id))
+            }
+            NamedContext::Git { remote, reference, subdir } => {
+                let op = Op::Source(SourceOp::Git {
+                    remote: remote.clone(),
+                    reference: reference.clone(),
+                    subdir: subdir.clone(),
+                    keep_git_dir: false,
+                });
+                let shown = without_userinfo(remote);
+                Ok(Input::of(self.add_op(op, format!("[context] git {shown}"), span, false)?))
+            }
+            NamedContext::Archive { url } => {
+                let op =
+                    Op::Source(SourceOp::Http { url: url.clone(), checksum: None, filename: "context".to_owned() });
+                let shown = without_userinfo(url);
+                let download = Input::of(self.add_op(op, format!("[context] {shown}"), span, false)?);
+                let id = self.add_op(
+                    copy_all(download, "/context", true),
+                    format!("[context] extract {shown}"),
+                    span,
+                    false,
+                )?;
+                Ok(Input::of(id))
+            }
+            NamedContext::Image { .. } | NamedContext::Stage { .. } => Err(ErrorKind::InvalidInstruction(
+                "internal: image and stage contexts are resolved when planning".to_owned(),
+            )
+            .into()),
+        }
+    }
+
     /// The filesystem of `COPY --from=<image>`.
     pub(super) fn copy_image_fs(&mut self, reference: &str, span: Span) -> Result<Option<Input>, Error> {
         let platform = self.req.platform.clone();
         let base = self.resolve(reference, &platform)?;
         let name = format!("FROM {}", pinned(&base.resolved));
         self.image_fs(&base, &platform, name, span)
+    }
+}
+
+/// A URL without `user:password@`, for progress names.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_owned(),
     }
 }
 
@@ -436,6 +513,10 @@ fn check_reference(reference: &str) -> Result<(), Error> {
     };
     if reference.is_empty() || reference.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return bad("invalid reference format");
+    }
+    if reference.starts_with("oci-layout://") {
+        // A local OCI layout (`--build-context NAME=oci-layout://DIR`): a path, not a name.
+        return Ok(());
     }
     let name = reference.split('@').next().unwrap_or_default();
     // The first component is a registry host when it looks like one.

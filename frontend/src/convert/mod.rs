@@ -24,11 +24,13 @@ mod values;
 #[cfg(test)]
 mod tests;
 
+pub use source::{parse_git_url, GitUrl};
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use oci_spec::image::ImageConfiguration;
-use rbuild_solver::ir::{Graph, Input, OpId, Platform};
+use rbuild_solver::ir::{Graph, HostEntry, Input, NetworkMode, OpId, Platform, Ulimit};
 
 use crate::error::{Error, ErrorKind};
 use crate::instructions::parse_dockerfile;
@@ -59,6 +61,66 @@ pub struct BuildRequest<'a> {
     pub context_excludes: Vec<String>,
     /// `--no-cache`: every exec and file op bypasses the cache.
     pub no_cache: bool,
+    /// `--build-context NAME=...`, by name as given.
+    pub named_contexts: BTreeMap<String, NamedContext>,
+    /// Build-wide settings of every `RUN` (`--network`, `--add-host`, `--ulimit`, `--shm-size`).
+    pub run_defaults: RunDefaults,
+}
+
+/// What a `--build-context NAME=VALUE` provides. As in BuildKit, it replaces a stage named
+/// `NAME` altogether (its instructions are not run), and otherwise the image `NAME` wherever
+/// `FROM`, `COPY --from` or `RUN --mount=from=` would read it. Names match as familiar image
+/// names without `:latest` (`docker.io/library/alpine:latest` is `alpine`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NamedContext {
+    /// A directory of the client, known to the worker as the local context `name`, with its
+    /// own `.dockerignore` patterns. `FROM` gets a snapshot of it, with an empty config.
+    Local {
+        /// The worker's context name.
+        name: String,
+        /// `.dockerignore` patterns.
+        exclude: Vec<String>,
+    },
+    /// An image (`docker-image://REF`): resolved like a `FROM` image, config and `ONBUILD`
+    /// triggers included.
+    Image {
+        /// The reference, resolved with the [`ImageResolver`].
+        reference: String,
+    },
+    /// A git repository checkout (`.git` left out); `FROM` gets an empty config.
+    Git {
+        /// The remote.
+        remote: String,
+        /// Branch, tag or commit.
+        reference: Option<String>,
+        /// Subdirectory used as the root.
+        subdir: Option<String>,
+    },
+    /// A tar archive (plain, gzip, bzip2 or xz) at an HTTP(S) URL, extracted; `FROM` gets an
+    /// empty config.
+    Archive {
+        /// The URL.
+        url: String,
+    },
+    /// Another stage of this Dockerfile (`target:STAGE`), defined before its users.
+    Stage {
+        /// The stage name.
+        name: String,
+    },
+}
+
+/// Settings applied to every `RUN` of the build.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunDefaults {
+    /// Network of a `RUN` without `--network` (or with `--network=default`).
+    pub network: NetworkMode,
+    /// Extra `/etc/hosts` entries (`--add-host`).
+    pub extra_hosts: Vec<HostEntry>,
+    /// Resource limits (`--ulimit`).
+    pub ulimits: Vec<Ulimit>,
+    /// `/dev/shm` size in bytes (`--shm-size`).
+    pub shm_size: Option<u64>,
 }
 
 /// Looks up an image's manifest digest and config (blocking). The CLI implements it with a

@@ -33,7 +33,7 @@ impl Converter<'_> {
                         .collect()
                 })
                 .unwrap_or_default(),
-            None if plan.base_name.eq_ignore_ascii_case("scratch") => Vec::new(),
+            None if plan.context.is_some() || plan.base_name.eq_ignore_ascii_case("scratch") => Vec::new(),
             None => {
                 let platform = self.stage_platform(i);
                 let name = plan.base_name.clone();
@@ -45,7 +45,8 @@ impl Converter<'_> {
         let mut deps = Vec::with_capacity(triggers.len());
         for trigger in &triggers {
             let cmd = parse_trigger(trigger, span).map_err(|k| Error::at(self.file(), span, k))?;
-            let d = plan::command_deps(&cmd, self.df(), &self.lexer).map_err(|k| Error::at(self.file(), span, k))?;
+            let d = plan::command_deps(&cmd, self.df(), &self.lexer, &self.req.named_contexts)
+                .map_err(|k| Error::at(self.file(), span, k))?;
             commands.push(cmd);
             deps.push(d);
         }

@@ -1,13 +1,13 @@
 //! Before any op is made: build args, each stage's expanded base and platform, the target,
 //! `COPY --from` dependencies, reachability and a check for features not supported yet.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rbuild_solver::ir::Platform;
 
 use super::state::EnvList;
 use super::values::parse_platform;
-use super::BuildRequest;
+use super::{BuildRequest, NamedContext};
 use crate::error::{Diagnostic, Error, ErrorKind};
 use crate::instructions::{mount_from, Command, Dockerfile, Instruction};
 use crate::shell::Lexer;
@@ -20,6 +20,8 @@ pub(crate) enum FromRef {
     Stage(usize),
     /// An image reference.
     Image(String),
+    /// A named context that is not an image or a stage (`--build-context`).
+    Context(NamedContext),
 }
 
 /// The other stages and images one command reads.
@@ -40,7 +42,7 @@ impl CommandDeps {
     pub(crate) fn stages(&self) -> impl Iterator<Item = usize> + '_ {
         self.refs().filter_map(|r| match r {
             FromRef::Stage(i) => Some(*i),
-            FromRef::Image(_) => None,
+            FromRef::Image(_) | FromRef::Context(_) => None,
         })
     }
 
@@ -48,7 +50,7 @@ impl CommandDeps {
     pub(crate) fn images(&self) -> impl Iterator<Item = &str> + '_ {
         self.refs().filter_map(|r| match r {
             FromRef::Image(i) => Some(i.as_str()),
-            FromRef::Stage(_) => None,
+            FromRef::Stage(_) | FromRef::Context(_) => None,
         })
     }
 
@@ -66,6 +68,9 @@ pub(crate) struct StagePlan {
     pub platform: Option<Platform>,
     /// The earlier stage this one is built on.
     pub parent: Option<usize>,
+    /// The named context (not an image: those become `base_name`) the stage is built on, or
+    /// that replaces the stage altogether.
+    pub context: Option<NamedContext>,
     /// Name in progress output (`build`, `stage-1`, or empty for a lone stage).
     pub display: String,
     /// BuildKit's step total: image `FROM`, `RUN`, `COPY`, `ADD`, `WORKDIR`, and every
@@ -169,20 +174,47 @@ pub(crate) fn plan_stages(
                 Some(p)
             }
         };
-        let parent = earlier.get(&base_name.to_lowercase()).copied();
+        let mut base_name = base_name;
+        let mut parent = earlier.get(&base_name.to_lowercase()).copied();
+        let mut context = None;
+        let mut commands = stage.commands.clone();
+        // BuildKit: a named context named like the stage replaces the whole stage; one named
+        // like the base (not an earlier stage) replaces the base.
+        let own = stage.name.as_deref().and_then(|n| named_context(&req.named_contexts, n));
+        let replaced = own.is_some();
+        let base_ctx = if replaced {
+            own
+        } else if parent.is_none() {
+            named_context(&req.named_contexts, &base_name)
+        } else {
+            None
+        };
+        if replaced {
+            commands.clear();
+            parent = None;
+        }
+        match base_ctx {
+            None => {}
+            Some(NamedContext::Image { reference }) => base_name = reference.clone(),
+            Some(NamedContext::Stage { name }) => {
+                parent = Some(earlier_stage(df, name, i).map_err(at)?);
+            }
+            Some(other) => context = Some(other.clone()),
+        }
         if let Some(n) = &stage.name {
             earlier.insert(n.to_lowercase(), i);
         }
         let display = stage.name.clone().unwrap_or_else(|| format!("stage-{i}"));
-        let counted = stage.commands.iter().filter(|c| counts_as_step(&c.instruction)).count();
-        let from_image = parent.is_none() && !base_name.eq_ignore_ascii_case("scratch");
+        let counted = commands.iter().filter(|c| counts_as_step(&c.instruction)).count();
+        let from_image = parent.is_none() && context.is_none() && !base_name.eq_ignore_ascii_case("scratch");
         plans.push(StagePlan {
             base_name,
             platform,
             parent,
+            context,
             display,
             total_steps: counted + usize::from(from_image),
-            commands: stage.commands.clone(),
+            commands,
             deps: Vec::new(),
             triggers_init: false,
         });
@@ -193,8 +225,8 @@ pub(crate) fn plan_stages(
     for plan in &mut plans {
         let mut deps = Vec::with_capacity(plan.commands.len());
         for cmd in &plan.commands {
-            let d = command_deps(cmd, df, lexer).map_err(|k| Error::at(file, cmd.span, k))?;
-            pseudo_stages += usize::from(matches!(d.copy_from, Some(FromRef::Image(_))));
+            let d = command_deps(cmd, df, lexer, &req.named_contexts).map_err(|k| Error::at(file, cmd.span, k))?;
+            pseudo_stages += usize::from(matches!(d.copy_from, Some(FromRef::Image(_) | FromRef::Context(_))));
             pseudo_stages += d.mounts.iter().filter(|m| !matches!(m, Some(FromRef::Stage(_)))).count();
             deps.push(d);
         }
@@ -219,19 +251,64 @@ pub(crate) fn counts_as_step(i: &Instruction) -> bool {
     matches!(i, Instruction::Add(_) | Instruction::Copy(_) | Instruction::Run(_) | Instruction::Workdir(_))
 }
 
+/// The named contexts of a build, by name as given (`--build-context NAME=...`).
+pub(crate) type NamedContexts = BTreeMap<String, NamedContext>;
+
+/// The named context a `FROM`, `--from` or stage name refers to: names compare as BuildKit's
+/// `NamedContext` does, as familiar image names without `:latest` (`docker.io/library/alpine:latest`
+/// is `alpine`), case-insensitively.
+pub(crate) fn named_context<'n>(named: &'n NamedContexts, name: &str) -> Option<&'n NamedContext> {
+    if named.is_empty() {
+        return None;
+    }
+    let want = normalize_context_name(name);
+    named.iter().find(|(k, _)| normalize_context_name(k) == want).map(|(_, v)| v)
+}
+
+/// `reference.FamiliarString` without a `:latest` tag, lowercased.
+pub(crate) fn normalize_context_name(name: &str) -> String {
+    let lower = name.to_lowercase();
+    let familiar = ["docker.io/library/", "index.docker.io/library/", "docker.io/", "index.docker.io/"]
+        .iter()
+        .find_map(|p| lower.strip_prefix(p))
+        .unwrap_or(&lower);
+    match familiar.strip_suffix(":latest") {
+        Some(n) if !familiar.contains('@') => n.to_owned(),
+        _ => familiar.to_owned(),
+    }
+}
+
+/// The index of stage `name` for `target:` contexts, which must come before stage `current`.
+fn earlier_stage(df: &Dockerfile, name: &str, current: usize) -> Result<usize, ErrorKind> {
+    match find_stage(df, name) {
+        Some(j) if j < current => Ok(j),
+        Some(_) => Err(ErrorKind::InvalidInstruction(format!(
+            "build context target:{name} must name a stage defined before the stage that uses it"
+        ))),
+        None => Err(ErrorKind::InvalidInstruction(format!(
+            "build context target:{name}: no stage named {name:?} in this Dockerfile"
+        ))),
+    }
+}
+
 /// The stages and images `cmd` reads.
-pub(crate) fn command_deps(cmd: &Command, df: &Dockerfile, lexer: &Lexer) -> Result<CommandDeps, ErrorKind> {
+pub(crate) fn command_deps(
+    cmd: &Command,
+    df: &Dockerfile,
+    lexer: &Lexer,
+    named: &NamedContexts,
+) -> Result<CommandDeps, ErrorKind> {
     let mut deps = CommandDeps::default();
     match &cmd.instruction {
         Instruction::Copy(c) => {
             if let Some(from) = c.from.as_deref().filter(|f| !f.is_empty()) {
-                deps.copy_from = Some(resolve_from(from, df, lexer)?);
+                deps.copy_from = Some(resolve_from(from, df, lexer, named)?);
             }
         }
         Instruction::Run(r) => {
             for m in &r.mounts {
                 let from = mount_from(m).map_err(ErrorKind::InvalidInstruction)?;
-                deps.mounts.push(from.map(|f| resolve_name(&f, df)).transpose()?);
+                deps.mounts.push(from.map(|f| resolve_name(&f, df, named)).transpose()?);
             }
         }
         _ => {}
@@ -239,26 +316,44 @@ pub(crate) fn command_deps(cmd: &Command, df: &Dockerfile, lexer: &Lexer) -> Res
     Ok(deps)
 }
 
-fn resolve_from(from: &str, df: &Dockerfile, lexer: &Lexer) -> Result<FromRef, ErrorKind> {
+fn resolve_from(from: &str, df: &Dockerfile, lexer: &Lexer, named: &NamedContexts) -> Result<FromRef, ErrorKind> {
     let empty: Vec<(String, String)> = Vec::new();
     match lexer.process_word(from, &empty) {
         Ok(w) if w == from => {}
         _ => return Err(ErrorKind::FromExpansion),
     }
-    resolve_name(from, df)
+    resolve_name(from, df, named)
 }
 
-/// A stage index, a stage name, else an image.
-fn resolve_name(from: &str, df: &Dockerfile) -> Result<FromRef, ErrorKind> {
+/// A stage index, a stage name (which a named context may have replaced), a named context,
+/// else an image.
+fn resolve_name(from: &str, df: &Dockerfile, named: &NamedContexts) -> Result<FromRef, ErrorKind> {
     if let Some(index) = parse_go_int(from) {
         return match usize::try_from(index).ok().filter(|i| *i < df.stages.len()) {
             Some(i) => Ok(FromRef::Stage(i)),
             None => Err(ErrorKind::StageIndex { index }),
         };
     }
-    match find_stage(df, from) {
-        Some(i) => Ok(FromRef::Stage(i)),
+    if let Some(i) = find_stage(df, from) {
+        // A stage a local, git or archive context replaced is read straight from the context.
+        let replaced = df.stages.get(i).and_then(|s| s.name.as_deref()).and_then(|n| named_context(named, n));
+        return Ok(match replaced {
+            Some(ctx @ (NamedContext::Local { .. } | NamedContext::Git { .. } | NamedContext::Archive { .. })) => {
+                FromRef::Context(ctx.clone())
+            }
+            _ => FromRef::Stage(i),
+        });
+    }
+    match named_context(named, from) {
         None => Ok(FromRef::Image(from.to_owned())),
+        Some(NamedContext::Image { reference }) => Ok(FromRef::Image(reference.clone())),
+        Some(NamedContext::Stage { name }) => match find_stage(df, name) {
+            Some(i) => Ok(FromRef::Stage(i)),
+            None => Err(ErrorKind::InvalidInstruction(format!(
+                "build context target:{name}: no stage named {name:?} in this Dockerfile"
+            ))),
+        },
+        Some(other) => Ok(FromRef::Context(other.clone())),
     }
 }
 

@@ -64,10 +64,12 @@ impl Converter<'_> {
         }
         mounts.extend(self.run_mounts(st, stage, cmd, &run.mounts, &deps.mounts)?);
         let args = Self::with_shell(st, &command);
+        // `--network=default` (or none given) is the build's `--network`, as in BuildKit.
+        let defaults = &self.req.run_defaults;
         let network = match run.network.as_deref() {
             Some("none") => NetworkMode::None,
             Some("host") => NetworkMode::Host,
-            _ => NetworkMode::Default,
+            _ => defaults.network,
         };
         let security = match run.security.as_deref() {
             Some("insecure") => SecurityMode::Insecure,
@@ -85,6 +87,9 @@ impl Converter<'_> {
             security,
             platform: st.platform.clone(),
             mounts,
+            extra_hosts: defaults.extra_hosts.clone(),
+            ulimits: defaults.ulimits.clone(),
+            shm_size: defaults.shm_size,
         });
         let mut text = cmd.original.clone();
         if let Some(s) = summary {

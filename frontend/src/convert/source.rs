@@ -39,6 +39,24 @@ pub(crate) enum AddSource {
 /// Why a git URL is unusable (it is a git URL, so it is not a local path either).
 pub(crate) type GitError = String;
 
+/// A git URL as BuildKit reads one (`https://host/repo.git#ref:subdir`, `git@host:repo`,
+/// `ssh://`, `git://`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GitUrl {
+    /// URL to clone, without fragment and query.
+    pub remote: String,
+    /// Branch, tag or commit.
+    pub reference: Option<String>,
+    /// Subdirectory of the repository.
+    pub subdir: Option<String>,
+}
+
+/// Parses `src` as a git URL by BuildKit's rules (`Ok(None)`: not a git URL; `Err`: a git URL
+/// that is unusable, e.g. an unknown query parameter).
+pub fn parse_git_url(src: &str) -> Result<Option<GitUrl>, String> {
+    Ok(parse_git_ref(src)?.map(|g| GitUrl { remote: g.remote, reference: g.reference, subdir: g.subdir }))
+}
+
 /// Classifies `src`.
 pub(crate) fn classify(src: &str) -> Result<AddSource, GitError> {
     if let Some(git) = parse_git_ref(src)? {

@@ -47,6 +47,9 @@ fn op(mounts: Vec<Mount>) -> ExecOp {
         security: SecurityMode::Sandbox,
         platform: Platform::host(),
         mounts,
+        extra_hosts: vec![],
+        ulimits: vec![],
+        shm_size: None,
     }
 }
 

@@ -69,6 +69,8 @@ fn request(src: &str) -> BuildRequest<'_> {
         platform: platform(),
         context_excludes: vec!["*.log".into()],
         no_cache: false,
+        named_contexts: BTreeMap::new(),
+        run_defaults: RunDefaults::default(),
     }
 }
 
@@ -430,5 +432,6 @@ fn conv_args(src: &str, args: &[(&str, &str)]) -> BuildDefinition {
 
 mod checks;
 mod config;
+mod contexts;
 mod copy_add;
 mod run;
