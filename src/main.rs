@@ -5,7 +5,9 @@ mod build;
 mod cli;
 mod export;
 mod images;
+mod manifest;
 mod output;
+mod platforms;
 mod progress;
 mod push;
 mod render;
@@ -16,7 +18,7 @@ mod store_cmds;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cli::{CacheCommand, Command, DebugCommand};
+use cli::{CacheCommand, Command, DebugCommand, ManifestCommand};
 
 fn main() -> ExitCode {
     // The sandbox helper must start before any thread exists: it forks and unshares.
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
             Command::Rmi { names } => images::rmi(root, &names),
             Command::Inspect { name } => images::inspect(root, &name),
             Command::Push { name, insecure_registries } => push::run(root, &name, &insecure_registries).await,
+            Command::Manifest(ManifestCommand::Create(args)) => manifest::create(root, args).await,
             Command::Prune(args) => store_cmds::prune(&root, &args),
             Command::Du => store_cmds::du(&root),
             Command::Cache(CacheCommand::Verify(args)) => store_cmds::verify(&root, &args),

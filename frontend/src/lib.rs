@@ -37,6 +37,7 @@
 //!     build_args: BTreeMap::new(),
 //!     target: None,
 //!     platform: Platform::host(),
+//!     multi_platform: false,
 //!     context_excludes: vec![],
 //!     no_cache: false,
 //! };
@@ -62,7 +63,8 @@ pub mod shell;
 mod suggest;
 
 pub use convert::{
-    build, BuildDefinition, BuildRequest, HistoryStep, ImageResolver, ResolveError, ResolvedImage, Warning,
+    build, parse_platform, BuildDefinition, BuildRequest, HistoryStep, ImageResolver, ResolveError, ResolvedImage,
+    Warning,
 };
 pub use error::{Diagnostic, Error, ErrorKind};
 pub use parser::{dump, parse, Node, Span};

@@ -44,6 +44,9 @@ pub struct BuildRequest<'a> {
     pub target: Option<String>,
     /// Platform to build for (`TARGETPLATFORM`).
     pub platform: Platform,
+    /// This is one platform of a multi-platform build: step names start with the platform
+    /// they run on (`[linux/arm64 build 2/3] RUN make`), as BuildKit names them.
+    pub multi_platform: bool,
     /// `.dockerignore` patterns, put into the build context source's `exclude`.
     pub context_excludes: Vec<String>,
     /// `--no-cache`: every exec and file op bypasses the cache.
@@ -144,6 +147,13 @@ pub struct Warning {
     pub span: Option<SourceSpan>,
     /// What.
     pub message: String,
+}
+
+/// Parses a `--platform` value (`linux/arm64`, `linux/arm/v7`, `arm64`, `linux`) as containerd
+/// does, normalizing architecture names (`aarch64` → `arm64`, `arm64/v8` → `arm64`).
+pub fn parse_platform(value: &str) -> Result<Platform, Error> {
+    values::parse_platform(value.trim(), &Platform::host())
+        .map_err(|reason| ErrorKind::InvalidPlatform { value: value.to_owned(), reason }.into())
 }
 
 /// Converts a Dockerfile into a build graph for `req.platform`.
