@@ -260,7 +260,8 @@ fn single_arm64_platform_runs_under_qemu_and_makes_a_plain_arm64_image() {
     let t = tempfile::tempdir().unwrap();
     let b = Build::new(t.path());
     let df = "ARG BASE\nFROM $BASE\nARG TARGETARCH BUILDARCH\n\
-              RUN uname -m > /m && echo \"$TARGETARCH $BUILDARCH\" > /args && ls /bin/busybox > /dev/null\n";
+              RUN uname -m > /m && echo \"$TARGETARCH $BUILDARCH\" > /args\n\
+              RUN grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status > /status\n";
     let ctx = context(t.path(), df, &[]);
     let archive = t.path().join("arm.tar");
     let files = t.path().join("files");
@@ -279,6 +280,12 @@ fn single_arm64_platform_runs_under_qemu_and_makes_a_plain_arm64_image() {
     assert!(out.status.success());
     assert_eq!(std::fs::read_to_string(files.join("m")).unwrap(), "aarch64\n");
     assert_eq!(std::fs::read_to_string(files.join("args")).unwrap(), "arm64 amd64\n");
+    // The emulated step is confined as a native one: the emulator's system calls are host
+    // calls, checked by the same seccomp filter, with the same capabilities.
+    assert_eq!(
+        std::fs::read_to_string(files.join("status")).unwrap(),
+        "CapEff:\t00000000a80425fb\nNoNewPrivs:\t0\nSeccomp:\t2\n"
+    );
     let src = format!("oci-archive:{}", archive.display());
     let raw = tool_json(&["skopeo", "inspect", "--raw", &src]);
     assert_eq!(raw["mediaType"], "application/vnd.oci.image.manifest.v1+json", "one platform: no index: {raw}");
@@ -453,4 +460,22 @@ fn manifest_create_merges_single_platform_pushes() {
     let out = b.rbuild(&["manifest", "create", "x/y:z", &registry().reference("app:missing")]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in the local store"));
+}
+
+#[test]
+fn print_graph_shows_one_graph_per_platform() {
+    let t = tempfile::tempdir().unwrap();
+    let b = Build::new(t.path());
+    let ctx = context(t.path(), "FROM scratch\nARG TARGETARCH\nRUN echo $TARGETARCH\n", &[]);
+    let out =
+        b.rbuild(&["build", "--print-graph=json", "--platform", "linux/amd64,linux/arm64", ctx.to_str().unwrap()]);
+    assert!(out.status.success());
+    let graphs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let graphs = graphs.as_array().expect("one graph per platform");
+    assert_eq!(graphs.len(), 2);
+    for (graph, arch) in graphs.iter().zip(["amd64", "arm64"]) {
+        let run = &graph["ops"][0];
+        assert_eq!(run["name"], format!("[linux/{arch} 1/1] RUN echo {arch}"), "{graph}");
+        assert_eq!(run["op"]["Exec"]["platform"]["architecture"], arch, "{graph}");
+    }
 }

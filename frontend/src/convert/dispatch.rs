@@ -7,7 +7,7 @@ use rbuild_solver::ir::{GraphBuilder, Input, Op, OpId, Platform, SourceOp, Verte
 
 use super::plan::{self, CommandDeps, StagePlan};
 use super::state::{uppercase_cmd, EnvList, ImageConfig, Progress, StageState};
-use super::{BuildDefinition, BuildRequest, ImageResolver, ResolvedImage};
+use super::{BuildDefinition, BuildRequest, ImageResolver, ResolvedImage, Warning};
 use crate::error::{source_span, Error, ErrorKind};
 use crate::instructions::{Command, Dockerfile, Instruction};
 use crate::parser::Span;
@@ -34,6 +34,8 @@ pub(crate) struct Converter<'a> {
     images: BTreeMap<(String, Platform), BaseImage>,
     /// Final state of each dispatched stage.
     pub(super) done: Vec<Option<StageState>>,
+    /// Base images whose platform is not the stage's (BuildKit's `InvalidBaseImagePlatform`).
+    platform_warnings: Vec<Warning>,
 }
 
 impl<'a> Converter<'a> {
@@ -59,6 +61,7 @@ impl<'a> Converter<'a> {
             graph: GraphBuilder::new(),
             context: None,
             images: BTreeMap::new(),
+            platform_warnings: Vec::new(),
         })
     }
 
@@ -107,7 +110,8 @@ impl<'a> Converter<'a> {
         let c = &last.config;
         let extra_config =
             super::imageconfig::extra_config(c.healthcheck.as_ref(), &c.onbuild, &c.shell, c.args_escaped);
-        let warnings = self.unused_build_args(&reachable);
+        let mut warnings = std::mem::take(&mut self.platform_warnings);
+        warnings.extend(self.unused_build_args(&reachable));
         Ok(BuildDefinition {
             graph: self.graph.build(),
             target: last.fs,
@@ -183,6 +187,31 @@ impl<'a> Converter<'a> {
         Ok(base)
     }
 
+    /// Warns when a base image is for another platform than the stage's (a single-platform
+    /// image is used whatever its platform, as BuildKit does; its binaries may then not be what
+    /// the stage's RUN steps expect).
+    fn check_base_platform(&mut self, image: &ResolvedImage, want: &Platform, span: Span) {
+        let config = &image.config;
+        let arch = config.architecture().to_string();
+        if arch.is_empty() {
+            return;
+        }
+        let mut text = format!("{}/{arch}", config.os());
+        if let Some(v) = config.variant().as_deref().filter(|v| !v.is_empty()) {
+            text.push('/');
+            text.push_str(v);
+        }
+        let Ok(actual) = super::values::parse_platform(&text, want) else { return };
+        if actual == *want {
+            return;
+        }
+        let message = format!(
+            "InvalidBaseImagePlatform: Base image {} was pulled with platform \"{actual}\", expected \"{want}\" for current build",
+            image.reference
+        );
+        self.platform_warnings.push(Warning { span: Some(source_span(self.file(), span)), message });
+    }
+
     /// The image's source op (named like BuildKit's `FROM` vertex), `None` for a layerless
     /// image.
     fn image_fs(
@@ -224,6 +253,7 @@ impl<'a> Converter<'a> {
             StageState::new(None, ImageConfig::scratch(), platform.clone())
         } else {
             let base = self.resolve(&plan.base_name, &platform).map_err(|e| e.or_at(self.file(), stage.span))?;
+            self.check_base_platform(&base.resolved, &platform, stage.span);
             let name = progress.name(&format!("FROM {}", pinned(&base.resolved)));
             let fs = self.image_fs(&base, &platform, name, stage.span)?;
             let mut st = StageState::new(fs, ImageConfig::from_resolved(&base.resolved), platform);

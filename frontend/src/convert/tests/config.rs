@@ -229,6 +229,23 @@ fn cross_compiling_stages_per_target_platform() {
 }
 
 #[test]
+fn base_image_of_another_platform_warns() {
+    // The mock's images are all linux/amd64.
+    let def = conv_for("FROM busybox\nRUN x\n", "arm64");
+    let msgs: Vec<(Option<usize>, &str)> =
+        def.warnings.iter().map(|w| (w.span.as_ref().map(|s| s.start_line), w.message.as_str())).collect();
+    assert_eq!(
+        msgs,
+        [(
+            Some(1),
+            "InvalidBaseImagePlatform: Base image docker.io/library/busybox:latest was pulled with platform \
+             \"linux/amd64\", expected \"linux/arm64\" for current build"
+        )]
+    );
+    assert!(conv_for("FROM busybox\nRUN x\n", "amd64").warnings.is_empty());
+}
+
+#[test]
 fn platform_flag_values_parse_like_containerd() {
     assert_eq!(crate::parse_platform("linux/aarch64").unwrap().to_string(), "linux/arm64");
     assert_eq!(crate::parse_platform(" linux/arm/v7 ").unwrap().to_string(), "linux/arm/v7");
