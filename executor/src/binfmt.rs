@@ -430,6 +430,58 @@ mod tests {
     }
 
     #[test]
+    fn registration_lines_are_the_kernels_format() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("register"), "").unwrap();
+        let aarch64 = TARGETS.iter().find(|t| t.arch == "arm64").unwrap();
+        let interpreter = Path::new("/usr/libexec/qemu-binfmt/aarch64-binfmt-P");
+        register(dir.path(), "qemu-aarch64", aarch64, interpreter, "POCF").unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join("register")).unwrap(),
+            format!(":qemu-aarch64:M::{}:{}:{}:POCF", aarch64.magic, aarch64.mask, interpreter.display())
+        );
+    }
+
+    /// Removes a test handler, even when the test fails half-way.
+    struct Unregister(PathBuf);
+
+    impl Drop for Unregister {
+        fn drop(&mut self) {
+            let _ = fs::write(&self.0, "-1");
+        }
+    }
+
+    #[test]
+    fn the_kernel_takes_a_registration() {
+        // A handler of our own, for a header no real file has, so that the machine's QEMU
+        // handlers are never touched; registering mounts binfmt_misc first when needed.
+        if !nix::unistd::geteuid().is_root() || !Path::new(BINFMT_DIR).is_dir() {
+            eprintln!("skipping the_kernel_takes_a_registration: needs root and binfmt_misc (CI has both)");
+            return;
+        }
+        let name = format!("rbuild-test-{}", std::process::id());
+        let target = Target {
+            arch: "test",
+            qemu: "test",
+            magic: r"\x00rbuild\x01test\x02magic",
+            mask: r"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+        };
+        let dir = Path::new(BINFMT_DIR);
+        let _cleanup = Unregister(dir.join(&name));
+        register(dir, &name, &target, Path::new("/bin/true"), "F").unwrap();
+        let found = find_handler(dir, &name, &target).expect("the handler is listed");
+        assert_eq!(found.name, name);
+        assert!(found.enabled);
+        assert_eq!(found.flags, "F");
+        assert_eq!(found.interpreter, Path::new("/bin/true"));
+        let text = fs::read_to_string(dir.join(&name)).unwrap();
+        assert!(text.contains(&format!("magic {}", hex(&unescape(target.magic)))), "{text}");
+        assert!(matches!(check("test", found), Ok(Emulation::Qemu { .. })));
+        // Registering it again is not an error (another process may have won the race).
+        register(dir, &name, &target, Path::new("/bin/true"), "F").unwrap();
+    }
+
+    #[test]
     fn native_and_unknown_architectures() {
         assert_eq!(prepare_emulation(host_arch()).unwrap(), Emulation::Native);
         let err = prepare_emulation("pdp11").unwrap_err();
