@@ -47,13 +47,21 @@ fn rfc3339(secs: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-/// The image's `created` time: `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
+/// The image's `created` time: `SOURCE_DATE_EPOCH` when set (reproducible builds), else now;
+/// taken once per process, so every platform's image of a build has the same.
 fn created() -> String {
-    let secs =
-        std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-        });
-    rfc3339(secs)
+    static CREATED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CREATED
+        .get_or_init(|| {
+            let secs = std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .unwrap_or_else(|| {
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+                });
+            rfc3339(secs)
+        })
+        .clone()
 }
 
 /// Writes layers, config and manifest of the result into the store.

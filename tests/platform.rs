@@ -184,6 +184,7 @@ fn two_platforms_push_an_index_store_it_and_write_an_oci_archive() {
     assert_eq!(raw["mediaType"], "application/vnd.oci.image.index.v1+json", "{raw}");
     let listed = platforms(&raw);
     assert_eq!(listed.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(), ["linux/amd64", "linux/arm64"], "{raw}");
+    let mut created = Vec::new();
     for arch in ["amd64", "arm64"] {
         let inspect = tool_json(&[
             "skopeo",
@@ -206,7 +207,9 @@ fn two_platforms_push_an_index_store_it_and_write_an_oci_archive() {
         ]);
         assert_eq!(config["architecture"], arch, "{config}");
         assert!(config.get("variant").is_none_or(Value::is_null), "linux/{arch} has no variant: {config}");
+        created.push(config["created"].as_str().unwrap().to_owned());
     }
+    assert_eq!(created[0], created[1], "one build, one creation time");
 
     // What each platform's image holds: the build stage ran natively with that target's args;
     // the final stage ran on the target (arm64 through QEMU); the shared step ran once.
