@@ -8,8 +8,13 @@
 #   gcc, libc6-dev   static probe programs for syscalls busybox has no applet for
 #   git              `ADD <git url>` runs it; the ADD test serves a repository with `git daemon`
 #   openssh-client   ssh-agent and ssh-add for the `RUN --mount=type=ssh` test
+#   qemu-user-static QEMU user emulation, for RUN steps of foreign platforms (linux/arm64 on
+#                    amd64); rbuild registers its binfmt_misc handlers when running as root
+# and, for multi-platform tests, Debian's busybox-static for the other of amd64/arm64, unpacked
+# (not installed: it would replace the host's) to /usr/local/lib/rbuild-fixtures/ARCH/busybox,
+# where testdata/fixtures/busybox-image.sh finds it.
 set -euo pipefail
-pkgs=(busybox-static docker-registry skopeo umoci jq openssl gcc libc6-dev git openssh-client)
+pkgs=(busybox-static docker-registry skopeo umoci jq openssl gcc libc6-dev git openssh-client qemu-user-static)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" && continue
@@ -17,11 +22,43 @@ for p in "${pkgs[@]}"; do
   [ "$p" = git ] && command -v git >/dev/null && continue
   missing+=("$p")
 done
+host=$(dpkg --print-architecture)
+case $host in
+  amd64) foreign=arm64 ;;
+  arm64) foreign=amd64 ;;
+  *) foreign= ;;
+esac
+fixtures_lib=/usr/local/lib/rbuild-fixtures
+need_foreign=
+if [ -n "$foreign" ] && [ ! -x "$fixtures_lib/$foreign/busybox" ]; then
+  need_foreign=1
+fi
+if [ ${#missing[@]} -eq 0 ] && [ -z "$need_foreign" ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: need root to install: ${missing[*]} ${need_foreign:+busybox-static:$foreign}" >&2
+  exit 1
+fi
+updated=
+if [ -n "$need_foreign" ] && ! dpkg --print-foreign-architectures | grep -qx "$foreign"; then
+  dpkg --add-architecture "$foreign"
+fi
 if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "install-deps: need root to install: ${missing[*]}" >&2
-    exit 1
-  fi
   apt-get update -qq
+  updated=1
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if [ -n "$need_foreign" ]; then
+  [ -n "$updated" ] || apt-get update -qq
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  # The same version as the host's busybox-static, so both images have the same applets.
+  version=$(dpkg-query -W -f='${Version}' busybox-static)
+  (cd "$work" && apt-get download -qq "busybox-static:$foreign=$version" 2>/dev/null ||
+    apt-get download -qq "busybox-static:$foreign")
+  dpkg-deb -x "$work"/busybox-static_*.deb "$work/root"
+  bin=$work/root/bin/busybox
+  [ -x "$bin" ] || bin=$work/root/usr/bin/busybox
+  install -D -m 0755 "$bin" "$fixtures_lib/$foreign/busybox"
 fi

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use rbuild_cache::Store;
 use rbuild_frontend::{BuildDefinition, BuildRequest};
-use rbuild_solver::ir::Platform;
 use rbuild_solver::{SolveError, SolveOptions, Solver};
 use rbuild_worker::{ContextDir, IgnoreMatcher, LocalWorker, Output, Snapshot};
 use tokio::sync::mpsc;
@@ -73,16 +72,16 @@ fn apply_labels(config: &mut oci_spec::image::Config, labels: &[String]) -> Resu
 }
 
 /// What `--metadata-file` holds, with buildx's keys.
-fn metadata(
-    image: &rbuild_exporter::oci::BuiltImage,
-    tags: &[String],
-    warnings: &[rbuild_frontend::Warning],
-) -> serde_json::Value {
+fn metadata(built: &export::BuildResult, tags: &[String], warnings: &[rbuild_frontend::Warning]) -> serde_json::Value {
+    let top = built.top();
     let mut out = serde_json::json!({
-        "containerimage.config.digest": image.config.digest().to_string(),
-        "containerimage.descriptor": image.manifest,
-        "containerimage.digest": image.manifest.digest().to_string(),
+        "containerimage.descriptor": top,
+        "containerimage.digest": top.digest().to_string(),
     });
+    // A single image's config; an index has none of its own (as buildx writes it).
+    if let [one] = built.images.as_slice() {
+        out["containerimage.config.digest"] = serde_json::Value::String(one.image.config.digest().to_string());
+    }
     if !tags.is_empty() {
         out["image.name"] = serde_json::Value::String(tags.join(","));
     }
@@ -186,7 +185,7 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
             filename,
             build_args: parse_build_args(&args.build_args),
             target: args.target.clone(),
-            platform: Platform::host(),
+            platform: rbuild_solver::ir::Platform::host(),
             context_excludes: excludes,
             named_contexts: named_contexts.clone(),
         };
@@ -195,9 +194,25 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     }
     let push_client = registry.clone();
 
-    // Frontend, on a blocking thread: it resolves base images synchronously.
-    let platform = Platform::host();
-    let request_platform = platform.clone();
+    // Frontend, on a blocking thread: it resolves base images synchronously. One conversion
+    // per target platform; their graphs are merged so that what they share is built once.
+    let platforms = crate::platforms::parse(&args.platforms)?;
+    let multi_platform = platforms.len() > 1;
+    if multi_platform && outputs.iter().any(|o| matches!(o, OutputSpec::Docker { .. })) {
+        return Err(UserError(format!(
+            "docker exporter does not currently support exporting manifest lists ({} platforms requested): \
+             use -o type=oci,dest=FILE for a multi-platform archive, or one --platform per type=docker build",
+            platforms.len()
+        ))
+        .into());
+    }
+    if multi_platform && args.load {
+        return Err(UserError(format!(
+            "--load takes one image, not {} platforms: build one --platform for docker, or push the index",
+            platforms.len()
+        ))
+        .into());
+    }
     let resolver = RegistryResolver::new(registry.clone(), tokio::runtime::Handle::current());
     let build_args = parse_build_args(&args.build_args);
     let epoch = export::source_date_epoch(&build_args)?;
@@ -206,19 +221,26 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let df = dockerfile.clone();
     let fname = filename.clone();
     let excl = excludes.clone();
-    let def: BuildDefinition = tokio::task::spawn_blocking(move || {
-        let req = BuildRequest {
-            dockerfile: &df,
-            filename: fname,
-            build_args,
-            target,
-            platform: request_platform,
-            context_excludes: excl,
-            no_cache,
-            named_contexts,
-            run_defaults,
-        };
-        rbuild_frontend::build(&req, &resolver)
+    let request_platforms = platforms.clone();
+    let defs: Vec<BuildDefinition> = tokio::task::spawn_blocking(move || {
+        request_platforms
+            .into_iter()
+            .map(|platform| {
+                let req = BuildRequest {
+                    dockerfile: &df,
+                    filename: fname.clone(),
+                    build_args: build_args.clone(),
+                    target: target.clone(),
+                    platform,
+                    multi_platform,
+                    context_excludes: excl.clone(),
+                    no_cache,
+                    named_contexts: named_contexts.clone(),
+                    run_defaults: run_defaults.clone(),
+                };
+                rbuild_frontend::build(&req, &resolver)
+            })
+            .collect::<Result<Vec<_>, _>>()
     })
     .await
     .context("frontend task")?
@@ -228,15 +250,32 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         }
         FrontendFailure { error, file: filename.clone(), source_text: dockerfile.clone() }
     })?;
-    let mut def = def;
-    apply_labels(&mut def.config, &args.labels)?;
+    let mut defs = defs;
+    for def in &mut defs {
+        apply_labels(&mut def.config, &args.labels)?;
+    }
+    // Each platform's conversion finds the same problems: say each once.
+    let mut warned = std::collections::HashSet::new();
+    let warnings: Vec<rbuild_frontend::Warning> = defs
+        .iter()
+        .flat_map(|d| &d.warnings)
+        .filter(|w| warned.insert((w.span.clone().map(|s| (s.file, s.start_line)), w.message.clone())))
+        .cloned()
+        .collect();
 
     if let Some(format) = &args.print_graph {
-        let text = match format.as_str() {
-            "dot" => rbuild_solver::print::to_dot(&def.graph, def.target),
-            "json" => serde_json::to_string_pretty(&rbuild_solver::print::to_json(&def.graph, def.target))?,
-            other => return Err(UserError(format!("--print-graph={other}: use dot or json")).into()),
-        };
+        let mut texts = Vec::with_capacity(defs.len());
+        for def in &defs {
+            texts.push(match format.as_str() {
+                "dot" => rbuild_solver::print::to_dot(&def.graph, def.target),
+                "json" => serde_json::to_string_pretty(&rbuild_solver::print::to_json(&def.graph, def.target))?,
+                other => return Err(UserError(format!("--print-graph={other}: use dot or json")).into()),
+            });
+        }
+        // Several platforms: one graph each (DOT files may hold several graphs; JSON becomes
+        // an array in platform order).
+        let text =
+            if texts.len() > 1 && format == "json" { format!("[{}]", texts.join(",\n")) } else { texts.join("\n") };
         #[allow(clippy::print_stdout)]
         {
             println!("{text}");
@@ -270,15 +309,19 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let quiet = mode == ProgressMode::Quiet;
     let (tx, rx) = mpsc::unbounded_channel();
     let renderer = tokio::spawn(crate::progress::render(rx, mode));
-    let graph = Arc::new(def.graph.clone());
+    let mut merged = rbuild_solver::ir::GraphBuilder::new();
+    for def in &defs {
+        merged.merge(&def.graph).context("merging the platforms' build graphs")?;
+    }
+    let graph = Arc::new(merged.build());
+    // Platforms whose target is an empty filesystem (scratch) need nothing solved.
+    let targets: Vec<rbuild_solver::ir::Input> = defs.iter().filter_map(|d| d.target).collect();
     let solve = async {
-        match def.target {
-            Some(t) => solver.solve(graph, t, Some(tx)).await,
-            None => {
-                drop(tx);
-                Ok(Output::Fs(Snapshot::default()))
-            }
+        if targets.is_empty() {
+            drop(tx);
+            return Ok(Vec::new());
         }
+        solver.solve_all(graph, &targets, Some(tx)).await
     };
     // Ctrl-C: stop here. Returning ends the process, which takes every sandbox down with it
     // (their helpers die with their parent); what they left in the store's temp area is
@@ -293,11 +336,10 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let _ = renderer.await;
     // After the progress, like buildx: the build checks' findings and other warnings.
     if show_warnings(args.progress, args.quiet) {
-        eprint!("{}", crate::checks::build_summary(&def.warnings, &dockerfile));
+        eprint!("{}", crate::checks::build_summary(&warnings, &dockerfile));
     }
-    let snapshot = match result {
-        Ok(Output::Fs(s)) => s,
-        Ok(Output::Context(_)) => return Err(UserError("the target is a build context, not an image".into()).into()),
+    let solved = match result {
+        Ok(outputs) => outputs,
         Err(SolveError::Vertex { name, span, source, .. }) => {
             return Err(StepFailure {
                 step: name,
@@ -309,29 +351,47 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         }
         Err(e) => return Err(e).context("solving the build graph"),
     };
+    let mut solved = solved.into_iter();
+    let mut snapshots = Vec::with_capacity(defs.len());
+    for def in &defs {
+        snapshots.push(match def.target {
+            None => Snapshot::default(),
+            Some(_) => match solved.next() {
+                Some(Output::Fs(s)) => s,
+                Some(Output::Context(_)) => {
+                    return Err(UserError("the target is a build context, not an image".into()).into())
+                }
+                None => anyhow::bail!("the solver returned fewer results than there are platforms"),
+            },
+        });
+    }
 
-    let image = export::commit(&worker, &snapshot, &def, &platform, &layer_opts, epoch, &annotations).await?;
-    export::write_outputs(&worker, &image, &snapshot, &tags, &outputs, quiet).await?;
+    let mut images = Vec::with_capacity(defs.len());
+    for ((def, platform), snapshot) in defs.iter().zip(&platforms).zip(snapshots) {
+        let image = export::commit(&worker, &snapshot, def, platform, &layer_opts, epoch, &annotations).await?;
+        images.push(export::PlatformImage { platform: platform.clone(), image, snapshot });
+    }
+    let built = export::BuildResult::new(&worker, images, layer_opts.oci_mediatypes)?;
+    export::write_outputs(&worker, &built, &tags, &outputs, quiet).await?;
     if outputs.contains(&OutputSpec::Registry) {
         for name in &tags {
-            crate::push::push(&push_client, worker.store(), &image.manifest, name, quiet).await?;
+            crate::push::push(&push_client, worker.store(), &built.top(), name, quiet).await?;
         }
     }
     if args.load {
-        crate::export::docker_load(&worker, &image, &tags, quiet).await?;
+        crate::export::docker_load(&worker, &built.images[0].image, &tags, quiet).await?;
     }
     if let Some(path) = &args.metadata_file {
-        let json = serde_json::to_vec_pretty(&metadata(&image, &tags, &def.warnings))?;
+        let json = serde_json::to_vec_pretty(&metadata(&built, &tags, &warnings))?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.iidfile {
-        std::fs::write(path, image.config.digest().to_string())
-            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, built.id().to_string()).with_context(|| format!("writing {}", path.display()))?;
     }
     if args.quiet {
         #[allow(clippy::print_stdout)]
         {
-            println!("{}", image.config.digest());
+            println!("{}", built.id());
         }
     }
     Ok(())

@@ -119,6 +119,7 @@ impl CallInput {
             platform: self.platform.clone(),
             context_excludes: self.context_excludes.clone(),
             no_cache: false,
+            multi_platform: false,
             named_contexts: self.named_contexts.clone(),
             run_defaults: rbuild_frontend::RunDefaults::default(),
         }

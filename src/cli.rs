@@ -71,6 +71,9 @@ pub enum Command {
         /// Image name.
         name: String,
     },
+    /// Multi-platform images made of images built separately.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
     /// Remove build cache (and with --all every image name) from the store.
     Prune(PruneArgs),
     /// Show how much disk the store uses.
@@ -81,6 +84,36 @@ pub enum Command {
     /// Developer tools.
     #[command(subcommand)]
     Debug(DebugCommand),
+}
+
+/// `rbuild manifest ...`
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Make one multi-platform image (an image index) named NAME from the images SRC...
+    /// (`docker buildx imagetools create -t NAME SRC...`). Each SRC is a local image or a
+    /// registry reference; an SRC that is an index adds each of its manifests. The index goes
+    /// into the local store, or to NAME's registry with --push.
+    Create(ManifestCreateArgs),
+}
+
+/// `rbuild manifest create` flags.
+#[derive(Debug, Args)]
+pub struct ManifestCreateArgs {
+    /// Name of the new image (`registry.example/app:1.0`).
+    pub name: String,
+    /// Images to merge (local names or registry references, `name:tag` or `name@digest`).
+    #[arg(required = true)]
+    pub sources: Vec<String>,
+    /// Push the index to NAME's registry (copying there what the repository lacks) instead of
+    /// storing it locally.
+    #[arg(long)]
+    pub push: bool,
+    /// Print the index that would be made, and do nothing else.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Registries reached over plain HTTP (besides localhost and 127.0.0.1).
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
 }
 
 /// `rbuild login` flags.
@@ -183,6 +216,13 @@ pub struct BuildArgs {
     /// Stage to build.
     #[arg(long)]
     pub target: Option<String>,
+
+    /// Target platforms, `os/arch[/variant]` (e.g. `linux/amd64,linux/arm64`; comma-separated
+    /// or repeated; default: this machine's). Several make a multi-platform image (an image
+    /// index with one manifest per platform); RUN steps for a platform this machine cannot run
+    /// go through QEMU user emulation.
+    #[arg(long = "platform", env = "DOCKER_DEFAULT_PLATFORM", value_delimiter = ',')]
+    pub platforms: Vec<String>,
 
     /// Output destination, `type=oci,dest=out.tar` (docker buildx syntax); may be repeated.
     #[arg(short = 'o', long = "output")]
@@ -442,5 +482,23 @@ mod tests {
         let cli = Cli::parse_from(argv("rbuild build --call=outline,format=json ."));
         let Command::Build(args) = cli.command else { panic!("not a build") };
         assert_eq!(args.call.as_deref(), Some("outline,format=json"));
+    }
+
+    #[test]
+    fn manifest_create_parses() {
+        assert!(!needs_implicit_build(&argv("rbuild manifest create a b")));
+        let cli = Cli::parse_from(argv("rbuild manifest create --push r/app:1 r/app:amd64 r/app:arm64"));
+        let Command::Manifest(ManifestCommand::Create(args)) = cli.command else { panic!("not manifest create") };
+        assert_eq!(args.name, "r/app:1");
+        assert_eq!(args.sources, ["r/app:amd64", "r/app:arm64"]);
+        assert!(args.push && !args.dry_run);
+        assert!(Cli::try_parse_from(argv("rbuild manifest create only-a-name")).is_err());
+    }
+
+    #[test]
+    fn platform_flag_lists() {
+        let cli = Cli::parse_from(argv("rbuild build --platform linux/amd64,linux/arm64 --platform linux/arm/v7 ."));
+        let Command::Build(args) = cli.command else { panic!("not a build") };
+        assert_eq!(args.platforms, ["linux/amd64", "linux/arm64", "linux/arm/v7"]);
     }
 }

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use rbuild_cache::ImageRecord;
-use rbuild_exporter::oci::{write_oci_archive, write_oci_dir, BuiltImage};
+use rbuild_exporter::oci::{write_oci_archive, write_oci_dir, BuiltImage, BuiltIndex};
+use rbuild_exporter::oci_spec::image::{Descriptor, Digest};
 use rbuild_frontend::BuildDefinition;
 use rbuild_registry::Reference;
 use rbuild_solver::ir::Platform;
@@ -96,10 +97,14 @@ pub fn source_date_epoch(build_args: &std::collections::BTreeMap<String, String>
     }
 }
 
-/// The image's `created` time: `SOURCE_DATE_EPOCH` when set (reproducible builds), else now.
+/// The image's `created` time: `SOURCE_DATE_EPOCH` when set (reproducible builds), else now,
+/// taken once per process, so every platform's image of a build has the same.
 fn created(epoch: Option<i64>) -> String {
+    static NOW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
     let secs = epoch.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+        *NOW.get_or_init(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+        })
     });
     rfc3339(secs)
 }
@@ -139,27 +144,82 @@ pub async fn commit(
     worker.commit_image(snap, &spec).await.context("exporting the image")
 }
 
+/// One platform's image of a build.
+#[derive(Debug)]
+pub struct PlatformImage {
+    /// The platform.
+    pub platform: Platform,
+    /// Its config and manifest (in the store).
+    pub image: BuiltImage,
+    /// Its filesystem.
+    pub snapshot: Snapshot,
+}
+
+/// What a build made: one image, or (several platforms) one per platform under an index.
+#[derive(Debug)]
+pub struct BuildResult {
+    /// The images, in `--platform` order.
+    pub images: Vec<PlatformImage>,
+    /// The image index over them, when there are several (its blob is in the store).
+    pub index: Option<BuiltIndex>,
+    top: Descriptor,
+    id: Digest,
+}
+
+impl BuildResult {
+    /// Wraps the platforms' images; several get an index (OCI, or Docker's manifest list with
+    /// `oci-mediatypes=false`), written to the store.
+    pub fn new(worker: &LocalWorker, images: Vec<PlatformImage>, oci_mediatypes: bool) -> Result<BuildResult> {
+        let Some(first) = images.first() else { anyhow::bail!("the build made no image") };
+        let (top, id, index) = if images.len() > 1 {
+            let manifests = images.iter().map(|i| i.image.manifest.clone()).collect();
+            let index = crate::manifest::index_of(manifests, oci_mediatypes)?;
+            if !worker.store().has_blob(index.index.digest())? {
+                worker.store().put_blob(&index.index_json, Some(index.index.digest()))?;
+            }
+            (index.index.clone(), index.index.digest().clone(), Some(index))
+        } else {
+            (first.image.manifest.clone(), first.image.config.digest().clone(), None)
+        };
+        Ok(BuildResult { images, index, top, id })
+    }
+
+    /// The descriptor a name points to: the index, else the one manifest.
+    pub fn top(&self) -> Descriptor {
+        self.top.clone()
+    }
+
+    /// The image id, as `--iidfile` and `-q` print it: the config digest of a single-platform
+    /// image, the index digest of a multi-platform one (as BuildKit).
+    pub fn id(&self) -> Digest {
+        self.id.clone()
+    }
+}
+
 /// Names the image in the store and writes archive outputs.
 pub async fn write_outputs(
     worker: &LocalWorker,
-    image: &BuiltImage,
-    snap: &Snapshot,
+    built: &BuildResult,
     tags: &[String],
     outputs: &[Output],
     quiet: bool,
 ) -> Result<()> {
     let store = worker.store();
+    let top = built.top();
     // Pushing goes through the store too (blobs are read from it), as `docker build --push`
     // leaves the image in the local store.
     let wants_store = outputs.is_empty() || outputs.contains(&Output::Image) || outputs.contains(&Output::Registry);
     if wants_store {
-        let size = image_size(worker, image)?;
+        let mut size = 0;
+        for one in &built.images {
+            size += image_size(worker, &one.image)?;
+        }
         for name in tags {
             store.put_image(&ImageRecord {
                 name: name.clone(),
-                manifest: image.manifest.digest().clone(),
-                manifest_size: image.manifest.size(),
-                config: image.config.digest().clone(),
+                manifest: top.digest().clone(),
+                manifest_size: top.size(),
+                config: built.id(),
                 size,
                 created: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -170,9 +230,17 @@ pub async fn write_outputs(
             }
         }
     }
+    // Each platform's filesystem, and where it goes in a local/tar output: the top, or (several
+    // platforms) a directory per platform, `linux_arm64/`, as BuildKit writes them.
+    let multi = built.images.len() > 1;
+    let filesystems: Vec<(Option<String>, Vec<std::path::PathBuf>)> = built
+        .images
+        .iter()
+        .map(|i| (multi.then(|| crate::platforms::dir_name(&i.platform)), worker.lower_dirs(&i.snapshot)))
+        .collect();
     for out in outputs {
-        let (manifest, name, blobs) = (image.manifest.clone(), tags.first().cloned(), worker.blob_source());
-        let layers = worker.lower_dirs(snap);
+        let (manifest, name, blobs) = (top.clone(), tags.first().cloned(), worker.blob_source());
+        let filesystems = filesystems.clone();
         let out2 = out.clone();
         let names = tags.to_vec();
         let what = tokio::task::spawn_blocking(move || -> Result<Option<String>> {
@@ -188,12 +256,15 @@ pub async fn write_outputs(
                     Some(format!("exporting to docker image format {}", dest.display()))
                 }
                 Output::Local { dest } => {
-                    rbuild_exporter::rootfs::write_rootfs_dir(&layers, dest)
-                        .with_context(|| format!("writing {}", dest.display()))?;
+                    for (subdir, layers) in &filesystems {
+                        let dest = subdir.as_ref().map_or_else(|| dest.clone(), |d| dest.join(d));
+                        rbuild_exporter::rootfs::write_rootfs_dir(layers, &dest)
+                            .with_context(|| format!("writing {}", dest.display()))?;
+                    }
                     Some(format!("copying files to {}", dest.display()))
                 }
                 Output::Tar { dest } => {
-                    atomic_file(dest, |w| rbuild_exporter::rootfs::write_rootfs_tar(&layers, w).map_err(Into::into))?;
+                    atomic_file(dest, |w| write_rootfs_tars(&filesystems, w))?;
                     Some(format!("sending tarball {}", dest.display()))
                 }
                 Output::Image | Output::Registry => None,
@@ -206,7 +277,10 @@ pub async fn write_outputs(
         }
     }
     if !quiet {
-        eprintln!("writing image {} done", image.config.digest());
+        match &built.index {
+            Some(index) => eprintln!("exporting manifest list {} done", index.index.digest()),
+            None => eprintln!("writing image {} done", built.id()),
+        }
     }
     Ok(())
 }
@@ -245,6 +319,16 @@ pub async fn docker_load(worker: &LocalWorker, image: &BuiltImage, tags: &[Strin
         eprintln!("loading image into docker done");
     }
     Ok(())
+}
+
+/// One platform's filesystem as a tar, or several under one directory each.
+fn write_rootfs_tars<W: std::io::Write>(filesystems: &[(Option<String>, Vec<std::path::PathBuf>)], w: W) -> Result<W> {
+    if let [(None, layers)] = filesystems {
+        return Ok(rbuild_exporter::rootfs::write_rootfs_tar(layers, w)?);
+    }
+    let named: Vec<(String, Vec<std::path::PathBuf>)> =
+        filesystems.iter().map(|(dir, layers)| (dir.clone().unwrap_or_default(), layers.clone())).collect();
+    Ok(rbuild_exporter::rootfs::write_rootfs_tars(&named, w)?)
 }
 
 fn write_oci(

@@ -104,20 +104,50 @@ pub fn rmi(root: PathBuf, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `rbuild inspect NAME`: `{ "name", "digest", "manifest", "config" }`.
+/// `rbuild inspect NAME`: `{ "name", "digest", "id", "manifest", "config" }`; for a
+/// multi-platform image `{ "name", "digest", "id", "index", "manifests": [{ "platform",
+/// "digest", "manifest", "config" }] }`.
 #[allow(clippy::print_stdout)]
 pub fn inspect(root: PathBuf, name: &str) -> Result<()> {
     let store = open(&root)?;
     let rec = lookup(&store, name)?;
-    let manifest: serde_json::Value = serde_json::from_slice(&store.read_blob(&rec.manifest)?)?;
-    let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&rec.config)?)?;
-    let out = serde_json::json!({
-        "name": rec.name,
-        "digest": rec.manifest.to_string(),
-        "id": rec.config.to_string(),
-        "manifest": manifest,
-        "config": config,
-    });
+    let bytes = store.read_blob(&rec.manifest)?;
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes)?;
+    let out = match crate::push::parse_document(&bytes)?.0 {
+        crate::push::Document::Index(index) => {
+            let mut manifests = Vec::new();
+            for d in index.manifests() {
+                let child: serde_json::Value = serde_json::from_slice(&store.read_blob(d.digest())?)?;
+                let config = match child["config"]["digest"].as_str().and_then(|c| c.parse().ok()) {
+                    Some(c) => serde_json::from_slice(&store.read_blob(&c)?)?,
+                    None => serde_json::Value::Null,
+                };
+                manifests.push(serde_json::json!({
+                    "platform": d.platform(),
+                    "digest": d.digest().to_string(),
+                    "manifest": child,
+                    "config": config,
+                }));
+            }
+            serde_json::json!({
+                "name": rec.name,
+                "digest": rec.manifest.to_string(),
+                "id": rec.config.to_string(),
+                "index": manifest,
+                "manifests": manifests,
+            })
+        }
+        crate::push::Document::Manifest(_) => {
+            let config: serde_json::Value = serde_json::from_slice(&store.read_blob(&rec.config)?)?;
+            serde_json::json!({
+                "name": rec.name,
+                "digest": rec.manifest.to_string(),
+                "id": rec.config.to_string(),
+                "manifest": manifest,
+                "config": config,
+            })
+        }
+    };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

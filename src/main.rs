@@ -8,7 +8,9 @@ mod export;
 mod images;
 mod inputs;
 mod login;
+mod manifest;
 mod output;
+mod platforms;
 mod progress;
 mod push;
 mod render;
@@ -19,7 +21,7 @@ mod store_cmds;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cli::{CacheCommand, Command, DebugCommand};
+use cli::{CacheCommand, Command, DebugCommand, ManifestCommand};
 
 fn main() -> ExitCode {
     // The sandbox helper must start before any thread exists: it forks and unshares.
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
             Command::Login(args) => login::login(args).await,
             Command::Logout { server } => login::logout(server.as_deref()),
             Command::Push { name, insecure_registries } => push::run(root, &name, &insecure_registries).await,
+            Command::Manifest(ManifestCommand::Create(args)) => manifest::create(root, args).await,
             Command::Prune(args) => store_cmds::prune(&root, &args),
             Command::Du => store_cmds::du(&root),
             Command::Cache(CacheCommand::Verify(args)) => store_cmds::verify(&root, &args),

@@ -24,6 +24,9 @@
 //!   limits ([`Limits`]: memory, with a typed [`ExecError::OutOfMemory`], cpu, pids) and
 //!   rlimits ([`Rlimit`]). [`describe_confinement`] sums it all up for `--debug`.
 //!
+//! A step for another CPU architecture runs through QEMU user emulation registered with
+//! binfmt_misc; [`prepare_emulation`] checks (and as root, sets up) that before the step runs.
+//!
 //! [`Isolation::Chroot`] is a fallback for hosts without namespaces, and **clearly weaker**:
 //! it creates only the namespaces the host allows and `chroot`s instead of `pivot_root`
 //! (see its doc).
@@ -61,6 +64,7 @@
 //!
 //! Needs root (or `CAP_SYS_ADMIN`), overlayfs and Linux 5.11+.
 
+mod binfmt;
 mod caps;
 mod cgroups;
 mod cleanup;
@@ -76,6 +80,7 @@ mod spec;
 mod sys;
 mod zygote;
 
+pub use binfmt::{host_arch, is_native, prepare_emulation, Emulation, EmulationError};
 pub use describe::describe_confinement;
 pub use error::{ExecError, OsError, SetupError};
 pub use helper::sandbox_main;

@@ -105,6 +105,26 @@ fn docker_archive_refuses_an_index() {
 }
 
 #[test]
+fn docker_manifest_list_over_docker_manifests() {
+    use rbuild_exporter::oci::{build_index_as, DOCKER_MANIFEST_LIST};
+    use rbuild_exporter::oci_spec::image::MediaType;
+    let tmp = tempfile::tempdir().unwrap();
+    let (image, _) = busybox_image_with(tmp.path(), Compression::default(), |b| {
+        b.oci_mediatypes(false);
+    });
+    let list = build_index_as(vec![image.manifest.clone()], MediaType::from(DOCKER_MANIFEST_LIST)).unwrap();
+    assert_eq!(list.index.media_type().as_ref(), DOCKER_MANIFEST_LIST);
+    assert_eq!(list.index.size(), list.index_json.len() as u64);
+    let doc: Value = serde_json::from_slice(&list.index_json).unwrap();
+    assert_eq!(doc["mediaType"], DOCKER_MANIFEST_LIST);
+    assert_eq!(doc["manifests"][0]["mediaType"], DOCKER_MANIFEST);
+    assert_eq!(doc["manifests"][0]["platform"]["architecture"], "amd64");
+    // The default stays OCI.
+    let oci = rbuild_exporter::oci::build_index(vec![image.manifest.clone()]).unwrap();
+    assert_eq!(oci.index.media_type().as_ref(), "application/vnd.oci.image.index.v1+json");
+}
+
+#[test]
 fn docker_media_types_and_docker_config_fields() {
     let tmp = tempfile::tempdir().unwrap();
     let healthcheck = json!({"Test": ["CMD", "true"], "Interval": 30_000_000_000u64});

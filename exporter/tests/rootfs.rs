@@ -14,7 +14,7 @@ use common::*;
 use rbuild_exporter::layer::{pack, unpack, PackOptions, UnpackOptions};
 use rbuild_exporter::oci::{write_oci_dir, ImageBuilder, LayoutBlobs};
 use rbuild_exporter::oci_spec::image::{Arch, HistoryBuilder, Os};
-use rbuild_exporter::rootfs::{write_rootfs_dir, write_rootfs_tar};
+use rbuild_exporter::rootfs::{write_rootfs_dir, write_rootfs_tar, write_rootfs_tars};
 
 fn file(root: &Path, rel: &str, content: &str) {
     let path = root.join(rel);
@@ -171,6 +171,29 @@ fn merged_tree_applies_whiteouts_and_opaque_dirs() {
     fs::create_dir(&from_tar).unwrap();
     unpack(&tar[..], &from_tar, &UnpackOptions::default()).unwrap();
     assert_eq!(describe(&from_tar), got, "tar and directory outputs agree");
+
+    // Several platforms in one tar: the same entries under one directory each, hardlinks
+    // pointing inside their own directory.
+    let both = [("linux_amd64".to_owned(), layers.clone()), ("linux_arm64".to_owned(), layers.clone())];
+    let multi = write_rootfs_tars(&both, Vec::new()).unwrap();
+    let mut multi_names = Vec::new();
+    let mut links = Vec::new();
+    for entry in tar::Archive::new(&multi[..]).entries().unwrap() {
+        let entry = entry.unwrap();
+        multi_names.push(String::from_utf8(entry.path_bytes().into_owned()).unwrap());
+        if let Some(target) = entry.link_name_bytes() {
+            if entry.header().entry_type() == tar::EntryType::Link {
+                links.push(String::from_utf8(target.into_owned()).unwrap());
+            }
+        }
+    }
+    let mut expected_names = Vec::new();
+    for (dir, _) in &both {
+        expected_names.push(format!("{dir}/"));
+        expected_names.extend(names.iter().map(|n| format!("{dir}/{n}")));
+    }
+    assert_eq!(multi_names, expected_names);
+    assert_eq!(links, ["linux_amd64/top/h1", "linux_arm64/top/h1"]);
     tar.clear();
 
     // umoci's unpack of the same layers as an image agrees too.

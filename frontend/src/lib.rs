@@ -39,6 +39,7 @@
 //!     build_args: BTreeMap::new(),
 //!     target: None,
 //!     platform: Platform::host(),
+//!     multi_platform: false,
 //!     context_excludes: vec![],
 //!     no_cache: false,
 //!     named_contexts: BTreeMap::new(),
@@ -68,8 +69,8 @@ pub mod shell;
 mod suggest;
 
 pub use convert::{
-    build, check, parse_git_url, BuildDefinition, BuildRequest, CheckReport, GitUrl, HistoryStep, ImageResolver,
-    NamedContext, ResolveError, ResolvedImage, RunDefaults, Warning,
+    build, check, parse_git_url, parse_platform, BuildDefinition, BuildRequest, CheckReport, GitUrl, HistoryStep,
+    ImageResolver, NamedContext, ResolveError, ResolvedImage, RunDefaults, Warning,
 };
 pub use error::{Diagnostic, Error, ErrorKind};
 pub use outline::{outline, targets, Outline, OutlineArg, OutlineMount, Target};

@@ -28,6 +28,7 @@ fn run_all(input: &[u8]) {
         build_args,
         target: None,
         platform: Platform { os: "linux".into(), architecture: "amd64".into(), variant: None },
+        multi_platform: true,
         context_excludes: Vec::new(),
         no_cache: false,
         named_contexts: BTreeMap::new(),

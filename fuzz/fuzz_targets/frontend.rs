@@ -68,6 +68,7 @@ fuzz_target!(|data: &[u8]| {
         build_args,
         target,
         platform: Platform { os: "linux".into(), architecture: "amd64".into(), variant: None },
+        multi_platform: sel & 16 != 0,
         context_excludes: Vec::new(),
         no_cache: sel & 8 != 0,
         named_contexts: Default::default(),

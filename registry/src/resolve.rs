@@ -54,6 +54,24 @@ pub struct ResolvedImage {
     pub config_bytes: Bytes,
 }
 
+/// A manifest or index exactly as the registry served it, verified against its digest.
+#[derive(Debug, Clone)]
+pub struct RawManifest {
+    /// The document's digest.
+    pub digest: Digest,
+    /// Its media type (an OCI or docker image manifest, index or manifest list).
+    pub media_type: MediaType,
+    /// The bytes as served.
+    pub bytes: Bytes,
+}
+
+impl RawManifest {
+    /// Whether this is an index (OCI) or a manifest list (docker) rather than an image manifest.
+    pub fn is_index(&self) -> bool {
+        matches!(self.media_type.as_ref(), OCI_INDEX | DOCKER_MANIFEST_LIST)
+    }
+}
+
 /// A manifest-endpoint document, verified against its digest.
 struct Document {
     url: Url,
@@ -133,6 +151,25 @@ impl Client {
             manifest_bytes: document.bytes,
             config,
             config_bytes,
+        })
+    }
+
+    /// Fetches what `reference` names, index or image manifest, without choosing a platform:
+    /// by digest when it is pinned (the bytes must hash to it), else by tag (checked against
+    /// `Docker-Content-Digest` when the registry sends it).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ManifestNotFound`], [`Error::UnsupportedMediaType`] (schema 1, artifacts),
+    /// [`Error::DigestMismatch`], and the registry's [`Error::Status`],
+    /// [`Error::Unauthorized`] or [`Error::Transport`].
+    pub async fn fetch_manifest(&self, reference: &Reference) -> Result<RawManifest> {
+        let document = self.fetch_document(reference, reference.manifest_target(), reference.digest(), None).await?;
+        document.kind()?;
+        Ok(RawManifest {
+            digest: document.digest,
+            media_type: MediaType::from(document.media_type.as_str()),
+            bytes: document.bytes,
         })
     }
 

@@ -597,6 +597,18 @@ impl GraphBuilder {
         self.graph.ops.get(id)
     }
 
+    /// Adds every op of `graph` (inputs first), as [`add`](Self::add) does: identical vertices
+    /// collapse into one. This is how the per-platform graphs of a multi-platform build become
+    /// one graph in which what every platform needs alike (the build context, a stage on the
+    /// build platform) is built once.
+    pub fn merge(&mut self, graph: &Graph) -> Result<(), GraphError> {
+        for (id, op) in graph.topological() {
+            let meta = graph.meta(&id).cloned().unwrap_or_default();
+            self.add(op.clone(), meta)?;
+        }
+        Ok(())
+    }
+
     /// Finishes the graph.
     pub fn build(self) -> Graph {
         self.graph
@@ -624,6 +636,41 @@ mod tests {
         let g = b.build();
         assert_eq!(g.len(), 1);
         assert!(g.meta(&a).unwrap().ignore_cache);
+    }
+
+    #[test]
+    fn merged_graphs_share_identical_vertices() {
+        let exec = |rootfs: OpId, arch: &str| {
+            Op::Exec(ExecOp {
+                rootfs: Some(Input::of(rootfs)),
+                args: vec!["make".into()],
+                env: vec![],
+                cwd: "/".into(),
+                user: String::new(),
+                network: NetworkMode::Default,
+                security: SecurityMode::Sandbox,
+                platform: Platform { os: "linux".into(), architecture: arch.into(), variant: None },
+                mounts: vec![],
+                extra_hosts: vec![],
+                ulimits: vec![],
+                shm_size: None,
+            })
+        };
+        let one = |arch: &str| {
+            let mut b = GraphBuilder::new();
+            let base = b.add(image("x"), VertexMeta { name: format!("FROM x ({arch})"), ..Default::default() });
+            let base = base.unwrap();
+            b.add(exec(base, arch), VertexMeta::default()).unwrap();
+            b.build()
+        };
+        let mut merged = GraphBuilder::new();
+        merged.merge(&one("amd64")).unwrap();
+        merged.merge(&one("arm64")).unwrap();
+        let g = merged.build();
+        // One shared source (first name kept) and one exec per platform.
+        assert_eq!(g.len(), 3);
+        assert_eq!(g.meta(&image("x").id()).unwrap().name, "FROM x (amd64)");
+        g.validate().unwrap();
     }
 
     #[test]

@@ -119,8 +119,23 @@ impl<W: Worker> Solver<W> {
         target: Input,
         tx: Option<mpsc::UnboundedSender<ProgressEvent>>,
     ) -> VertexResult<W> {
+        let mut out = self.solve_all(graph, &[target], tx).await?;
+        out.pop().ok_or(SolveError::Cancelled)
+    }
+
+    /// Builds every target of `targets` in one run (a multi-platform build: one target per
+    /// platform) and returns their results in the same order. A vertex several targets need
+    /// (a build-context source, a stage that runs on the build platform for every target)
+    /// runs once; the targets' other vertices run in parallel.
+    pub async fn solve_all(
+        &self,
+        graph: Arc<Graph>,
+        targets: &[Input],
+        tx: Option<mpsc::UnboundedSender<ProgressEvent>>,
+    ) -> Result<Vec<W::Output>, SolveError<W::Error>> {
         graph.validate()?;
-        let order = needed_in_order(&graph, target.op)?;
+        let roots: Vec<OpId> = targets.iter().map(|t| t.op).collect();
+        let order = needed_in_order(&graph, &roots)?;
         let keys = self.derive_keys(&graph, &order, tx.as_ref()).await?;
         let cells = order.iter().map(|id| (*id, Arc::new(OnceCell::new()))).collect();
         let order = order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
@@ -136,7 +151,13 @@ impl<W: Worker> Solver<W> {
             reported: std::sync::Mutex::new(HashSet::new()),
             tx,
         });
-        run.resolve(target.op).await
+        // Each target on its own task, so that one platform's steps do not wait for another's.
+        // The first failure is returned at once, whichever target it belongs to.
+        let handles = roots.iter().map(|id| {
+            let task = tokio::spawn(run.clone().resolve(*id));
+            async move { task.await.unwrap_or(Err(SolveError::Cancelled)) }
+        });
+        try_join_all(handles).await
     }
 
     /// The cache key of every vertex in `order` (inputs first).
@@ -169,11 +190,13 @@ impl<W: Worker> Solver<W> {
     }
 }
 
-/// The vertices `target` depends on (itself included), inputs before readers.
-fn needed_in_order(graph: &Graph, target: OpId) -> Result<Vec<OpId>, GraphError> {
+/// The vertices `targets` depend on (themselves included), inputs before readers.
+fn needed_in_order(graph: &Graph, targets: &[OpId]) -> Result<Vec<OpId>, GraphError> {
     let mut g: DiGraphMap<OpId, ()> = DiGraphMap::new();
-    let mut stack = vec![target];
-    g.add_node(target);
+    let mut stack = targets.to_vec();
+    for t in targets {
+        g.add_node(*t);
+    }
     while let Some(id) = stack.pop() {
         let op = graph.op(&id).ok_or(GraphError::MissingInput { op: id, input: id })?;
         for input in op.inputs() {

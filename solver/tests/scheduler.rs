@@ -121,6 +121,38 @@ async fn independent_branches_run_in_parallel_and_shared_input_runs_once() {
     assert!(elapsed < Duration::from_millis(1500), "branches ran serially: {elapsed:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_targets_share_vertices_and_run_together() {
+    // Two platforms' targets over one shared step: the shared step runs once, the two
+    // per-platform steps overlap, results come back in target order.
+    let mut b = GraphBuilder::new();
+    let base = source(&mut b);
+    let shared = run(&mut b, Some(base), "compile");
+    let amd = run(&mut b, Some(shared), "package-amd64");
+    let arm = run(&mut b, Some(shared), "package-arm64");
+    let g = Arc::new(b.build());
+    let worker = Arc::new(Fake { delay: Duration::from_millis(500), ..Default::default() });
+    let solver = Solver::new(worker.clone(), SolveOptions { max_parallelism: 4, no_cache: false });
+    let t = Instant::now();
+    let out = solver.solve_all(g.clone(), &[Input::of(amd), Input::of(arm)], None).await.unwrap();
+    let elapsed = t.elapsed();
+    assert_eq!(out[0], ["source", "compile", "package-amd64"]);
+    assert_eq!(out[1], ["source", "compile", "package-arm64"]);
+    let ran = worker.executed.lock().unwrap().clone();
+    assert_eq!(ran.iter().filter(|c| *c == "compile").count(), 1, "{ran:?}");
+    assert_eq!(ran.len(), 4, "{ran:?}");
+    // source, compile, then both packages at once: 3 x 500 ms, not 4 x 500 ms.
+    assert!(elapsed < Duration::from_millis(1900), "targets ran one after the other: {elapsed:?}");
+
+    // A failing target fails the whole solve, naming its vertex.
+    let mut b = GraphBuilder::new();
+    let base = source(&mut b);
+    let ok = run(&mut b, Some(base), "fine");
+    let bad = run(&mut b, Some(base), "fail here");
+    let err = solver.solve_all(Arc::new(b.build()), &[Input::of(ok), Input::of(bad)], None).await.unwrap_err();
+    assert!(matches!(err, SolveError::Vertex { ref name, .. } if name == "RUN fail here"), "{err:?}");
+}
+
 #[tokio::test]
 async fn cached_target_executes_nothing_upstream() {
     let mut b = GraphBuilder::new();

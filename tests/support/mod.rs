@@ -122,9 +122,25 @@ fn scratch_workdir() -> io::Result<(PathBuf, tempfile::TempDir)> {
 /// digest: each test process rebuilds (≈1 s) but nothing accumulates, and concurrent
 /// processes only race to rename identical directories.
 pub fn build_busybox_layout(arches: &str) -> io::Result<PathBuf> {
+    busybox_layout_with(arches, false)
+}
+
+/// Like [`build_busybox_layout`], but each platform's image holds its own architecture's
+/// busybox (from [`foreign_busybox`] for another architecture than the host's), so RUN steps
+/// in it really run (under QEMU). Call [`require_real_busybox`] first.
+pub fn build_real_busybox_layout(arches: &str) -> io::Result<PathBuf> {
+    busybox_layout_with(arches, true)
+}
+
+fn busybox_layout_with(arches: &str, real: bool) -> io::Result<PathBuf> {
     let (scratch, work) = scratch_workdir()?;
     let out = work.path().join("layout");
-    let output = run(Command::new(fixture("busybox-image.sh")).arg(&out).arg(arches))?;
+    let mut cmd = Command::new(fixture("busybox-image.sh"));
+    cmd.arg(&out).arg(arches);
+    if real {
+        cmd.env("RBUILD_BUSYBOX_REAL", "1");
+    }
+    let output = run(&mut cmd)?;
     let digest = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     let hex = digest.strip_prefix("sha256:").unwrap_or(&digest);
     let name: String = hex.chars().take(16).collect();
@@ -146,6 +162,54 @@ pub fn build_busybox_layout(arches: &str) -> io::Result<PathBuf> {
 pub fn busybox_layout() -> &'static Path {
     static LAYOUT: OnceLock<PathBuf> = OnceLock::new();
     LAYOUT.get_or_init(|| build_busybox_layout("amd64").expect("building the busybox fixture"))
+}
+
+/// This machine's architecture, in Go's names (`amd64`, `arm64`).
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Where `scripts/install-deps.sh` unpacks Debian's busybox-static for another architecture
+/// (`$RBUILD_FIXTURES_LIB/ARCH/busybox`, default under /usr/local/lib/rbuild-fixtures).
+pub fn foreign_busybox(arch: &str) -> PathBuf {
+    let lib = std::env::var_os("RBUILD_FIXTURES_LIB")
+        .map_or_else(|| PathBuf::from("/usr/local/lib/rbuild-fixtures"), PathBuf::from);
+    lib.join(arch).join("busybox")
+}
+
+/// `true` when a busybox image with real `arch` binaries can be built (the host's busybox, or
+/// the one `scripts/install-deps.sh` unpacks for another architecture).
+pub fn require_real_busybox(test: &str, arch: &str) -> bool {
+    if !require_busybox(test) {
+        return false;
+    }
+    if arch == host_arch() || foreign_busybox(arch).is_file() {
+        return true;
+    }
+    eprintln!(
+        "skipping {test}: needs Debian's busybox-static for {arch} at {} (scripts/install-deps.sh puts it there; CI runs it)",
+        foreign_busybox(arch).display()
+    );
+    false
+}
+
+/// `true` when `qemu_arch` (`aarch64`) binaries can run here: a binfmt_misc handler is
+/// registered, or Debian's qemu-user-static is installed (rbuild registers it as root).
+pub fn require_emulation(test: &str, qemu_arch: &str) -> bool {
+    let candidates = [
+        PathBuf::from(format!("/proc/sys/fs/binfmt_misc/qemu-{qemu_arch}")),
+        PathBuf::from(format!("/usr/libexec/qemu-binfmt/{qemu_arch}-binfmt-P")),
+        PathBuf::from(format!("/usr/bin/qemu-{qemu_arch}-static")),
+    ];
+    if candidates.iter().any(|p| p.exists()) {
+        return true;
+    }
+    eprintln!("skipping {test}: needs QEMU user emulation for {qemu_arch} (`apt-get install qemu-user-static`; CI installs it)");
+    false
 }
 
 /// `true` when a registry with these options can be started (docker-registry, skopeo, curl,

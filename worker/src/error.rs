@@ -55,6 +55,10 @@ pub enum WorkerError {
     /// The sandbox could not run the command.
     #[error("could not start the process")]
     Sandbox(#[from] rbuild_executor::ExecError),
+    /// The step is for an architecture this machine cannot run, and QEMU emulation is not
+    /// set up.
+    #[error(transparent)]
+    Emulation(#[from] rbuild_executor::EmulationError),
     /// The command ran and failed.
     #[error("process \"{command}\" did not complete successfully: {status}")]
     CommandFailed {
@@ -239,6 +243,7 @@ impl WorkerError {
                 Some("check the path is relative to the build context (or the --from stage) and exists".into())
             }
             WorkerError::Sandbox(e) => e.hint().map(str::to_owned),
+            WorkerError::Emulation(e) => e.hint(),
             WorkerError::SecretNotFound { id } => {
                 Some(format!("pass it with --secret id={id},src=FILE or --secret id={id},env=VARIABLE"))
             }

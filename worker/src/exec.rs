@@ -54,6 +54,9 @@ pub fn run(
 ) -> Result<(), WorkerError> {
     check_allowed(op, settings)?;
     let home = crate::users::home_dir(&crate::merged::MergedView::new(lower_dirs.clone()), &op.user);
+    // A step for another architecture needs QEMU registered with binfmt_misc (set up here as
+    // root when Debian's emulator is installed); say so before anything starts.
+    let emulation = rbuild_executor::prepare_emulation(&op.platform.architecture)?;
     let mut spec = SandboxSpec::new(lower_dirs, upper, scratch, op.args.clone());
     spec.env = op.env.clone();
     // Secret variables and SSH_AUTH_SOCK exist only in the process, never in the op.
@@ -81,6 +84,13 @@ pub fn run(
     if settings.debug {
         for line in rbuild_executor::describe_confinement(&spec).lines() {
             progress.status(format!("confinement: {line}"));
+        }
+        if let rbuild_executor::Emulation::Qemu { handler, interpreter } = &emulation {
+            progress.status(format!(
+                "emulation: {} through binfmt_misc handler {handler} ({})",
+                op.platform,
+                interpreter.display()
+            ));
         }
     }
     let mut tail: VecDeque<String> = VecDeque::new();

@@ -67,6 +67,14 @@ pub async fn pull(
     Ok(ids.into_iter().map(|id| RecordLayer { id, producer: None }).collect())
 }
 
+impl LocalWorker {
+    /// Downloads the blob `desc` names from `reference`'s repository into the store, unless the
+    /// store has it already; verified as it streams, never held in memory.
+    pub async fn fetch_blob(&self, reference: &Reference, desc: &Descriptor) -> Result<(), WorkerError> {
+        fetch(self, reference, desc, &reference.to_string()).await
+    }
+}
+
 /// Pulled layers are named by their diff id's hex: the same layer in two images is one snapshot.
 pub(crate) fn snapshot_id(diff_id: &str) -> Result<String, WorkerError> {
     diff_id

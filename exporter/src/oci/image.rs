@@ -305,16 +305,27 @@ pub struct BuiltIndex {
 /// Builds an image index over per-platform manifests (each descriptor should
 /// carry its platform, as [`BuiltImage::manifest`] does).
 pub fn build_index(manifests: Vec<Descriptor>) -> Result<BuiltIndex, ImageError> {
-    let index_json = index_document(manifests)?;
-    let index = Descriptor::new(MediaType::ImageIndex, index_json.len() as u64, sha256_digest(&index_json));
+    build_index_as(manifests, MediaType::ImageIndex)
+}
+
+/// [`build_index`] with another media type: docker's manifest list
+/// ([`DOCKER_MANIFEST_LIST`](super::DOCKER_MANIFEST_LIST)) over docker
+/// schema 2 manifests, as BuildKit writes with `oci-mediatypes=false`.
+pub fn build_index_as(manifests: Vec<Descriptor>, media_type: MediaType) -> Result<BuiltIndex, ImageError> {
+    let index_json = index_document_as(manifests, media_type.clone())?;
+    let index = Descriptor::new(media_type, index_json.len() as u64, sha256_digest(&index_json));
     Ok(BuiltIndex { index_json, index })
 }
 
 /// The canonical JSON of an index over `manifests`.
 pub(crate) fn index_document(manifests: Vec<Descriptor>) -> Result<Vec<u8>, ImageError> {
+    index_document_as(manifests, MediaType::ImageIndex)
+}
+
+fn index_document_as(manifests: Vec<Descriptor>, media_type: MediaType) -> Result<Vec<u8>, ImageError> {
     let index = ImageIndexBuilder::default()
         .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
+        .media_type(media_type)
         .manifests(manifests)
         .build()
         .map_err(|source| ImageError::Build { what: "image index", source })?;

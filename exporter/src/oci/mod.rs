@@ -12,7 +12,9 @@ mod mediatype;
 pub use blobs::{BlobSource, LayoutBlobs, MemoryBlobs};
 pub use docker_archive::write_docker_archive;
 pub use error::{ImageError, LayoutError};
-pub use image::{build_index, canonical_json, docker_config_extras, BuiltImage, BuiltIndex, ImageBuilder};
+pub use image::{
+    build_index, build_index_as, canonical_json, docker_config_extras, BuiltImage, BuiltIndex, ImageBuilder,
+};
 pub use layout::{name_annotations, write_oci_archive, write_oci_dir, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME};
 pub use mediatype::{
     DOCKER_CONFIG, DOCKER_FOREIGN_LAYER_GZIP, DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,

@@ -39,10 +39,20 @@ enum State {
 /// (the root itself excluded), parents before children, siblings by name.
 pub(crate) fn walk_merged<E: From<PackError>>(
     layers_top_first: &[PathBuf],
+    visit: impl FnMut(&Merged) -> Result<(), E>,
+) -> Result<(), E> {
+    walk_merged_under(layers_top_first, &[], visit)
+}
+
+/// [`walk_merged`] with every archive path under `root_tar` (`linux_arm64/bin/sh`); empty for
+/// the top.
+pub(crate) fn walk_merged_under<E: From<PackError>>(
+    layers_top_first: &[PathBuf],
+    root_tar: &[u8],
     mut visit: impl FnMut(&Merged) -> Result<(), E>,
 ) -> Result<(), E> {
     // Explicit stack: layers can nest directories deeper than recursion allows.
-    let mut stack = merged_children(layers_top_first, &[])?;
+    let mut stack = merged_children(layers_top_first, root_tar)?;
     stack.reverse();
     while let Some(entry) = stack.pop() {
         visit(&entry)?;

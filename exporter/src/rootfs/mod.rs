@@ -77,6 +77,34 @@ pub fn write_rootfs_tar<W: Write>(layers_top_first: &[PathBuf], out: W) -> Resul
     builder.into_inner().map_err(|source| RootfsError::Finish { source })
 }
 
+/// Several merged filesystems in one tar, each under a directory of its own
+/// (`linux_amd64/bin/sh`, `linux_arm64/bin/sh`), as BuildKit writes the
+/// `type=tar` output of a multi-platform build. Each top directory is an entry
+/// of its own (mode 0755, root, mtime 0); below it, entries are as
+/// [`write_rootfs_tar`] writes them. Hardlinks never cross filesystems.
+pub fn write_rootfs_tars<W: Write>(filesystems: &[(String, Vec<PathBuf>)], out: W) -> Result<W, RootfsError> {
+    let mut builder = tar::Builder::new(out);
+    for (dir, layers_top_first) in filesystems {
+        let dir = dir.trim_matches('/');
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        let write_err = |source| RootfsError::Write { path: PathBuf::from(dir), source };
+        header.set_path(format!("{dir}/")).map_err(write_err)?;
+        header.set_cksum();
+        builder.append(&header, io::empty()).map_err(write_err)?;
+        let mut walker = Walker::new(None);
+        merge::walk_merged_under(layers_top_first, dir.as_bytes(), |entry| {
+            walker.emit(&entry.node, &mut builder).map(|_opaque| ())
+        })?;
+    }
+    builder.into_inner().map_err(|source| RootfsError::Finish { source })
+}
+
 /// `dest` joined with an archive-style relative path, for error messages.
 fn dest_path(dest: &Path, tar_path: &[u8]) -> PathBuf {
     use std::os::unix::ffi::OsStrExt;

@@ -268,8 +268,13 @@ impl<'a> Converter<'a> {
         let (Some(plan), Some(stage)) = (self.plans.get(i).cloned(), self.df.stages.get(i)) else {
             return Err(ErrorKind::NoStages.into());
         };
-        let mut progress = Progress { stage: plan.display.clone(), index: 0, total: plan.total_steps };
         let platform = self.stage_platform(i);
+        let mut progress = Progress {
+            stage: plan.display.clone(),
+            index: 0,
+            total: plan.total_steps,
+            platform: self.req.multi_platform.then(|| platform.to_string()),
+        };
         let mut state = if let Some(parent) = plan.parent {
             let Some(Some(mut parent_state)) = self.done.get(parent).cloned() else {
                 return Err(ErrorKind::NoStages.into());
@@ -298,6 +303,11 @@ impl<'a> Converter<'a> {
         state.config.onbuild.clear();
         for (cmd, deps) in plan.commands.iter().zip(&plan.deps) {
             let args_before = state.build_args.len();
+            if self.req.multi_platform {
+                // A stage built on another stage runs on that stage's platform.
+                let suffix = super::state::target_suffix(&state.platform, &state.env);
+                progress.platform = Some(format!("{}{suffix}", state.platform));
+            }
             self.dispatch(&mut state, &mut progress, i, cmd, deps).map_err(|e| e.or_at(self.file(), cmd.span))?;
             let declared = state.build_args.get(args_before..).unwrap_or_default().to_vec();
             self.capture_args(i, cmd, &declared);

@@ -19,7 +19,7 @@ mod plan;
 mod run;
 mod source;
 mod state;
-mod values;
+pub(crate) mod values;
 
 #[cfg(test)]
 mod tests;
@@ -39,7 +39,6 @@ use crate::lint::{CheckConfig, Linter};
 use crate::parser::{parse, Parsed};
 pub(crate) use plan::global_args;
 pub(crate) use state::EnvList;
-pub(crate) use values::parse_platform;
 
 /// The build arg that sets the check options, replacing the `# check=` directive.
 const CHECK_BUILD_ARG: &str = "BUILDKIT_DOCKERFILE_CHECK";
@@ -57,6 +56,9 @@ pub struct BuildRequest<'a> {
     pub target: Option<String>,
     /// Platform to build for (`TARGETPLATFORM`).
     pub platform: Platform,
+    /// This is one platform of a multi-platform build: step names start with the platform
+    /// they run on (`[linux/arm64 build 2/3] RUN make`), as BuildKit names them.
+    pub multi_platform: bool,
     /// `.dockerignore` patterns, put into the build context source's `exclude`.
     pub context_excludes: Vec<String>,
     /// `--no-cache`: every exec and file op bypasses the cache.
@@ -221,6 +223,13 @@ pub struct CheckReport {
     pub warnings: Vec<Warning>,
     /// Why the Dockerfile cannot be built.
     pub error: Option<Error>,
+}
+
+/// Parses a `--platform` value (`linux/arm64`, `linux/arm/v7`, `arm64`, `linux`) as containerd
+/// does, normalizing architecture names (`aarch64` → `arm64`, `arm64/v8` → `arm64`).
+pub fn parse_platform(value: &str) -> Result<Platform, Error> {
+    values::parse_platform(value.trim(), &Platform::host())
+        .map_err(|reason| ErrorKind::InvalidPlatform { value: value.to_owned(), reason }.into())
 }
 
 /// Converts a Dockerfile into a build graph for `req.platform`, running the build checks on

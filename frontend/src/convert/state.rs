@@ -259,6 +259,9 @@ pub(crate) struct Progress {
     pub stage: String,
     pub index: usize,
     pub total: usize,
+    /// In a multi-platform build, the platform the step runs on, with `->arch` when the
+    /// stage's `TARGET*` args name another (`linux/amd64->arm64`).
+    pub platform: Option<String>,
 }
 
 impl Progress {
@@ -269,8 +272,9 @@ impl Progress {
         }
         self.index += 1;
         let width = self.total.to_string().len();
+        let platform = self.platform.as_ref().map(|p| format!("{p} ")).unwrap_or_default();
         let stage = if self.stage.is_empty() { String::new() } else { format!("{} ", self.stage) };
-        format!("[{stage}{:>width$}/{}] {text}", self.index, self.total)
+        format!("[{platform}{stage}{:>width$}/{}] {text}", self.index, self.total)
     }
 
     /// The name of another vertex of the current step (same number), like the `LINK` merge of
@@ -282,6 +286,41 @@ impl Progress {
         self.index -= 1;
         self.name(text)
     }
+}
+
+/// BuildKit's `formatTargetPlatform(platformFromEnv(env))`: `->arm64` (or `->os/arch` for
+/// another OS) when the stage's `TARGETPLATFORM`, or else its `TARGETOS`/`TARGETARCH`/
+/// `TARGETVARIANT`, name a platform other than `base`; empty otherwise.
+pub(crate) fn target_suffix(base: &Platform, env: &EnvList) -> String {
+    let target = match env.lookup("TARGETPLATFORM").and_then(|v| super::values::parse_platform(v, base).ok()) {
+        Some(p) => p,
+        None => {
+            let (os, arch, variant) = (env.lookup("TARGETOS"), env.lookup("TARGETARCH"), env.lookup("TARGETVARIANT"));
+            if os.is_none() && arch.is_none() && variant.is_none() {
+                return String::new();
+            }
+            let os = os.filter(|o| !o.is_empty()).unwrap_or(&base.os);
+            let arch = arch.filter(|a| !a.is_empty()).unwrap_or(&base.architecture);
+            let text = match variant.filter(|v| !v.is_empty()) {
+                Some(v) => format!("{os}/{arch}/{v}"),
+                None => format!("{os}/{arch}"),
+            };
+            match super::values::parse_platform(&text, base) {
+                Ok(p) => p,
+                Err(_) => return String::new(),
+            }
+        }
+    };
+    if target.os != base.os {
+        return format!("->{target}");
+    }
+    if target.architecture != base.architecture {
+        return match &target.variant {
+            Some(v) => format!("->{}/{v}", target.architecture),
+            None => format!("->{}", target.architecture),
+        };
+    }
+    String::new()
 }
 
 /// Uppercases the first word (BuildKit's `uppercaseCmd`).
@@ -321,11 +360,33 @@ mod tests {
     }
 
     #[test]
+    fn target_suffix_names_the_other_platform() {
+        let amd = Platform { os: "linux".into(), architecture: "amd64".into(), variant: None };
+        let env = |pairs: &[(&str, &str)]| {
+            let mut e = EnvList::default();
+            for (k, v) in pairs {
+                e.set(k, v);
+            }
+            e
+        };
+        assert_eq!(target_suffix(&amd, &env(&[])), "");
+        assert_eq!(target_suffix(&amd, &env(&[("TARGETPLATFORM", "linux/amd64")])), "");
+        assert_eq!(target_suffix(&amd, &env(&[("TARGETPLATFORM", "linux/arm64")])), "->arm64");
+        assert_eq!(target_suffix(&amd, &env(&[("TARGETARCH", "arm")])), "->arm/v7");
+        assert_eq!(target_suffix(&amd, &env(&[("TARGETARCH", "arm64"), ("TARGETVARIANT", "")])), "->arm64");
+        assert_eq!(target_suffix(&amd, &env(&[("TARGETOS", "windows")])), "->windows/amd64");
+        // TARGETPLATFORM wins over the parts.
+        assert_eq!(target_suffix(&amd, &env(&[("TARGETARCH", "s390x"), ("TARGETPLATFORM", "linux/arm64")])), "->arm64");
+    }
+
+    #[test]
     fn progress_names() {
-        let mut p = Progress { stage: "build".into(), index: 0, total: 12 };
+        let mut p = Progress { stage: "build".into(), index: 0, total: 12, platform: None };
         assert_eq!(p.name("RUN x"), "[build  1/12] RUN x");
-        let mut p = Progress { stage: String::new(), index: 0, total: 3 };
+        let mut p = Progress { stage: String::new(), index: 0, total: 3, platform: None };
         assert_eq!(p.name("RUN x"), "[1/3] RUN x");
+        let mut p = Progress { stage: "build".into(), index: 1, total: 3, platform: Some("linux/amd64->arm64".into()) };
+        assert_eq!(p.name("RUN x"), "[linux/amd64->arm64 build 2/3] RUN x");
         let mut p = Progress::default();
         assert_eq!(p.name("FROM x"), "FROM x");
         assert_eq!(uppercase_cmd("run echo hi"), "RUN echo hi");

@@ -53,7 +53,7 @@ pub(crate) fn check(lint: &mut Linter, req: &BuildRequest<'_>, df: &Dockerfile, 
             lint.report(&rules::REDUNDANT_TARGET_PLATFORM, stage.span, comments, msg);
         }
         if e.matched.is_empty() && e.unmatched.is_empty() {
-            let Ok(p) = crate::convert::parse_platform(&e.result, &Platform::host()) else { continue };
+            let Ok(p) = crate::convert::values::parse_platform(&e.result, &Platform::host()) else { continue };
             let name = stage.name.as_deref().unwrap_or_default();
             if !name.contains(&p.os) && !name.contains(&p.architecture) {
                 let msg = format!("FROM --platform flag should not use constant value {}", go_quote(&e.result));

@@ -171,6 +171,88 @@ fn platforms_and_predefined_args() {
     assert_eq!(env_of(&run, "V").as_deref(), Some(""), "an empty --build-arg overrides the default");
 }
 
+/// One platform's conversion of a cross-compiling Dockerfile, as a multi-platform build does it.
+fn conv_for(src: &str, arch: &str) -> BuildDefinition {
+    let mut req = request(src);
+    req.platform = Platform { os: "linux".into(), architecture: arch.into(), variant: None };
+    req.multi_platform = true;
+    build(&req, &MockResolver::default()).unwrap_or_else(|e| panic!("{src:?}: {e}"))
+}
+
+#[test]
+fn cross_compiling_stages_per_target_platform() {
+    let src = "FROM --platform=$BUILDPLATFORM busybox AS build\nRUN fetch\nARG TARGETARCH\n\
+               RUN make ARCH=$TARGETARCH\nFROM busybox\nARG BUILDARCH\nCOPY --from=build /out /out\nRUN check\n";
+    let host = Platform::host();
+    let arm = conv_for(src, "riscv64");
+    let amd = conv_for(src, "amd64");
+    let names = |def: &BuildDefinition| -> Vec<String> {
+        def.graph.topological().filter_map(|(id, _)| def.graph.meta(&id).map(|m| m.name.clone())).collect()
+    };
+    let arm_names = names(&arm);
+    // The build stage runs on the build platform; after `ARG TARGETARCH` its steps say for which
+    // target (BuildKit's `->riscv64`); the last stage runs on the target platform.
+    assert!(arm_names.contains(&format!("[{host} build 2/3] RUN fetch")), "{arm_names:?}");
+    assert!(arm_names.contains(&format!("[{host}->riscv64 build 3/3] RUN make ARCH=riscv64")), "{arm_names:?}");
+    assert!(arm_names.contains(&"[linux/riscv64 stage-1 3/3] RUN check".to_owned()), "{arm_names:?}");
+    let runs = execs(&arm);
+    let by_arg = |needle: &str| runs.iter().find(|e| e.args.join(" ").contains(needle)).cloned().unwrap();
+    assert_eq!(by_arg("fetch").platform, host);
+    assert_eq!(by_arg("make").platform, host);
+    assert_eq!(env_of(&by_arg("make"), "TARGETARCH").as_deref(), Some("riscv64"));
+    assert_eq!(by_arg("check").platform.architecture, "riscv64");
+    assert_eq!(env_of(&by_arg("check"), "BUILDARCH"), Some(host.architecture.clone()));
+    // The base image of the target stage is resolved for the target platform.
+    let sources: Vec<Platform> = arm
+        .graph
+        .topological()
+        .filter_map(|(_, op)| match op {
+            Op::Source(SourceOp::Image { platform, .. }) => Some(platform.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(sources.contains(&host) && sources.iter().any(|p| p.architecture == "riscv64"), "{sources:?}");
+    // What does not depend on the target platform is the same op in both graphs (so a merged
+    // graph builds it once); what does differs.
+    let ids = |def: &BuildDefinition, needle: &str| {
+        def.graph
+            .topological()
+            .find(|(_, op)| matches!(op, Op::Exec(e) if e.args.join(" ").contains(needle)))
+            .map(|(id, _)| id)
+            .unwrap()
+    };
+    assert_eq!(ids(&arm, "fetch"), ids(&amd, "fetch"));
+    assert_ne!(ids(&arm, "make"), ids(&amd, "make"));
+    // A single-platform build names steps without a platform.
+    let single = conv(src);
+    assert!(names(&single).contains(&"[build 2/3] RUN fetch".to_owned()), "{:?}", names(&single));
+}
+
+#[test]
+fn base_image_of_another_platform_warns() {
+    // The mock's images are all linux/amd64.
+    let def = conv_for("FROM busybox\nRUN x\n", "arm64");
+    let msgs: Vec<(Option<usize>, &str)> =
+        def.warnings.iter().map(|w| (w.span.as_ref().map(|s| s.start_line), w.message.as_str())).collect();
+    assert_eq!(
+        msgs,
+        [(
+            Some(1),
+            "Base image busybox was pulled with platform \"linux/amd64\", expected \"linux/arm64\" for current build"
+        )]
+    );
+    assert!(conv_for("FROM busybox\nRUN x\n", "amd64").warnings.is_empty());
+}
+
+#[test]
+fn platform_flag_values_parse_like_containerd() {
+    assert_eq!(crate::parse_platform("linux/aarch64").unwrap().to_string(), "linux/arm64");
+    assert_eq!(crate::parse_platform(" linux/arm/v7 ").unwrap().to_string(), "linux/arm/v7");
+    assert_eq!(crate::parse_platform("arm64").unwrap().to_string(), "linux/arm64");
+    let err = crate::parse_platform("linux//arm64").unwrap_err().to_string();
+    assert!(err.contains("failed to parse platform"), "{err}");
+}
+
 #[test]
 fn unused_build_args_warn() {
     let def = conv_args(

@@ -67,6 +67,7 @@ fn request(src: &str) -> BuildRequest<'_> {
         build_args: BTreeMap::new(),
         target: None,
         platform: platform(),
+        multi_platform: false,
         context_excludes: vec!["*.log".into()],
         no_cache: false,
         named_contexts: BTreeMap::new(),
