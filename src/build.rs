@@ -75,6 +75,12 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let excludes = read_ignore(&dockerfile_path, &context)?;
     let ignore = IgnoreMatcher::new(&excludes).map_err(|e| UserError(e.to_string()))?;
     let tags = export::normalize_tags(&args.tags)?;
+    let cache_exports: Vec<crate::cache_opts::CacheExport> = args
+        .cache_to
+        .iter()
+        .map(|v| crate::cache_opts::parse_cache_to(v))
+        .collect::<Result<_, _>>()
+        .map_err(UserError)?;
     let entitlements = crate::cli::parse_entitlements(&args.allow).map_err(UserError)?;
 
     let store = Arc::new(Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))?);
@@ -132,30 +138,60 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let exe = std::env::current_exe().context("locating the rbuild binary for the sandbox helper")?;
     let secrets = crate::secrets::parse_secrets(&args.secrets)?;
     let ssh = crate::secrets::parse_ssh(&args.ssh)?;
-    let worker = Arc::new(
-        LocalWorker::new(store.clone(), registry, exe, contexts)
-            .with_secrets(secrets)
-            .with_ssh(ssh)
-            .with_allow_insecure(entitlements.insecure)
-            .with_debug(args.debug),
-    );
+    let worker = LocalWorker::new(store.clone(), registry, exe, contexts)
+        .with_secrets(secrets)
+        .with_ssh(ssh)
+        .with_allow_insecure(entitlements.insecure)
+        .with_debug(args.debug);
+    let mode = crate::progress::effective(args.progress, args.quiet);
+    let quiet = mode == ProgressMode::Quiet;
+    let imported = crate::cache_opts::load_imports(&worker, &args.cache_from, quiet).await?;
+    let worker = Arc::new(worker.with_remote_caches(imported));
     let mut solve_opts = SolveOptions { no_cache: args.no_cache, ..SolveOptions::default() };
     if let Some(n) = args.max_parallelism {
         solve_opts.max_parallelism = n;
     }
     let solver = Solver::new(worker.clone(), solve_opts);
 
-    let mode = crate::progress::effective(args.progress, args.quiet);
-    let quiet = mode == ProgressMode::Quiet;
     let (tx, rx) = mpsc::unbounded_channel();
     let renderer = tokio::spawn(crate::progress::render(rx, mode));
-    let graph = Arc::new(def.graph.clone());
+    let mut graph = def.graph.clone();
+    for unknown in crate::cache_opts::apply_no_cache_filter(&mut graph, &dockerfile, &args.no_cache_filter) {
+        if !quiet {
+            eprintln!("WARNING: --no-cache-filter: no stage named {unknown:?}");
+        }
+    }
+    let graph = Arc::new(graph);
+    let mut explainer = None;
     let solve = async {
         match def.target {
-            Some(t) => solver.solve(graph, t, Some(tx)).await,
+            Some(t) => {
+                let prepared = match solver.prepare(graph, t, Some(&tx)).await {
+                    Ok(p) => p,
+                    Err(e) => return Err(e),
+                };
+                let tx = if args.explain {
+                    let scope = format!("{}\0{}", dockerfile_path.display(), args.target.as_deref().unwrap_or(""));
+                    let ex = Arc::new(crate::explain::Explainer::new(
+                        store.root(),
+                        store.tmp_dir(),
+                        &scope,
+                        parse_build_args(&args.build_args).into_keys().collect(),
+                        args.no_cache,
+                        &prepared,
+                        &worker,
+                    ));
+                    explainer = Some(ex.clone());
+                    explaining(tx, ex, prepared.graph().clone())
+                } else {
+                    tx
+                };
+                let out = solver.run(&prepared, Some(tx)).await;
+                out.map(|out| (out, Some(prepared)))
+            }
             None => {
                 drop(tx);
-                Ok(Output::Fs(Snapshot::default()))
+                Ok((Output::Fs(Snapshot::default()), None))
             }
         }
     };
@@ -167,9 +203,26 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         _ = tokio::signal::ctrl_c() => return Err(UserError("build cancelled (interrupted)".into()).into()),
     };
     let _ = renderer.await;
-    let snapshot = match result {
-        Ok(Output::Fs(s)) => s,
-        Ok(Output::Context(_)) => return Err(UserError("the target is a build context, not an image".into()).into()),
+    if let Some(ex) = &explainer {
+        if mode == ProgressMode::Tty {
+            for line in ex.said() {
+                eprintln!("{line}");
+            }
+        }
+        if result.is_ok() {
+            ex.save();
+        }
+    }
+    if !quiet {
+        for w in worker.cache_warnings() {
+            eprintln!("WARNING: {w}");
+        }
+    }
+    let (snapshot, prepared) = match result {
+        Ok((Output::Fs(s), prepared)) => (s, prepared),
+        Ok((Output::Context(_), _)) => {
+            return Err(UserError("the target is a build context, not an image".into()).into())
+        }
         Err(SolveError::Vertex { name, span, source, .. }) => {
             return Err(StepFailure {
                 step: name,
@@ -182,13 +235,19 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         Err(e) => return Err(e).context("solving the build graph"),
     };
 
-    let image = export::commit(&worker, &snapshot, &def, &platform, &layer_opts).await?;
+    let keys: Vec<rbuild_solver::CacheKey> =
+        prepared.as_ref().map(|p| p.keys().values().map(|k| k.key).collect()).unwrap_or_default();
+    let inline =
+        crate::cache_opts::inline_field(&worker, &cache_exports, &keys, &snapshot, layer_opts.compression).await?;
+    let image = export::commit_with(&worker, &snapshot, &def, &platform, &layer_opts, inline).await?;
     export::write_outputs(&worker, &image, &snapshot, &tags, &outputs, quiet).await?;
     if outputs.contains(&OutputSpec::Registry) {
         for name in &tags {
             crate::push::push(&push_client, worker.store(), &image.manifest, name, quiet).await?;
         }
     }
+    crate::cache_opts::export(&worker, &push_client, &cache_exports, &keys, &snapshot, layer_opts.compression, quiet)
+        .await?;
     if let Some(path) = &args.iidfile {
         std::fs::write(path, image.config.digest().to_string())
             .with_context(|| format!("writing {}", path.display()))?;
@@ -200,4 +259,28 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Passes progress on to `out`, adding after each step's start the reason it missed the cache.
+fn explaining(
+    out: mpsc::UnboundedSender<rbuild_solver::ProgressEvent>,
+    explainer: Arc<crate::explain::Explainer>,
+    graph: Arc<rbuild_solver::ir::Graph>,
+) -> mpsc::UnboundedSender<rbuild_solver::ProgressEvent> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            let extra = match &ev {
+                rbuild_solver::ProgressEvent::Started { id, .. } => {
+                    explainer.explain(id, &graph).map(|text| rbuild_solver::ProgressEvent::Status { id: *id, text })
+                }
+                _ => None,
+            };
+            let _ = out.send(ev);
+            if let Some(extra) = extra {
+                let _ = out.send(extra);
+            }
+        }
+    });
+    tx
 }

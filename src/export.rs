@@ -55,13 +55,15 @@ fn created() -> String {
     rfc3339(secs)
 }
 
-/// Writes layers, config and manifest of the result into the store.
-pub async fn commit(
+/// Writes layers, config and manifest of the result into the store, with extra top-level
+/// config fields (an inline build cache).
+pub async fn commit_with(
     worker: &LocalWorker,
     snap: &Snapshot,
     def: &BuildDefinition,
     platform: &Platform,
     layer: &crate::output::LayerOptions,
+    top_level: serde_json::Map<String, serde_json::Value>,
 ) -> Result<BuiltImage> {
     let spec = ImageSpec {
         base: def.base.as_ref().map(|b| b.config.clone()),
@@ -83,7 +85,7 @@ pub async fn commit(
         force_compression: layer.force,
         oci_mediatypes: layer.oci_mediatypes,
     };
-    worker.commit_image(snap, &spec).await.context("exporting the image")
+    worker.commit_image_with(snap, &spec, top_level).await.context("exporting the image")
 }
 
 /// Names the image in the store and writes archive outputs.

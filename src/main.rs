@@ -2,7 +2,9 @@
 //! together, renders progress and errors. No build logic lives here.
 
 mod build;
+mod cache_opts;
 mod cli;
+mod explain;
 mod export;
 mod images;
 mod output;

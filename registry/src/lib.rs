@@ -77,6 +77,7 @@ pub use platform::{Platform, PlatformError};
 pub use push::{BlobOpener, OpenWith, PushBlobOptions, PushOutcome};
 pub use reference::{Reference, ReferenceError, DEFAULT_TAG, DOCKER_HUB};
 pub use resolve::{
-    ResolvedImage, DOCKER_CONFIG, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST_V2, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES,
+    FetchedManifest, ResolvedImage, DOCKER_CONFIG, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST_V2, MAX_CONFIG_BYTES,
+    MAX_MANIFEST_BYTES,
 };
 pub use secret::{RedactedUrl, Secret};

@@ -54,6 +54,17 @@ pub struct ResolvedImage {
     pub config_bytes: Bytes,
 }
 
+/// A manifest or index as [`Client::fetch_manifest`] returns it.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    /// Its digest (verified).
+    pub digest: Digest,
+    /// Its media type (from the response or the document itself).
+    pub media_type: String,
+    /// The document exactly as served.
+    pub bytes: Bytes,
+}
+
 /// A manifest-endpoint document, verified against its digest.
 struct Document {
     url: Url,
@@ -134,6 +145,20 @@ impl Client {
             config,
             config_bytes,
         })
+    }
+
+    /// Fetches the document `reference` names (an image manifest or an index, whatever its
+    /// config's media type: artifacts such as build-cache manifests included), verified
+    /// against the reference's digest or `Docker-Content-Digest`. Nothing it points to is
+    /// fetched.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ManifestNotFound`], verification errors and the registry's errors, as for
+    /// [`Client::resolve`].
+    pub async fn fetch_manifest(&self, reference: &Reference) -> Result<FetchedManifest> {
+        let document = self.fetch_document(reference, reference.manifest_target(), reference.digest(), None).await?;
+        Ok(FetchedManifest { digest: document.digest, media_type: document.media_type, bytes: document.bytes })
     }
 
     /// GETs `/manifests/<target>` and verifies it against `expected` (digest) and `entry`

@@ -103,6 +103,9 @@ struct Run<W: Worker> {
     cancelled: AtomicBool,
     /// Vertices already reported (executed, loaded, or shown as cached under a cached reader).
     reported: std::sync::Mutex<HashSet<OpId>>,
+    /// Vertices built on a vertex that bypasses the cache: they look up their own result only
+    /// once their inputs are done, so a cached reader cannot skip the bypassing vertex.
+    after_bypass: HashSet<OpId>,
     tx: Option<mpsc::UnboundedSender<ProgressEvent>>,
 }
 
@@ -119,14 +122,46 @@ impl<W: Worker> Solver<W> {
         target: Input,
         tx: Option<mpsc::UnboundedSender<ProgressEvent>>,
     ) -> VertexResult<W> {
+        let prepared = self.prepare(graph, target, tx.as_ref()).await?;
+        self.run(&prepared, tx).await
+    }
+
+    /// Validates the graph and derives the cache key of every vertex `target` needs, executing
+    /// nothing: what [`Solver::run`] then builds, and what a caller needs to explain cache
+    /// misses or export the cache. Content digests (the build context) report progress to `tx`.
+    pub async fn prepare(
+        &self,
+        graph: Arc<Graph>,
+        target: Input,
+        tx: Option<&mpsc::UnboundedSender<ProgressEvent>>,
+    ) -> Result<Prepared, SolveError<W::Error>> {
         graph.validate()?;
         let order = needed_in_order(&graph, target.op)?;
-        let keys = self.derive_keys(&graph, &order, tx.as_ref()).await?;
+        let keys = self.derive_keys(&graph, &order, tx).await?;
+        Ok(Prepared { graph, target, order, keys })
+    }
+
+    /// Builds a prepared target and returns its result. Progress goes to `tx` when given.
+    pub async fn run(&self, prepared: &Prepared, tx: Option<mpsc::UnboundedSender<ProgressEvent>>) -> VertexResult<W> {
+        let order = &prepared.order;
+        let keys = prepared.keys.iter().map(|(id, k)| (*id, k.key)).collect();
         let cells = order.iter().map(|id| (*id, Arc::new(OnceCell::new()))).collect();
+        let graph = &prepared.graph;
+        let bypasses = |id: &OpId| {
+            !matches!(graph.op(id), Some(Op::Source(_)))
+                && (self.opts.no_cache || graph.meta(id).is_some_and(|m| m.ignore_cache))
+        };
+        let mut after_bypass = HashSet::new();
+        for id in order {
+            let inputs = graph.op(id).map(Op::inputs).unwrap_or_default();
+            if inputs.iter().any(|i| bypasses(&i.op) || after_bypass.contains(&i.op)) {
+                after_bypass.insert(*id);
+            }
+        }
         let order = order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         let run = Arc::new(Run {
             worker: self.worker.clone(),
-            graph,
+            graph: prepared.graph.clone(),
             opts: self.opts.clone(),
             keys,
             order,
@@ -134,18 +169,19 @@ impl<W: Worker> Solver<W> {
             permits: Semaphore::new(self.opts.max_parallelism.max(1)),
             cancelled: AtomicBool::new(false),
             reported: std::sync::Mutex::new(HashSet::new()),
+            after_bypass,
             tx,
         });
-        run.resolve(target.op).await
+        run.resolve(prepared.target.op).await
     }
 
-    /// The cache key of every vertex in `order` (inputs first).
+    /// The cache key of every vertex in `order` (inputs first), with what it was derived from.
     async fn derive_keys(
         &self,
         graph: &Graph,
         order: &[OpId],
         tx: Option<&mpsc::UnboundedSender<ProgressEvent>>,
-    ) -> Result<HashMap<OpId, CacheKey>, SolveError<W::Error>> {
+    ) -> Result<HashMap<OpId, KeyIngredients>, SolveError<W::Error>> {
         let contents = try_join_all(order.iter().map(|id| {
             let op = graph.op(id);
             let progress = Progress::new(*id, tx.cloned());
@@ -155,13 +191,61 @@ impl<W: Worker> Solver<W> {
             }
         }))
         .await?;
-        let mut keys = HashMap::with_capacity(order.len());
+        let mut keys: HashMap<OpId, KeyIngredients> = HashMap::with_capacity(order.len());
         for (id, content) in order.iter().zip(contents) {
             let Some(op) = graph.op(id) else { continue };
-            let input_keys: Vec<CacheKey> = op.inputs().iter().filter_map(|i| keys.get(&i.op).copied()).collect();
-            keys.insert(*id, CacheKey::derive(id, &input_keys, content.as_ref()));
+            let inputs: Vec<CacheKey> = op.inputs().iter().filter_map(|i| keys.get(&i.op).map(|k| k.key)).collect();
+            let key = CacheKey::derive(id, &inputs, content.as_ref());
+            keys.insert(*id, KeyIngredients { key, inputs, content });
         }
         Ok(keys)
+    }
+}
+
+/// What a vertex's cache key was derived from (besides its op id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyIngredients {
+    /// The key.
+    pub key: CacheKey,
+    /// Its inputs' keys, in [`Op::inputs`] order.
+    pub inputs: Vec<CacheKey>,
+    /// The digest of what it reads from outside the graph (the build context), if anything.
+    pub content: Option<[u8; 32]>,
+}
+
+/// A target whose needed vertices all have their cache keys ([`Solver::prepare`]).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    graph: Arc<Graph>,
+    target: Input,
+    order: Vec<OpId>,
+    keys: HashMap<OpId, KeyIngredients>,
+}
+
+impl Prepared {
+    /// The graph.
+    pub fn graph(&self) -> &Arc<Graph> {
+        &self.graph
+    }
+
+    /// The target.
+    pub fn target(&self) -> Input {
+        self.target
+    }
+
+    /// The needed vertices, inputs before the vertices that read them.
+    pub fn order(&self) -> &[OpId] {
+        &self.order
+    }
+
+    /// The key of each needed vertex and what it was derived from.
+    pub fn keys(&self) -> &HashMap<OpId, KeyIngredients> {
+        &self.keys
+    }
+
+    /// The key of a needed vertex.
+    pub fn key(&self, id: &OpId) -> Option<CacheKey> {
+        self.keys.get(id).map(|k| k.key)
     }
 }
 
@@ -213,7 +297,8 @@ impl<W: Worker> Run<W> {
         let is_source = matches!(op, Op::Source(_));
         let ignore_cache = !is_source && (self.opts.no_cache || graph.meta(&id).is_some_and(|m| m.ignore_cache));
 
-        if !ignore_cache {
+        let after_bypass = self.after_bypass.contains(&id);
+        if !ignore_cache && !after_bypass {
             match self.worker.load(&key, op).await {
                 Ok(Some(out)) => {
                     self.report_cached(id);
@@ -232,6 +317,19 @@ impl<W: Worker> Run<W> {
                 Ok(Ok(out)) => inputs.push(out),
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Err(SolveError::Cancelled),
+            }
+        }
+
+        if after_bypass && !ignore_cache {
+            // The bypassing inputs ran again; this vertex's key did not change, so its stored
+            // result still stands.
+            match self.worker.load(&key, op).await {
+                Ok(Some(out)) => {
+                    self.report_cached(id);
+                    return Ok(out);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(vertex_error(&graph, id, e)),
             }
         }
 

@@ -211,6 +211,15 @@ pub enum WorkerError {
         /// `security.insecure`.
         entitlement: &'static str,
     },
+    /// A shared build cache (`--cache-from`) could not be read.
+    #[error("reading the build cache at {location}")]
+    RemoteCache {
+        /// The registry reference or directory.
+        location: String,
+        /// Why.
+        #[source]
+        source: crate::remote_cache::RemoteCacheError,
+    },
     /// An invariant of the worker was broken (a bug in rbuild, not in the input).
     #[error("internal error: {0}")]
     Internal(String),

@@ -60,7 +60,7 @@ fn arch(p: &Platform) -> Arch {
 impl LocalWorker {
     /// Packs every layer of `snap` that has no blob yet, on blocking threads in parallel, and
     /// returns each layer's blob description.
-    async fn ensure_blobs(
+    pub(crate) async fn ensure_blobs(
         &self,
         snap: &Snapshot,
         compression: Compression,
@@ -81,6 +81,17 @@ impl LocalWorker {
 
     /// Writes the image for `snap` into the store (layers, config, manifest) and returns it.
     pub async fn commit_image(&self, snap: &Snapshot, spec: &ImageSpec) -> Result<BuiltImage, WorkerError> {
+        self.commit_image_with(snap, spec, serde_json::Map::new()).await
+    }
+
+    /// [`commit_image`](Self::commit_image) with extra top-level config fields (an inline
+    /// build cache).
+    pub async fn commit_image_with(
+        &self,
+        snap: &Snapshot,
+        spec: &ImageSpec,
+        top_level: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<BuiltImage, WorkerError> {
         let packed = self.ensure_blobs(snap, spec.compression, spec.force_compression).await?;
         let base_len = spec.base.as_ref().map_or(0, |c| c.rootfs().diff_ids().len());
         if base_len > packed.len() {
@@ -103,6 +114,7 @@ impl LocalWorker {
         builder.config_mut().set_author(spec.author.clone());
         builder.oci_mediatypes(spec.oci_mediatypes);
         builder.extra_config_mut().extend(spec.extra_config.clone());
+        builder.top_level_mut().extend(top_level);
 
         // New layers, by the op that produced them.
         let new_layers: HashMap<&str, &PackedLayer> = snap.chain[base_len..]

@@ -24,6 +24,7 @@ mod image;
 mod merged;
 mod mounts;
 mod pull;
+mod remote_cache;
 mod users;
 
 use std::collections::HashMap;
@@ -43,6 +44,10 @@ pub use error::WorkerError;
 pub use image::{HistoryEntry, ImageSpec};
 pub use merged::MergedView;
 pub use mounts::secret::Secret;
+pub use remote_cache::{
+    inline_cache_field, CacheConfig, CacheLayer, CacheLocation, CacheMode, CollectedCache, RemoteCache,
+    RemoteCacheError, CACHE_CONFIG_MEDIA_TYPE, INLINE_CACHE_FIELD,
+};
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
@@ -85,6 +90,10 @@ pub struct LocalWorker {
     downloads: Mutex<HashMap<OpId, http::Downloaded>>,
     /// Commits `Git` sources resolved to when their keys were computed.
     git_commits: Mutex<HashMap<OpId, String>>,
+    /// Caches imported with `--cache-from`, asked in order when the store misses.
+    remote_caches: Vec<RemoteCache>,
+    /// Problems with imported caches that cost a hit but not the build.
+    cache_warnings: Mutex<Vec<String>>,
 }
 
 impl LocalWorker {
@@ -108,7 +117,22 @@ impl LocalWorker {
             http: OnceLock::new(),
             downloads: Mutex::default(),
             git_commits: Mutex::default(),
+            remote_caches: Vec::new(),
+            cache_warnings: Mutex::default(),
         }
+    }
+
+    /// Caches to import results from when the store has none (`--cache-from`, see
+    /// [`LocalWorker::load_remote_cache`]), asked in order.
+    #[must_use]
+    pub fn with_remote_caches(mut self, caches: Vec<RemoteCache>) -> LocalWorker {
+        self.remote_caches = caches;
+        self
+    }
+
+    /// Problems met importing from remote caches (each cost a cache hit, not the build).
+    pub fn cache_warnings(&self) -> Vec<String> {
+        self.cache_warnings.lock().map(|w| w.clone()).unwrap_or_default()
     }
 
     /// The secrets `RUN --mount=type=secret` can use, by id (`--secret id=...`).
@@ -164,6 +188,14 @@ impl LocalWorker {
             .ok_or_else(|| WorkerError::Internal(format!("no local context named {name:?}")))
     }
 
+    /// The digest (hex) of each regular file of the named context, by path relative to its
+    /// root, as its cache key was computed in this process (`None` before that).
+    pub fn context_file_digests(&self, name: &str) -> Option<Vec<(String, String)>> {
+        let ctx = self.contexts.get(name)?;
+        let digested = context::digested(&ctx.root)?;
+        Some(digested.file_digests().map(|(p, d)| (p.to_string_lossy().into_owned(), hex::encode(d))).collect())
+    }
+
     /// The overlay lower dirs of a chain, topmost first.
     pub fn lower_dirs(&self, snap: &Snapshot) -> Vec<PathBuf> {
         snap.chain.iter().rev().map(|l| self.store.snapshot_diff(&l.id)).collect()
@@ -191,6 +223,30 @@ impl LocalWorker {
         }
         self.store.put_record(&key.to_hex(), &Record { chain: snap.chain.clone() })?;
         Ok(snap)
+    }
+
+    /// The result for `key` from the first imported cache that has it. A cache that fails
+    /// (unreachable, corrupt blob) costs the hit, not the build: the step runs instead.
+    async fn load_imported(&self, key: &CacheKey) -> Option<Vec<RecordLayer>> {
+        for cache in &self.remote_caches {
+            match self.import_record(cache, key).await {
+                Ok(Some(chain)) => return Some(chain),
+                Ok(None) => {}
+                Err(e) => {
+                    let mut text = e.to_string();
+                    let mut cur = std::error::Error::source(&e);
+                    while let Some(c) = cur {
+                        text.push_str(": ");
+                        text.push_str(&c.to_string());
+                        cur = c.source();
+                    }
+                    if let Ok(mut w) = self.cache_warnings.lock() {
+                        w.push(format!("importing cache record {} from {}: {text}", key, cache.location()));
+                    }
+                }
+            }
+        }
+        None
     }
 
     fn fs_input(inputs: &[Output], i: usize) -> Result<Snapshot, WorkerError> {
@@ -241,7 +297,10 @@ impl Worker for LocalWorker {
         if let Op::Source(SourceOp::Local { name, .. }) = op {
             return Ok(Some(Output::Context(self.context(name)?)));
         }
-        let found = self.store.get_record(&key.to_hex())?.map(|r| Output::Fs(Snapshot { chain: r.chain }));
+        let mut found = self.store.get_record(&key.to_hex())?.map(|r| Output::Fs(Snapshot { chain: r.chain }));
+        if found.is_none() {
+            found = self.load_imported(key).await.map(|chain| Output::Fs(Snapshot { chain }));
+        }
         if found.is_some() && matches!(op, Op::Source(SourceOp::Http { .. })) {
             // Cached: the download made for the key is not needed.
             self.lock_downloads().remove(&op.id());

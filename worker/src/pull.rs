@@ -73,7 +73,12 @@ fn snapshot_id(diff_id: &str) -> Result<String, WorkerError> {
         .ok_or_else(|| WorkerError::Internal(format!("unsupported diff id {diff_id}")))
 }
 
-async fn fetch(w: &LocalWorker, r: &Reference, desc: &Descriptor, reference: &str) -> Result<(), WorkerError> {
+pub(crate) async fn fetch(
+    w: &LocalWorker,
+    r: &Reference,
+    desc: &Descriptor,
+    reference: &str,
+) -> Result<(), WorkerError> {
     if w.store.has_blob(desc.digest())? {
         return Ok(());
     }
@@ -87,7 +92,12 @@ async fn fetch(w: &LocalWorker, r: &Reference, desc: &Descriptor, reference: &st
     Ok(())
 }
 
-async fn unpack_layer(w: &LocalWorker, desc: &Descriptor, diff_id: &str, id: &str) -> Result<(), WorkerError> {
+pub(crate) async fn unpack_layer(
+    w: &LocalWorker,
+    desc: &Descriptor,
+    diff_id: &str,
+    id: &str,
+) -> Result<(), WorkerError> {
     let store = w.store.clone();
     let (desc, diff_id, id) = (desc.clone(), diff_id.to_owned(), id.to_owned());
     tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
