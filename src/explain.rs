@@ -305,7 +305,8 @@ impl Explainer {
                     _ => "build context changed".into(),
                 }
             }
-            _ => format!("parent step {} changed", cur.name),
+            // The label, not the whole name: a name shows variable values.
+            _ => format!("parent step {} changed", step_label(&cur.name).unwrap_or_else(|| cur.name.clone())),
         }
     }
 
@@ -441,7 +442,7 @@ mod tests {
         let input = |key: &str, kind: InputKind| InputRecord { key: key.into(), name: "[2/3] RUN make".into(), kind };
         assert_eq!(
             e.input_reason(&input("a", InputKind::Step), &input("b", InputKind::Step)),
-            "parent step [2/3] RUN make changed"
+            "parent step [2/3] RUN changed"
         );
         let img = |d: &str| InputKind::Image {
             reference: "r/busybox:1".into(),
