@@ -344,8 +344,9 @@ fn no_cache_filter_reruns_only_the_named_stage() {
     assert_eq!(second, first);
     // The named stage runs again even though the final stage's result is cached (a cached
     // reader does not skip it); its readers keep their keys, so they stay cached.
-    let (third, out) = t.build("a", None, &["--no-cache-filter", "BUILD"]);
+    let (third, out) = t.build("a", None, &["--no-cache-filter", "BUILD", "--explain"]);
     assert_eq!(executed_runs(&out), [BUILD_RUN], "{out}");
+    assert_eq!(miss(&out, "[build 2/2] RUN"), "cache miss: --no-cache-filter");
     assert_eq!(third, first);
     assert!(
         steps(&out).get("[stage-1 4/4] RUN date +%s%N > /final-at").is_some_and(|l| l.iter().any(|x| x == "CACHED")),
