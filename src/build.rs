@@ -171,7 +171,9 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
                     Err(e) => return Err(e),
                 };
                 let tx = if args.explain {
-                    let scope = format!("{}\0{}", dockerfile_path.display(), args.target.as_deref().unwrap_or(""));
+                    // The same Dockerfile is the same steps, from whatever directory it is built.
+                    let df = std::fs::canonicalize(&dockerfile_path).unwrap_or_else(|_| dockerfile_path.clone());
+                    let scope = format!("{}\0{}", df.display(), args.target.as_deref().unwrap_or(""));
                     let ex = Arc::new(crate::explain::Explainer::new(
                         store.root(),
                         store.tmp_dir(),
