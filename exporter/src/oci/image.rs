@@ -334,3 +334,25 @@ pub(crate) fn index_document(manifests: Vec<Descriptor>) -> Result<Vec<u8>, Imag
         .map_err(|source| ImageError::Build { what: "image index", source })?;
     canonical_json(&index).map_err(|source| ImageError::Serialize { what: "image index", source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::image::{Arch, Os};
+
+    #[test]
+    fn top_level_fields_are_merged_without_overriding_typed_ones() {
+        let mut image = ImageBuilder::scratch(Arch::Amd64, Os::Linux);
+        image.top_level_mut().insert("rbuild.cache.v1".into(), serde_json::json!({"records": {}}));
+        image.top_level_mut().insert("architecture".into(), Value::String("evil".into()));
+        let built = image.build().unwrap();
+        let config: Value = serde_json::from_slice(&built.config_json).unwrap();
+        assert_eq!(config["rbuild.cache.v1"], serde_json::json!({"records": {}}));
+        assert_eq!(config["architecture"], "amd64");
+        // Deterministic: the same fields give the same digest.
+        let mut again = ImageBuilder::scratch(Arch::Amd64, Os::Linux);
+        again.top_level_mut().insert("architecture".into(), Value::String("evil".into()));
+        again.top_level_mut().insert("rbuild.cache.v1".into(), serde_json::json!({"records": {}}));
+        assert_eq!(again.build().unwrap().config, built.config);
+    }
+}
