@@ -344,6 +344,10 @@ fn no_cache_filter_reruns_only_the_named_stage() {
     assert_eq!(second, first);
     // The named stage runs again even though the final stage's result is cached (a cached
     // reader does not skip it); its readers keep their keys, so they stay cached.
+    let (built, _) = t.build("a", Some("build"), &[]);
+    let (rebuilt, out) = t.build("a", Some("build"), &["--no-cache-filter", "build"]);
+    assert_eq!(executed_runs(&out), [BUILD_RUN], "{out}");
+    assert_ne!(rebuilt, built, "the step ran again and its new result is kept");
     let (third, out) = t.build("a", None, &["--no-cache-filter", "BUILD", "--explain"]);
     assert_eq!(executed_runs(&out), [BUILD_RUN], "{out}");
     assert_eq!(miss(&out, "[build 2/2] RUN"), "cache miss: --no-cache-filter");
@@ -359,6 +363,22 @@ fn no_cache_filter_reruns_only_the_named_stage() {
     ok(&rbuild(&store, &["--build-arg", &arg, ctx.to_str().unwrap()]));
     let out = ok(&rbuild(&store, &["--build-arg", &arg, "--no-cache-filter", "only", ctx.to_str().unwrap()]));
     assert_eq!(executed_runs(&out).len(), 2, "a single named stage can be filtered too: {out}");
+}
+
+#[test]
+fn no_cache_results_replace_the_cached_ones() {
+    if !ready("no_cache_results_replace_the_cached_ones") {
+        return;
+    }
+    let t = RoundTrip::new();
+    let (first, _) = t.build("a", None, &[]);
+    let (second, out) = t.build("a", None, &["--no-cache"]);
+    assert_eq!(executed_runs(&out).len(), 2, "{out}");
+    assert_ne!(second, first, "new timestamps, new image");
+    // The next plain build is cached on the newest results.
+    let (third, out) = t.build("a", None, &[]);
+    assert!(executed_runs(&out).is_empty(), "{out}");
+    assert_eq!(third, second);
 }
 
 #[test]

@@ -217,7 +217,15 @@ impl LocalWorker {
     ) -> Result<Snapshot, WorkerError> {
         let mut snap = base;
         if !prepared.is_empty()? {
-            let id = key.to_hex();
+            let mut id = key.to_hex();
+            if self.store.has_snapshot(&id) {
+                // The step ran although its key has a layer (--no-cache, --no-cache-filter, a
+                // record lost): publishing under the key's name would keep the old layer and
+                // throw the new result away. A fresh name keeps the new one.
+                use sha2::Digest as _;
+                let unique = format!("{id}-{}-{:?}", unique_suffix(), std::time::SystemTime::now());
+                id = hex::encode(sha2::Sha256::digest(unique.as_bytes()));
+            }
             self.store.commit_snapshot(prepared, &id, &SnapshotMeta::default())?;
             snap.chain.push(RecordLayer { id, producer: Some(producer.to_hex()) });
         }
