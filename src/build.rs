@@ -170,24 +170,17 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
                     Ok(p) => p,
                     Err(e) => return Err(e),
                 };
-                let tx = if args.explain {
-                    // The same Dockerfile is the same steps, from whatever directory it is built.
-                    let df = std::fs::canonicalize(&dockerfile_path).unwrap_or_else(|_| dockerfile_path.clone());
-                    let scope = format!("{}\0{}", df.display(), args.target.as_deref().unwrap_or(""));
-                    let ex = Arc::new(crate::explain::Explainer::new(
-                        store.root(),
-                        store.tmp_dir(),
-                        &scope,
-                        parse_build_args(&args.build_args).into_keys().collect(),
-                        args.no_cache,
-                        &prepared,
-                        &worker,
-                    ));
-                    explainer = Some(ex.clone());
-                    explaining(tx, ex, prepared.graph().clone())
-                } else {
-                    tx
-                };
+                let (tx, ex) = crate::explain::attach(
+                    args.explain.then_some(&*store),
+                    tx,
+                    &dockerfile_path,
+                    args.target.as_deref(),
+                    parse_build_args(&args.build_args).into_keys().collect(),
+                    args.no_cache,
+                    &prepared,
+                    &worker,
+                );
+                explainer = ex;
                 let out = solver.run(&prepared, Some(tx)).await;
                 out.map(|out| (out, Some(prepared)))
             }
@@ -205,16 +198,7 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         _ = tokio::signal::ctrl_c() => return Err(UserError("build cancelled (interrupted)".into()).into()),
     };
     let _ = renderer.await;
-    if let Some(ex) = &explainer {
-        if mode == ProgressMode::Tty {
-            for line in ex.said() {
-                eprintln!("{line}");
-            }
-        }
-        if result.is_ok() {
-            ex.save();
-        }
-    }
+    crate::explain::finish(explainer.as_deref(), mode == ProgressMode::Tty, result.is_ok());
     if !quiet {
         for w in worker.cache_warnings() {
             eprintln!("WARNING: {w}");
@@ -261,28 +245,4 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Passes progress on to `out`, adding after each step's start the reason it missed the cache.
-fn explaining(
-    out: mpsc::UnboundedSender<rbuild_solver::ProgressEvent>,
-    explainer: Arc<crate::explain::Explainer>,
-    graph: Arc<rbuild_solver::ir::Graph>,
-) -> mpsc::UnboundedSender<rbuild_solver::ProgressEvent> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(ev) = rx.recv().await {
-            let extra = match &ev {
-                rbuild_solver::ProgressEvent::Started { id, .. } => {
-                    explainer.explain(id, &graph).map(|text| rbuild_solver::ProgressEvent::Status { id: *id, text })
-                }
-                _ => None,
-            };
-            let _ = out.send(ev);
-            if let Some(extra) = extra {
-                let _ = out.send(extra);
-            }
-        }
-    });
-    tx
 }

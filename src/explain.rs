@@ -9,14 +9,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rbuild_solver::ir::{Graph, Op, OpId, SourceOp};
-use rbuild_solver::Prepared;
+use rbuild_solver::{Prepared, ProgressEvent};
 use rbuild_worker::LocalWorker;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc::UnboundedSender;
 
 /// What a step's key was made of, as remembered between builds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -374,6 +375,58 @@ fn write_json<T: Serialize>(path: &std::path::Path, tmp_dir: &std::path::Path, v
     let tmp = tmp_dir.join(format!("explain-{}", sha_hex(path.as_os_str().as_encoded_bytes())));
     if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, path).is_err() {
         let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// With `store` (`--explain`), wraps the progress channel so that each step's start is
+/// followed by the reason it missed the cache; otherwise returns `tx` unchanged.
+#[allow(clippy::too_many_arguments)]
+pub fn attach(
+    store: Option<&rbuild_cache::Store>,
+    tx: UnboundedSender<ProgressEvent>,
+    dockerfile: &std::path::Path,
+    target: Option<&str>,
+    build_args: BTreeSet<String>,
+    no_cache: bool,
+    prepared: &Prepared,
+    worker: &LocalWorker,
+) -> (UnboundedSender<ProgressEvent>, Option<Arc<Explainer>>) {
+    let Some(store) = store else { return (tx, None) };
+    // The same Dockerfile is the same steps, from whatever directory it is built.
+    let dockerfile = std::fs::canonicalize(dockerfile).unwrap_or_else(|_| dockerfile.to_owned());
+    let scope = format!("{}\0{}", dockerfile.display(), target.unwrap_or(""));
+    let explainer =
+        Arc::new(Explainer::new(store.root(), store.tmp_dir(), &scope, build_args, no_cache, prepared, worker));
+    let (wrapped, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (ex, graph) = (explainer.clone(), prepared.graph().clone());
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            let extra = match &ev {
+                ProgressEvent::Started { id, .. } => {
+                    ex.explain(id, &graph).map(|text| ProgressEvent::Status { id: *id, text })
+                }
+                _ => None,
+            };
+            let _ = tx.send(ev);
+            if let Some(extra) = extra {
+                let _ = tx.send(extra);
+            }
+        }
+    });
+    (wrapped, Some(explainer))
+}
+
+/// After the build: repeats the explanations when the renderer did not keep them (`tty`), and
+/// remembers the steps when the build `succeeded`.
+pub fn finish(explainer: Option<&Explainer>, tty: bool, succeeded: bool) {
+    let Some(ex) = explainer else { return };
+    if tty {
+        for line in ex.said() {
+            eprintln!("{line}");
+        }
+    }
+    if succeeded {
+        ex.save();
     }
 }
 

@@ -3,7 +3,7 @@
 //! `--no-cache-filter`, and parallel stages overlapping in time (from `--progress=rawjson`
 //! event times, not wall-clock).
 //!
-//! Every RUN writes a nanosecond timestamp, so an image digest equal to the exporting build's
+//! Every RUN writes a random uuid, so an image digest equal to the exporting build's
 //! proves that no exported RUN ran again; the progress output says which steps were CACHED.
 
 mod support;
@@ -64,17 +64,17 @@ fn context(dir: &Path, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
     ctx
 }
 
-/// Two stages; every RUN stamps the time, so re-running any of them changes the image.
+/// Two stages; every RUN writes a random uuid, so re-running any of them changes the image.
 const TWO_STAGES: &str = "ARG BASE\n\
 FROM $BASE AS build\n\
-RUN date +%s%N > /built-at && echo not copied > /build-only\n\
+RUN cat /proc/sys/kernel/random/uuid > /built-at && echo not copied > /build-only\n\
 FROM $BASE\n\
 COPY --from=build /built-at /built-at\n\
 COPY f.txt /f.txt\n\
-RUN date +%s%N > /final-at\n";
+RUN cat /proc/sys/kernel/random/uuid > /final-at\n";
 
 /// The build stage's RUN step, as progress names it.
-const BUILD_RUN: &str = "[build 2/2] RUN date +%s%N > /built-at && echo not copied > /build-only";
+const BUILD_RUN: &str = "[build 2/2] RUN cat /proc/sys/kernel/random/uuid > /built-at && echo not copied > /build-only";
 
 /// The plain-progress block of each step: name → its lines (`CACHED`, `DONE 0.1s`...).
 fn steps(stderr: &str) -> HashMap<String, Vec<String>> {
@@ -353,11 +353,13 @@ fn no_cache_filter_reruns_only_the_named_stage() {
     assert_eq!(miss(&out, "[build 2/2] RUN"), "cache miss: --no-cache-filter");
     assert_eq!(third, first);
     assert!(
-        steps(&out).get("[stage-1 4/4] RUN date +%s%N > /final-at").is_some_and(|l| l.iter().any(|x| x == "CACHED")),
+        steps(&out)
+            .get("[stage-1 4/4] RUN cat /proc/sys/kernel/random/uuid > /final-at")
+            .is_some_and(|l| l.iter().any(|x| x == "CACHED")),
         "{out}"
     );
     let dir = tempfile::tempdir().unwrap();
-    let ctx = context(dir.path(), "ARG BASE\nFROM $BASE AS only\nRUN date +%s%N > /a\nRUN date +%s%N > /b\n", &[]);
+    let ctx = context(dir.path(), "ARG BASE\nFROM $BASE AS only\nRUN cat /proc/sys/kernel/random/uuid > /a\nRUN cat /proc/sys/kernel/random/uuid > /b\n", &[]);
     let store = dir.path().join("s");
     let arg = base_arg();
     ok(&rbuild(&store, &["--build-arg", &arg, ctx.to_str().unwrap()]));
@@ -374,7 +376,7 @@ fn no_cache_results_replace_the_cached_ones() {
     let (first, _) = t.build("a", None, &[]);
     let (second, out) = t.build("a", None, &["--no-cache"]);
     assert_eq!(executed_runs(&out).len(), 2, "{out}");
-    assert_ne!(second, first, "new timestamps, new image");
+    assert_ne!(second, first, "new uuids, new image");
     // The next plain build is cached on the newest results.
     let (third, out) = t.build("a", None, &[]);
     assert!(executed_runs(&out).is_empty(), "{out}");
