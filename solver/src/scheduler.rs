@@ -340,7 +340,7 @@ impl<W: Worker> Run<W> {
         self.mark_reported(id);
         progress.send(ProgressEvent::Started { id, name });
         let started = Instant::now();
-        let ctx = ExecContext { id, key, progress: progress.clone() };
+        let ctx = ExecContext { id, key, progress: progress.clone(), ignored_cache: ignore_cache };
         let result = self.worker.exec(ctx, op, inputs).await;
         let error = result.as_ref().err().map(|e| error_chain(e));
         progress.send(ProgressEvent::Completed { id, duration: started.elapsed(), error });

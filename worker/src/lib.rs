@@ -207,21 +207,23 @@ impl LocalWorker {
     }
 
     /// Publishes `prepared` as the layer `key` on top of `base` (or returns `base` unchanged when
-    /// the diff is empty) and records the result under `key`.
+    /// the diff is empty) and records the result under `key`. A layer already stored under
+    /// the key's name is kept (a step re-run after its record was collected reproduces it
+    /// exactly) unless `replace` (the step bypassed the cache: its new result is wanted).
     fn finish_layer(
         &self,
         key: &CacheKey,
         producer: OpId,
         base: Snapshot,
         prepared: rbuild_cache::PreparedSnapshot,
+        replace: bool,
     ) -> Result<Snapshot, WorkerError> {
         let mut snap = base;
         if !prepared.is_empty()? {
             let mut id = key.to_hex();
-            if self.store.has_snapshot(&id) {
-                // The step ran although its key has a layer (--no-cache, --no-cache-filter, a
-                // record lost): publishing under the key's name would keep the old layer and
-                // throw the new result away. A fresh name keeps the new one.
+            if replace && self.store.has_snapshot(&id) {
+                // Publishing under the key's name would keep the old layer and throw the new
+                // result away: a fresh name keeps the new one.
                 use sha2::Digest as _;
                 let unique = format!("{id}-{}-{:?}", unique_suffix(), std::time::SystemTime::now());
                 id = hex::encode(sha2::Sha256::digest(unique.as_bytes()));
@@ -367,7 +369,7 @@ impl Worker for LocalWorker {
                 })
                 .await
                 .map_err(|err| WorkerError::Internal(err.to_string()))??;
-                Ok(Output::Fs(self.finish_layer(&ctx.key, ctx.id, base, prepared)?))
+                Ok(Output::Fs(self.finish_layer(&ctx.key, ctx.id, base, prepared, ctx.ignored_cache)?))
             }
             Op::File(f) => {
                 let mut idx = 0;
@@ -411,7 +413,7 @@ impl Worker for LocalWorker {
                 })
                 .await
                 .map_err(|err| WorkerError::Internal(err.to_string()))??;
-                Ok(Output::Fs(self.finish_layer(&ctx.key, ctx.id, base, prepared)?))
+                Ok(Output::Fs(self.finish_layer(&ctx.key, ctx.id, base, prepared, ctx.ignored_cache)?))
             }
             Op::Merge(_) => {
                 // Layers stack: the merge of chains is their concatenation, no copying.
