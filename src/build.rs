@@ -127,6 +127,12 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         return Err(UserError("stdin cannot be both the build context and the Dockerfile (-f -)".into()).into());
     }
     let tags = export::normalize_tags(&args.tags)?;
+    let cache_exports: Vec<crate::cache_opts::CacheExport> = args
+        .cache_to
+        .iter()
+        .map(|v| crate::cache_opts::parse_cache_to(v))
+        .collect::<Result<_, _>>()
+        .map_err(UserError)?;
     let entitlements = crate::cli::parse_entitlements(&args.allow).map_err(UserError)?;
     let run_defaults =
         inputs::parse_run_defaults(&args.add_hosts, &args.ulimits, args.shm_size.as_deref(), &args.network)?;
@@ -292,36 +298,55 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let exe = std::env::current_exe().context("locating the rbuild binary for the sandbox helper")?;
     let secrets = crate::secrets::parse_secrets(&args.secrets)?;
     let ssh = crate::secrets::parse_ssh(&args.ssh)?;
-    let worker = Arc::new(
-        LocalWorker::new(store.clone(), registry, exe, contexts)
-            .with_secrets(secrets)
-            .with_ssh(ssh)
-            .with_allow_insecure(entitlements.insecure)
-            .with_debug(args.debug),
-    );
+    let worker = LocalWorker::new(store.clone(), registry, exe, contexts)
+        .with_secrets(secrets)
+        .with_ssh(ssh)
+        .with_allow_insecure(entitlements.insecure)
+        .with_debug(args.debug);
+    let mode = crate::progress::effective(args.progress, args.quiet);
+    let quiet = mode == ProgressMode::Quiet;
+    let imported = crate::cache_opts::load_imports(&worker, &args.cache_from, quiet).await?;
+    let worker = Arc::new(worker.with_remote_caches(imported));
     let mut solve_opts = SolveOptions { no_cache: args.no_cache, ..SolveOptions::default() };
     if let Some(n) = args.max_parallelism {
         solve_opts.max_parallelism = n;
     }
     let solver = Solver::new(worker.clone(), solve_opts);
 
-    let mode = crate::progress::effective(args.progress, args.quiet);
-    let quiet = mode == ProgressMode::Quiet;
     let (tx, rx) = mpsc::unbounded_channel();
     let renderer = tokio::spawn(crate::progress::render(rx, mode));
     let mut merged = rbuild_solver::ir::GraphBuilder::new();
     for def in &defs {
         merged.merge(&def.graph).context("merging the platforms' build graphs")?;
     }
-    let graph = Arc::new(merged.build());
+    let mut graph = merged.build();
+    for unknown in crate::cache_opts::apply_no_cache_filter(&mut graph, &dockerfile, &args.no_cache_filter) {
+        if !quiet {
+            eprintln!("WARNING: --no-cache-filter: no stage named {unknown:?}");
+        }
+    }
+    let graph = Arc::new(graph);
     // Platforms whose target is an empty filesystem (scratch) need nothing solved.
     let targets: Vec<rbuild_solver::ir::Input> = defs.iter().filter_map(|d| d.target).collect();
+    let mut explainer = None;
     let solve = async {
         if targets.is_empty() {
             drop(tx);
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
-        solver.solve_all(graph, &targets, Some(tx)).await
+        let prepared = solver.prepare(graph, &targets, Some(&tx)).await?;
+        let (tx, ex) = crate::explain::attach(
+            args.explain.then_some(&*store),
+            tx,
+            &dockerfile_path,
+            args.target.as_deref(),
+            parse_build_args(&args.build_args).into_keys().collect(),
+            args.no_cache,
+            &prepared,
+            &worker,
+        );
+        explainer = ex;
+        solver.run(&prepared, Some(tx)).await.map(|out| (out, Some(prepared)))
     };
     // Ctrl-C: stop here. Returning ends the process, which takes every sandbox down with it
     // (their helpers die with their parent); what they left in the store's temp area is
@@ -334,11 +359,17 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         worker.forget_context(&context_root);
     }
     let _ = renderer.await;
+    crate::explain::finish(explainer.as_deref(), mode == ProgressMode::Tty, result.is_ok());
+    if !quiet {
+        for w in worker.cache_warnings() {
+            eprintln!("WARNING: {w}");
+        }
+    }
     // After the progress, like buildx: the build checks' findings and other warnings.
     if show_warnings(args.progress, args.quiet) {
         eprint!("{}", crate::checks::build_summary(&warnings, &dockerfile));
     }
-    let solved = match result {
+    let (solved, prepared) = match result {
         Ok(outputs) => outputs,
         Err(SolveError::Vertex { name, span, source, .. }) => {
             return Err(StepFailure {
@@ -366,9 +397,14 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         });
     }
 
+    let keys: Vec<rbuild_solver::CacheKey> =
+        prepared.as_ref().map(|p| p.keys().values().map(|k| k.key).collect()).unwrap_or_default();
     let mut images = Vec::with_capacity(defs.len());
     for ((def, platform), snapshot) in defs.iter().zip(&platforms).zip(snapshots) {
-        let image = export::commit(&worker, &snapshot, def, platform, &layer_opts, epoch, &annotations).await?;
+        let inline =
+            crate::cache_opts::inline_field(&worker, &cache_exports, &keys, &snapshot, layer_opts.compression).await?;
+        let image =
+            export::commit_with(&worker, &snapshot, def, platform, &layer_opts, epoch, &annotations, inline).await?;
         images.push(export::PlatformImage { platform: platform.clone(), image, snapshot });
     }
     let built = export::BuildResult::new(&worker, images, layer_opts.oci_mediatypes)?;
@@ -385,6 +421,18 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         let json = serde_json::to_vec_pretty(&metadata(&built, &tags, &warnings))?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
+    // The shared cache holds every platform's steps (mode=max); its final-image layers are
+    // the first platform's.
+    crate::cache_opts::export(
+        &worker,
+        &push_client,
+        &cache_exports,
+        &keys,
+        &built.images[0].snapshot,
+        layer_opts.compression,
+        quiet,
+    )
+    .await?;
     if let Some(path) = &args.iidfile {
         std::fs::write(path, built.id().to_string()).with_context(|| format!("writing {}", path.display()))?;
     }

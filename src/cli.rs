@@ -240,6 +240,25 @@ pub struct BuildArgs {
     #[arg(long)]
     pub no_cache: bool,
 
+    /// Stages whose steps ignore the cache (comma-separated or repeated stage names).
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+
+    /// Export the build cache: `type=registry,ref=REF[,mode=min|max]`,
+    /// `type=local,dest=DIR[,mode=min|max]` or `type=inline` (in the image config); repeatable.
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+
+    /// Import a build cache: `type=registry,ref=REF` (a cache, or an image with an inline
+    /// cache), `type=local,src=DIR`, or just `REF`; repeatable.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+
+    /// Say, for every step that runs, why it missed the cache (which file, build arg, base
+    /// image or parent step changed).
+    #[arg(long)]
+    pub explain: bool,
+
     /// Progress output.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
@@ -464,6 +483,18 @@ mod tests {
             (args.file.as_deref(), args.context.as_os_str()),
             (Some(std::path::Path::new("-")), std::ffi::OsStr::new("-"))
         );
+    }
+
+    #[test]
+    fn cache_flags_parse() {
+        let cli = Cli::parse_from(argv(
+            "rbuild build --no-cache-filter a,B --no-cache-filter c --cache-to type=inline --cache-from r/x:c --explain .",
+        ));
+        let Command::Build(args) = cli.command else { panic!("not a build") };
+        assert_eq!(args.no_cache_filter, ["a", "B", "c"]);
+        assert_eq!(args.cache_to, ["type=inline"]);
+        assert_eq!(args.cache_from, ["r/x:c"]);
+        assert!(args.explain);
     }
 
     #[test]

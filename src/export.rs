@@ -109,8 +109,10 @@ fn created(epoch: Option<i64>) -> String {
     rfc3339(secs)
 }
 
-/// Writes layers, config and manifest of the result into the store.
-pub async fn commit(
+/// Writes layers, config and manifest of the result into the store, with extra top-level
+/// config fields (an inline build cache).
+#[allow(clippy::too_many_arguments)] // one per image-level build option
+pub async fn commit_with(
     worker: &LocalWorker,
     snap: &Snapshot,
     def: &BuildDefinition,
@@ -118,6 +120,7 @@ pub async fn commit(
     layer: &crate::output::LayerOptions,
     epoch: Option<i64>,
     annotations: &std::collections::BTreeMap<String, String>,
+    top_level: serde_json::Map<String, serde_json::Value>,
 ) -> Result<BuiltImage> {
     let spec = ImageSpec {
         base: def.base.as_ref().map(|b| b.config.clone()),
@@ -141,7 +144,7 @@ pub async fn commit(
         clamp_mtimes: epoch.filter(|_| layer.rewrite_timestamp),
         annotations: annotations.clone(),
     };
-    worker.commit_image(snap, &spec).await.context("exporting the image")
+    worker.commit_image_with(snap, &spec, top_level).await.context("exporting the image")
 }
 
 /// One platform's image of a build.

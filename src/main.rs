@@ -2,8 +2,10 @@
 //! together, renders progress and errors. No build logic lives here.
 
 mod build;
+mod cache_opts;
 mod checks;
 mod cli;
+mod explain;
 mod export;
 mod images;
 mod inputs;

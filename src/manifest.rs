@@ -155,7 +155,7 @@ async fn collect(store: &Store, client: &Client, source: &str) -> Result<Vec<Ent
         };
     }
     let reference: Reference = source.parse().map_err(|e| UserError(format!("invalid image name {source:?}: {e}")))?;
-    let raw = client.fetch_manifest(&reference).await.map_err(|e| {
+    let raw = client.fetch_image_or_index(&reference).await.map_err(|e| {
         UserError(format!("{source}: not in the local store, and the registry cannot give it: {}", error_chain(&e)))
     })?;
     let origin = Origin::Registry(reference.clone());
@@ -225,7 +225,7 @@ async fn copy_to_registry(
                 // Already there, with its blobs.
                 return Ok(());
             }
-            let raw = client.fetch_manifest(&by_digest(source, &entry.desc)?).await?;
+            let raw = client.fetch_image_or_index(&by_digest(source, &entry.desc)?).await?;
             (raw.bytes.to_vec(), Some(source))
         }
     };
@@ -266,7 +266,7 @@ async fn copy_to_store(worker: &LocalWorker, client: &Client, store: &Store, ent
     let bytes = match &entry.origin {
         Origin::Store => store.read_blob(entry.desc.digest())?,
         Origin::Registry(source) => {
-            let raw = client.fetch_manifest(&by_digest(source, &entry.desc)?).await?;
+            let raw = client.fetch_image_or_index(&by_digest(source, &entry.desc)?).await?;
             if !store.has_blob(&raw.digest)? {
                 store.put_blob(&raw.bytes, Some(&raw.digest))?;
             }

@@ -11,6 +11,8 @@
 //!   snapshots/<id>/size       disk usage of diff/ in bytes, measured at commit
 //!   records/<key>.json        cache key -> build result (a chain of snapshot ids); mtime = last use
 //!   images/<sha256(name)>.json  image name -> manifest digest; mtime = last use
+//!   explain/                  what each Dockerfile step's last key was made of (`--explain`,
+//!                             written by the CLI; losing it only costs explanations)
 //!   tmp/<pid>-<n>/            one open store's work in progress; never read by others
 //!   tmp/<pid>-<n>.lock        flock held by that store; lockable = owner dead = area stale
 //! ```

@@ -154,16 +154,32 @@ impl Client {
         })
     }
 
-    /// Fetches what `reference` names, index or image manifest, without choosing a platform:
-    /// by digest when it is pinned (the bytes must hash to it), else by tag (checked against
-    /// `Docker-Content-Digest` when the registry sends it).
+    /// Fetches the document `reference` names (an image manifest or an index, whatever its
+    /// config's media type: artifacts such as build-cache manifests included), verified
+    /// against the reference's digest or `Docker-Content-Digest`. Nothing it points to is
+    /// fetched.
     ///
     /// # Errors
     ///
-    /// [`Error::ManifestNotFound`], [`Error::UnsupportedMediaType`] (schema 1, artifacts),
-    /// [`Error::DigestMismatch`], and the registry's [`Error::Status`],
-    /// [`Error::Unauthorized`] or [`Error::Transport`].
+    /// [`Error::ManifestNotFound`], verification errors and the registry's errors, as for
+    /// [`Client::resolve`].
     pub async fn fetch_manifest(&self, reference: &Reference) -> Result<RawManifest> {
+        let document = self.fetch_document(reference, reference.manifest_target(), reference.digest(), None).await?;
+        Ok(RawManifest {
+            digest: document.digest,
+            media_type: MediaType::from(document.media_type.as_str()),
+            bytes: document.bytes,
+        })
+    }
+
+    /// [`Client::fetch_manifest`] of an image manifest or index only, without choosing a
+    /// platform.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::fetch_manifest`], and [`Error::UnsupportedMediaType`] for anything but an
+    /// image manifest or index (schema 1, artifacts).
+    pub async fn fetch_image_or_index(&self, reference: &Reference) -> Result<RawManifest> {
         let document = self.fetch_document(reference, reference.manifest_target(), reference.digest(), None).await?;
         document.kind()?;
         Ok(RawManifest {

@@ -293,3 +293,37 @@ async fn lying_registry_is_caught() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn fetch_manifest_returns_an_artifact_verified_without_fetching_its_config() {
+    // A build-cache manifest: its config is no image config, which `resolve` refuses.
+    let config = br#"{"layers":[],"records":{}}"#.to_vec();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.rbuild.cache.config.v1+json","digest":"{}","size":{}}},"layers":[]}}"#,
+        sha(&config),
+        config.len()
+    )
+    .into_bytes();
+    let served = manifest.clone();
+    let server = FakeServer::start(move |req| {
+        if req.path() == "/v2/r/manifests/cache" {
+            return Reply::ok(served.clone()).header("Content-Type", OCI_MANIFEST);
+        }
+        Reply::status(404)
+    });
+    let r = reference(&server, "r:cache");
+    let fetched = client().fetch_manifest(&r).await.expect("fetch manifest");
+    assert_eq!(fetched.media_type.to_string(), OCI_MANIFEST);
+    assert_eq!(fetched.bytes.as_ref(), manifest.as_slice());
+    assert_eq!(fetched.digest.to_string(), sha(&manifest));
+    assert_eq!(server.requests().len(), 1, "nothing but the manifest");
+    let err = client().resolve(&r, &amd64()).await.expect_err("not an image");
+    assert!(matches!(err, Error::UnsupportedMediaType { .. }), "{err:?}");
+
+    // The registry's Docker-Content-Digest must match what it sent.
+    let server = FakeServer::start(move |_| {
+        Reply::ok(manifest.clone()).header("Content-Type", OCI_MANIFEST).header("Docker-Content-Digest", &sha(b"x"))
+    });
+    let err = client().fetch_manifest(&reference(&server, "r:cache")).await.expect_err("lie");
+    assert!(matches!(err, Error::DigestMismatch { .. }), "{err:?}");
+}

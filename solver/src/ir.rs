@@ -527,6 +527,18 @@ impl Graph {
         self.meta.get(id)
     }
 
+    /// Makes vertex `id` bypass the cache (`--no-cache-filter`); false if it is not in the
+    /// graph. Metadata is outside the digest, so ids and keys do not change.
+    pub fn set_ignore_cache(&mut self, id: &OpId) -> bool {
+        match self.meta.get_mut(id) {
+            Some(m) => {
+                m.ignore_cache = true;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Ops in an order where inputs come before the ops that read them.
     pub fn topological(&self) -> impl Iterator<Item = (OpId, &Op)> {
         self.order.iter().filter_map(|id| self.ops.get(id).map(|op| (*id, op)))

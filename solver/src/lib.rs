@@ -13,5 +13,5 @@ mod worker;
 
 pub use key::CacheKey;
 pub use progress::{LogStream, Progress, ProgressEvent};
-pub use scheduler::{SolveError, SolveOptions, Solver};
+pub use scheduler::{KeyIngredients, Prepared, SolveError, SolveOptions, Solver};
 pub use worker::{ExecContext, Worker};

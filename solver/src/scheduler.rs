@@ -103,6 +103,9 @@ struct Run<W: Worker> {
     cancelled: AtomicBool,
     /// Vertices already reported (executed, loaded, or shown as cached under a cached reader).
     reported: std::sync::Mutex<HashSet<OpId>>,
+    /// Vertices built on a vertex that bypasses the cache: they look up their own result only
+    /// once their inputs are done, so a cached reader cannot skip the bypassing vertex.
+    after_bypass: HashSet<OpId>,
     tx: Option<mpsc::UnboundedSender<ProgressEvent>>,
 }
 
@@ -133,15 +136,52 @@ impl<W: Worker> Solver<W> {
         targets: &[Input],
         tx: Option<mpsc::UnboundedSender<ProgressEvent>>,
     ) -> Result<Vec<W::Output>, SolveError<W::Error>> {
+        let prepared = self.prepare(graph, targets, tx.as_ref()).await?;
+        self.run(&prepared, tx).await
+    }
+
+    /// Validates the graph and derives the cache key of every vertex `targets` need, executing
+    /// nothing: what [`Solver::run`] then builds, and what a caller needs to explain cache
+    /// misses or export the cache. Content digests (the build context) report progress to `tx`.
+    pub async fn prepare(
+        &self,
+        graph: Arc<Graph>,
+        targets: &[Input],
+        tx: Option<&mpsc::UnboundedSender<ProgressEvent>>,
+    ) -> Result<Prepared, SolveError<W::Error>> {
         graph.validate()?;
         let roots: Vec<OpId> = targets.iter().map(|t| t.op).collect();
         let order = needed_in_order(&graph, &roots)?;
-        let keys = self.derive_keys(&graph, &order, tx.as_ref()).await?;
+        let keys = self.derive_keys(&graph, &order, tx).await?;
+        Ok(Prepared { graph, targets: targets.to_vec(), order, keys })
+    }
+
+    /// Builds prepared targets and returns their results, in the targets' order. Progress goes
+    /// to `tx` when given.
+    pub async fn run(
+        &self,
+        prepared: &Prepared,
+        tx: Option<mpsc::UnboundedSender<ProgressEvent>>,
+    ) -> Result<Vec<W::Output>, SolveError<W::Error>> {
+        let order = &prepared.order;
+        let keys = prepared.keys.iter().map(|(id, k)| (*id, k.key)).collect();
         let cells = order.iter().map(|id| (*id, Arc::new(OnceCell::new()))).collect();
+        let graph = &prepared.graph;
+        let bypasses = |id: &OpId| {
+            !matches!(graph.op(id), Some(Op::Source(_)))
+                && (self.opts.no_cache || graph.meta(id).is_some_and(|m| m.ignore_cache))
+        };
+        let mut after_bypass = HashSet::new();
+        for id in order {
+            let inputs = graph.op(id).map(Op::inputs).unwrap_or_default();
+            if inputs.iter().any(|i| bypasses(&i.op) || after_bypass.contains(&i.op)) {
+                after_bypass.insert(*id);
+            }
+        }
         let order = order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         let run = Arc::new(Run {
             worker: self.worker.clone(),
-            graph,
+            graph: prepared.graph.clone(),
             opts: self.opts.clone(),
             keys,
             order,
@@ -149,24 +189,25 @@ impl<W: Worker> Solver<W> {
             permits: Semaphore::new(self.opts.max_parallelism.max(1)),
             cancelled: AtomicBool::new(false),
             reported: std::sync::Mutex::new(HashSet::new()),
+            after_bypass,
             tx,
         });
         // Each target on its own task, so that one platform's steps do not wait for another's.
         // The first failure is returned at once, whichever target it belongs to.
-        let handles = roots.iter().map(|id| {
-            let task = tokio::spawn(run.clone().resolve(*id));
+        let handles = prepared.targets.iter().map(|t| {
+            let task = tokio::spawn(run.clone().resolve(t.op));
             async move { task.await.unwrap_or(Err(SolveError::Cancelled)) }
         });
         try_join_all(handles).await
     }
 
-    /// The cache key of every vertex in `order` (inputs first).
+    /// The cache key of every vertex in `order` (inputs first), with what it was derived from.
     async fn derive_keys(
         &self,
         graph: &Graph,
         order: &[OpId],
         tx: Option<&mpsc::UnboundedSender<ProgressEvent>>,
-    ) -> Result<HashMap<OpId, CacheKey>, SolveError<W::Error>> {
+    ) -> Result<HashMap<OpId, KeyIngredients>, SolveError<W::Error>> {
         let contents = try_join_all(order.iter().map(|id| {
             let op = graph.op(id);
             let progress = Progress::new(*id, tx.cloned());
@@ -180,13 +221,61 @@ impl<W: Worker> Solver<W> {
             }
         }))
         .await?;
-        let mut keys = HashMap::with_capacity(order.len());
+        let mut keys: HashMap<OpId, KeyIngredients> = HashMap::with_capacity(order.len());
         for (id, content) in order.iter().zip(contents) {
             let Some(op) = graph.op(id) else { continue };
-            let input_keys: Vec<CacheKey> = op.inputs().iter().filter_map(|i| keys.get(&i.op).copied()).collect();
-            keys.insert(*id, CacheKey::derive(id, &input_keys, content.as_ref()));
+            let inputs: Vec<CacheKey> = op.inputs().iter().filter_map(|i| keys.get(&i.op).map(|k| k.key)).collect();
+            let key = CacheKey::derive(id, &inputs, content.as_ref());
+            keys.insert(*id, KeyIngredients { key, inputs, content });
         }
         Ok(keys)
+    }
+}
+
+/// What a vertex's cache key was derived from (besides its op id).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyIngredients {
+    /// The key.
+    pub key: CacheKey,
+    /// Its inputs' keys, in [`Op::inputs`] order.
+    pub inputs: Vec<CacheKey>,
+    /// The digest of what it reads from outside the graph (the build context), if anything.
+    pub content: Option<[u8; 32]>,
+}
+
+/// Targets whose needed vertices all have their cache keys ([`Solver::prepare`]).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    graph: Arc<Graph>,
+    targets: Vec<Input>,
+    order: Vec<OpId>,
+    keys: HashMap<OpId, KeyIngredients>,
+}
+
+impl Prepared {
+    /// The graph.
+    pub fn graph(&self) -> &Arc<Graph> {
+        &self.graph
+    }
+
+    /// The targets.
+    pub fn targets(&self) -> &[Input] {
+        &self.targets
+    }
+
+    /// The needed vertices, inputs before the vertices that read them.
+    pub fn order(&self) -> &[OpId] {
+        &self.order
+    }
+
+    /// The key of each needed vertex and what it was derived from.
+    pub fn keys(&self) -> &HashMap<OpId, KeyIngredients> {
+        &self.keys
+    }
+
+    /// The key of a needed vertex.
+    pub fn key(&self, id: &OpId) -> Option<CacheKey> {
+        self.keys.get(id).map(|k| k.key)
     }
 }
 
@@ -240,7 +329,8 @@ impl<W: Worker> Run<W> {
         let is_source = matches!(op, Op::Source(_));
         let ignore_cache = !is_source && (self.opts.no_cache || graph.meta(&id).is_some_and(|m| m.ignore_cache));
 
-        if !ignore_cache {
+        let after_bypass = self.after_bypass.contains(&id);
+        if !ignore_cache && !after_bypass {
             match self.worker.load(&key, op).await {
                 Ok(Some(out)) => {
                     self.report_cached(id);
@@ -262,6 +352,19 @@ impl<W: Worker> Run<W> {
             }
         }
 
+        if after_bypass && !ignore_cache {
+            // The bypassing inputs ran again; this vertex's key did not change, so its stored
+            // result still stands.
+            match self.worker.load(&key, op).await {
+                Ok(Some(out)) => {
+                    self.report_cached(id);
+                    return Ok(out);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(vertex_error(&graph, id, e)),
+            }
+        }
+
         let _permit = self.permits.acquire().await.map_err(|_| SolveError::Cancelled)?;
         if self.cancelled.load(Ordering::SeqCst) {
             return Err(SolveError::Cancelled);
@@ -269,7 +372,7 @@ impl<W: Worker> Run<W> {
         self.mark_reported(id);
         progress.send(ProgressEvent::Started { id, name });
         let started = Instant::now();
-        let ctx = ExecContext { id, key, progress: progress.clone() };
+        let ctx = ExecContext { id, key, progress: progress.clone(), ignored_cache: ignore_cache };
         let result = self.worker.exec(ctx, op, inputs).await;
         let error = result.as_ref().err().map(|e| error_chain(e));
         progress.send(ProgressEvent::Completed { id, duration: started.elapsed(), error });

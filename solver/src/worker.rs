@@ -15,6 +15,9 @@ pub struct ExecContext {
     pub key: CacheKey,
     /// Where to report logs and status.
     pub progress: Progress,
+    /// The cache was bypassed for this vertex (`--no-cache`, `--no-cache-filter`): its new
+    /// result must replace one stored under the same key, not defer to it.
+    pub ignored_cache: bool,
 }
 
 /// Executes ops and keeps their results. The solver decides what runs, when, and in parallel;

@@ -193,3 +193,46 @@ async fn failure_names_the_vertex() {
     }
     assert!(!worker.executed.lock().unwrap().contains(&"after".to_string()));
 }
+
+#[tokio::test]
+async fn a_bypassing_vertex_runs_even_under_a_cached_reader_whose_result_stands() {
+    let mut b = GraphBuilder::new();
+    let base = source(&mut b);
+    let a = run(&mut b, Some(base), "a");
+    let t = run(&mut b, Some(a), "b");
+    let g = b.build();
+    let worker = Arc::new(Fake::default());
+    let solver = Solver::new(worker.clone(), SolveOptions::default());
+    let g = Arc::new(g);
+    solver.solve(g.clone(), Input::of(t), None).await.unwrap();
+    worker.executed.lock().unwrap().clear();
+
+    // `--no-cache-filter` marks `a`: it runs again although `b` is cached, and `b` (same key)
+    // keeps its stored result.
+    let mut marked = (*g).clone();
+    assert!(marked.set_ignore_cache(&a));
+    let out = solver.solve(Arc::new(marked), Input::of(t), None).await.unwrap();
+    assert_eq!(*worker.executed.lock().unwrap(), vec!["a"]);
+    assert_eq!(out, vec!["source", "a", "b"]);
+}
+
+#[tokio::test]
+async fn prepare_derives_every_key_before_anything_runs() {
+    let mut b = GraphBuilder::new();
+    let base = source(&mut b);
+    let a = run(&mut b, Some(base), "a");
+    let t = run(&mut b, Some(a), "b");
+    let g = Arc::new(b.build());
+    let worker = Arc::new(Fake::default());
+    let solver = Solver::new(worker.clone(), SolveOptions::default());
+    let prepared = solver.prepare(g, &[Input::of(t)], None).await.unwrap();
+    assert!(worker.executed.lock().unwrap().is_empty());
+    assert_eq!(prepared.order(), [base, a, t]);
+    let keys = prepared.keys();
+    assert_eq!(keys[&t].inputs, vec![keys[&a].key]);
+    assert_eq!(keys[&a].inputs, vec![keys[&base].key]);
+    assert!(keys[&base].inputs.is_empty() && keys[&base].content.is_none());
+    // Running what was prepared builds it; the keys are the ones the results are stored under.
+    solver.run(&prepared, None).await.unwrap();
+    assert!(worker.stored.lock().unwrap().contains_key(&keys[&t].key));
+}

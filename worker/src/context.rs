@@ -142,6 +142,11 @@ pub(crate) struct DigestedContext {
 }
 
 impl DigestedContext {
+    /// Each regular file's path relative to the root and digest.
+    pub(crate) fn file_digests(&self) -> impl Iterator<Item = (&Path, &[u8; 32])> {
+        self.files.iter().map(|(p, _, d)| (p.as_path(), d))
+    }
+
     /// The stamp `rel` had when it was digested, and its digest.
     pub fn get(&self, rel: &Path) -> Option<(Stamp, [u8; 32])> {
         let map =

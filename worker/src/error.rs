@@ -229,6 +229,15 @@ pub enum WorkerError {
         /// What is wrong.
         reason: String,
     },
+    /// A shared build cache (`--cache-from`) could not be read.
+    #[error("reading the build cache at {location}")]
+    RemoteCache {
+        /// The registry reference or directory.
+        location: String,
+        /// Why.
+        #[source]
+        source: Box<crate::remote_cache::RemoteCacheError>,
+    },
     /// An invariant of the worker was broken (a bug in rbuild, not in the input).
     #[error("internal error: {0}")]
     Internal(String),

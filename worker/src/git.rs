@@ -205,7 +205,7 @@ impl LocalWorker {
         .map_err(|e| WorkerError::Internal(e.to_string()));
         let _ = std::fs::remove_dir_all(&clone_dir);
         result??;
-        self.finish_layer(key, id, Snapshot::default(), prepared)
+        self.finish_layer(key, id, Snapshot::default(), prepared, false)
     }
 }
 

@@ -211,7 +211,7 @@ impl LocalWorker {
             attrs.mtime = (secs, 0);
         }
         apply(&target, &attrs, false).map_err(io)?;
-        self.finish_layer(key, id, Snapshot::default(), prepared)
+        self.finish_layer(key, id, Snapshot::default(), prepared, false)
     }
 }
 

@@ -66,7 +66,7 @@ fn arch(p: &Platform) -> Arch {
 impl LocalWorker {
     /// Packs every layer of `snap` that has no blob yet, on blocking threads in parallel, and
     /// returns each layer's blob description.
-    async fn ensure_blobs(
+    pub(crate) async fn ensure_blobs(
         &self,
         snap: &Snapshot,
         compression: Compression,
@@ -92,6 +92,17 @@ impl LocalWorker {
 
     /// Writes the image for `snap` into the store (layers, config, manifest) and returns it.
     pub async fn commit_image(&self, snap: &Snapshot, spec: &ImageSpec) -> Result<BuiltImage, WorkerError> {
+        self.commit_image_with(snap, spec, serde_json::Map::new()).await
+    }
+
+    /// [`commit_image`](Self::commit_image) with extra top-level config fields (an inline
+    /// build cache).
+    pub async fn commit_image_with(
+        &self,
+        snap: &Snapshot,
+        spec: &ImageSpec,
+        top_level: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<BuiltImage, WorkerError> {
         let packed = self.ensure_blobs(snap, spec.compression, spec.force_compression, spec.clamp_mtimes).await?;
         let base_len = spec.base.as_ref().map_or(0, |c| c.rootfs().diff_ids().len());
         if base_len > packed.len() {
@@ -117,6 +128,7 @@ impl LocalWorker {
         for (k, v) in &spec.annotations {
             builder.annotate(k.clone(), v.clone());
         }
+        builder.top_level_mut().extend(top_level);
 
         // New layers, by the op that produced them.
         let new_layers: HashMap<&str, &PackedLayer> = snap.chain[base_len..]

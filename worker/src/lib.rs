@@ -26,6 +26,7 @@ mod mounts;
 pub mod oci_layout;
 mod pull;
 pub mod remote;
+mod remote_cache;
 mod users;
 
 use std::collections::HashMap;
@@ -45,6 +46,10 @@ pub use error::WorkerError;
 pub use image::{HistoryEntry, ImageSpec};
 pub use merged::MergedView;
 pub use mounts::secret::Secret;
+pub use remote_cache::{
+    inline_cache_field, CacheConfig, CacheLayer, CacheLocation, CacheMode, CollectedCache, RemoteCache,
+    RemoteCacheError, CACHE_CONFIG_MEDIA_TYPE, INLINE_CACHE_FIELD,
+};
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
@@ -89,6 +94,10 @@ pub struct LocalWorker {
     git_commits: Mutex<HashMap<OpId, String>>,
     /// Each local context's entries, walked (and digested) once per build, by context name.
     context_entries: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<ContextEntries>>>>>,
+    /// Caches imported with `--cache-from`, asked in order when the store misses.
+    remote_caches: Vec<RemoteCache>,
+    /// Problems with imported caches that cost a hit but not the build.
+    cache_warnings: Mutex<Vec<String>>,
 }
 
 impl LocalWorker {
@@ -113,7 +122,22 @@ impl LocalWorker {
             downloads: Mutex::default(),
             git_commits: Mutex::default(),
             context_entries: Mutex::default(),
+            remote_caches: Vec::new(),
+            cache_warnings: Mutex::default(),
         }
+    }
+
+    /// Caches to import results from when the store has none (`--cache-from`, see
+    /// [`LocalWorker::load_remote_cache`]), asked in order.
+    #[must_use]
+    pub fn with_remote_caches(mut self, caches: Vec<RemoteCache>) -> LocalWorker {
+        self.remote_caches = caches;
+        self
+    }
+
+    /// Problems met importing from remote caches (each cost a cache hit, not the build).
+    pub fn cache_warnings(&self) -> Vec<String> {
+        self.cache_warnings.lock().map(|w| w.clone()).unwrap_or_default()
     }
 
     /// The secrets `RUN --mount=type=secret` can use, by id (`--secret id=...`).
@@ -210,6 +234,14 @@ impl LocalWorker {
         let _ = std::fs::remove_dir_all(PathBuf::from(memos));
     }
 
+    /// The digest (hex) of each regular file of the named context, by path relative to its
+    /// root, as its cache key was computed in this process (`None` before that).
+    pub fn context_file_digests(&self, name: &str) -> Option<Vec<(String, String)>> {
+        let ctx = self.contexts.get(name)?;
+        let digested = context::digested(&ctx.root)?;
+        Some(digested.file_digests().map(|(p, d)| (p.to_string_lossy().into_owned(), hex::encode(d))).collect())
+    }
+
     /// The overlay lower dirs of a chain, topmost first.
     pub fn lower_dirs(&self, snap: &Snapshot) -> Vec<PathBuf> {
         snap.chain.iter().rev().map(|l| self.store.snapshot_diff(&l.id)).collect()
@@ -221,22 +253,56 @@ impl LocalWorker {
     }
 
     /// Publishes `prepared` as the layer `key` on top of `base` (or returns `base` unchanged when
-    /// the diff is empty) and records the result under `key`.
+    /// the diff is empty) and records the result under `key`. A layer already stored under
+    /// the key's name is kept (a step re-run after its record was collected reproduces it
+    /// exactly) unless `replace` (the step bypassed the cache: its new result is wanted).
     fn finish_layer(
         &self,
         key: &CacheKey,
         producer: OpId,
         base: Snapshot,
         prepared: rbuild_cache::PreparedSnapshot,
+        replace: bool,
     ) -> Result<Snapshot, WorkerError> {
         let mut snap = base;
         if !prepared.is_empty()? {
-            let id = key.to_hex();
+            let mut id = key.to_hex();
+            if replace && self.store.has_snapshot(&id) {
+                // Publishing under the key's name would keep the old layer and throw the new
+                // result away: a fresh name keeps the new one.
+                use sha2::Digest as _;
+                let unique = format!("{id}-{}-{:?}", unique_suffix(), std::time::SystemTime::now());
+                id = hex::encode(sha2::Sha256::digest(unique.as_bytes()));
+            }
             self.store.commit_snapshot(prepared, &id, &SnapshotMeta::default())?;
             snap.chain.push(RecordLayer { id, producer: Some(producer.to_hex()) });
         }
         self.store.put_record(&key.to_hex(), &Record { chain: snap.chain.clone() })?;
         Ok(snap)
+    }
+
+    /// The result for `key` from the first imported cache that has it. A cache that fails
+    /// (unreachable, corrupt blob) costs the hit, not the build: the step runs instead.
+    async fn load_imported(&self, key: &CacheKey) -> Option<Vec<RecordLayer>> {
+        for cache in &self.remote_caches {
+            match self.import_record(cache, key).await {
+                Ok(Some(chain)) => return Some(chain),
+                Ok(None) => {}
+                Err(e) => {
+                    let mut text = e.to_string();
+                    let mut cur = std::error::Error::source(&e);
+                    while let Some(c) = cur {
+                        text.push_str(": ");
+                        text.push_str(&c.to_string());
+                        cur = c.source();
+                    }
+                    if let Ok(mut w) = self.cache_warnings.lock() {
+                        w.push(format!("importing cache record {} from {}: {text}", key, cache.location()));
+                    }
+                }
+            }
+        }
+        None
     }
 
     fn fs_input(inputs: &[Output], i: usize) -> Result<Snapshot, WorkerError> {
@@ -351,7 +417,10 @@ impl Worker for LocalWorker {
         if let Op::Source(SourceOp::Local { name, .. }) = op {
             return Ok(Some(Output::Context(self.context(name)?)));
         }
-        let found = self.store.get_record(&key.to_hex())?.map(|r| Output::Fs(Snapshot { chain: r.chain }));
+        let mut found = self.store.get_record(&key.to_hex())?.map(|r| Output::Fs(Snapshot { chain: r.chain }));
+        if found.is_none() {
+            found = self.load_imported(key).await.map(|chain| Output::Fs(Snapshot { chain }));
+        }
         if found.is_some() && matches!(op, Op::Source(SourceOp::Http { .. })) {
             // Cached: the download made for the key is not needed.
             self.lock_downloads().remove(&op.id());
@@ -410,7 +479,7 @@ impl Worker for LocalWorker {
                 })
                 .await
                 .map_err(|err| WorkerError::Internal(err.to_string()))??;
-                Ok(Output::Fs(self.finish_layer(&ctx.key, ctx.id, base, prepared)?))
+                Ok(Output::Fs(self.finish_layer(&ctx.key, ctx.id, base, prepared, ctx.ignored_cache)?))
             }
             Op::File(f) => {
                 let mut idx = 0;
@@ -454,7 +523,7 @@ impl Worker for LocalWorker {
                 })
                 .await
                 .map_err(|err| WorkerError::Internal(err.to_string()))??;
-                Ok(Output::Fs(self.finish_layer(&ctx.key, ctx.id, base, prepared)?))
+                Ok(Output::Fs(self.finish_layer(&ctx.key, ctx.id, base, prepared, ctx.ignored_cache)?))
             }
             Op::Merge(_) => {
                 // Layers stack: the merge of chains is their concatenation, no copying.

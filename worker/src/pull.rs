@@ -84,7 +84,12 @@ pub(crate) fn snapshot_id(diff_id: &str) -> Result<String, WorkerError> {
         .ok_or_else(|| WorkerError::Internal(format!("unsupported diff id {diff_id}")))
 }
 
-async fn fetch(w: &LocalWorker, r: &Reference, desc: &Descriptor, reference: &str) -> Result<(), WorkerError> {
+pub(crate) async fn fetch(
+    w: &LocalWorker,
+    r: &Reference,
+    desc: &Descriptor,
+    reference: &str,
+) -> Result<(), WorkerError> {
     if w.store.has_blob(desc.digest())? {
         return Ok(());
     }

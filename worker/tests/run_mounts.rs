@@ -104,7 +104,12 @@ fn secret(target: &str, env: Option<&str>) -> Mount {
 async fn run(w: &LocalWorker, op: ExecOp, inputs: Vec<Output>, n: u8) -> (OpId, Snapshot) {
     let op = Op::Exec(op);
     let id = op.id();
-    let ctx = ExecContext { id, key: CacheKey::derive(&id, &[], Some(&[n; 32])), progress: Progress::discard(id) };
+    let ctx = ExecContext {
+        id,
+        key: CacheKey::derive(&id, &[], Some(&[n; 32])),
+        progress: Progress::discard(id),
+        ignored_cache: false,
+    };
     match w.exec(ctx, &op, inputs).await {
         Ok(Output::Fs(s)) => (id, s),
         Ok(other) => panic!("unexpected output {other:?}"),

@@ -91,6 +91,7 @@ pub struct ImageBuilder {
     annotations: HashMap<String, String>,
     oci_mediatypes: bool,
     extra_config: Map<String, Value>,
+    top_level: Map<String, Value>,
 }
 
 impl ImageBuilder {
@@ -108,6 +109,7 @@ impl ImageBuilder {
             annotations: HashMap::new(),
             oci_mediatypes: true,
             extra_config: Map::new(),
+            top_level: Map::new(),
         }
     }
 
@@ -201,6 +203,12 @@ impl ImageBuilder {
         self
     }
 
+    /// Extra top-level config fields (an inline build cache), merged into the config document
+    /// by [`build`](Self::build); the typed fields win over same-named entries. Empty by default.
+    pub fn top_level_mut(&mut self) -> &mut Map<String, Value> {
+        &mut self.top_level
+    }
+
     /// Adds an annotation to the manifest.
     pub fn annotate(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
         self.annotations.insert(key.into(), value.into());
@@ -239,13 +247,19 @@ impl ImageBuilder {
     fn config_document(&self) -> Result<Vec<u8>, ImageError> {
         let serialize = |source| ImageError::Serialize { what: "image config", source };
         let config = self.image_config();
-        if self.extra_config.is_empty() {
+        if self.extra_config.is_empty() && self.top_level.is_empty() {
             return canonical_json(&config).map_err(serialize);
         }
         let mut value = serde_json::to_value(&config).map_err(serialize)?;
         let Value::Object(top) = &mut value else {
             return Err(ImageError::ConfigNotObject);
         };
+        for (key, field) in &self.top_level {
+            top.entry(key.clone()).or_insert_with(|| field.clone());
+        }
+        if self.extra_config.is_empty() {
+            return canonical_json(&value).map_err(serialize);
+        }
         let runtime = top.entry("config").or_insert_with(|| Value::Object(Map::new()));
         let Value::Object(runtime) = runtime else {
             return Err(ImageError::ConfigNotObject);
@@ -330,4 +344,26 @@ fn index_document_as(manifests: Vec<Descriptor>, media_type: MediaType) -> Resul
         .build()
         .map_err(|source| ImageError::Build { what: "image index", source })?;
     canonical_json(&index).map_err(|source| ImageError::Serialize { what: "image index", source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::image::{Arch, Os};
+
+    #[test]
+    fn top_level_fields_are_merged_without_overriding_typed_ones() {
+        let mut image = ImageBuilder::scratch(Arch::Amd64, Os::Linux);
+        image.top_level_mut().insert("rbuild.cache.v1".into(), serde_json::json!({"records": {}}));
+        image.top_level_mut().insert("architecture".into(), Value::String("evil".into()));
+        let built = image.build().unwrap();
+        let config: Value = serde_json::from_slice(&built.config_json).unwrap();
+        assert_eq!(config["rbuild.cache.v1"], serde_json::json!({"records": {}}));
+        assert_eq!(config["architecture"], "amd64");
+        // Deterministic: the same fields give the same digest.
+        let mut again = ImageBuilder::scratch(Arch::Amd64, Os::Linux);
+        again.top_level_mut().insert("architecture".into(), Value::String("evil".into()));
+        again.top_level_mut().insert("rbuild.cache.v1".into(), serde_json::json!({"records": {}}));
+        assert_eq!(again.build().unwrap().config, built.config);
+    }
 }
