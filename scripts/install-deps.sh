@@ -5,8 +5,9 @@
 #   skopeo, umoci    independent tools that check the images we write
 #   jq               used by the fixture scripts
 #   openssl          registry.sh --tls makes a test CA and server certificate with it
+#   uidmap           newuidmap/newgidmap: rootless builds with /etc/subuid ranges (and their test)
 set -euo pipefail
-pkgs=(busybox-static docker-registry skopeo umoci jq openssl)
+pkgs=(busybox-static docker-registry skopeo umoci jq openssl uidmap)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

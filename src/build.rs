@@ -132,8 +132,14 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let exe = std::env::current_exe().context("locating the rbuild binary for the sandbox helper")?;
     let secrets = crate::secrets::parse_secrets(&args.secrets)?;
     let ssh = crate::secrets::parse_ssh(&args.ssh)?;
+    // BuildKit's `--oci-worker-snapshotter`: overlayfs, native (a copy), or auto.
+    let run_rootfs: rbuild_worker::RunRootfs = std::env::var("RBUILD_SNAPSHOTTER")
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e: String| UserError(format!("RBUILD_SNAPSHOTTER: {e}")))?;
     let worker = Arc::new(
         LocalWorker::new(store.clone(), registry, exe, contexts)
+            .with_run_rootfs(run_rootfs)
             .with_secrets(secrets)
             .with_ssh(ssh)
             .with_allow_insecure(entitlements.insecure)
@@ -159,12 +165,16 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
             }
         }
     };
-    // Ctrl-C: stop here. Returning ends the process, which takes every sandbox down with it
-    // (their helpers die with their parent); what they left in the store's temp area is
-    // reaped by the next build.
+    // Ctrl-C: stop here. Every sandbox is taken down (its helper kills it, removes its
+    // cgroups and returns), so the blocking tasks that ran them end at once and drop what
+    // they held in the store's temp area; the runtime waits for them before the process
+    // ends, and the store removes its temp area last. Nothing is left behind.
     let result = tokio::select! {
         r = solve => r,
-        _ = tokio::signal::ctrl_c() => return Err(UserError("build cancelled (interrupted)".into()).into()),
+        _ = tokio::signal::ctrl_c() => {
+            rbuild_executor::cancel_all();
+            return Err(UserError("build cancelled (interrupted)".into()).into());
+        }
     };
     let _ = renderer.await;
     let snapshot = match result {

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use crate::caps::CapSet;
 use crate::init::masks::{MASKED, READONLY};
-use crate::options::{effective_rlimits, Isolation, MountKind, Security};
+use crate::options::{effective_rlimits, Isolation, MountKind, Rootfs, Security};
 use crate::seccomp;
 use crate::spec::{Network, SandboxSpec};
 
@@ -29,6 +29,16 @@ pub fn describe_confinement(spec: &SandboxSpec) -> String {
              be a complete copied rootfs and nothing is mounted"
             .to_owned(),
     });
+    if let Some(rootless) = crate::rootless::current() {
+        line(rootless.describe());
+    }
+    if spec.rootfs == Rootfs::Copied {
+        line(
+            "rootfs: a copy of the image's filesystem, bind-mounted (overlayfs unavailable); the \
+             step's layer is the difference between the copy before and after the run"
+                .to_owned(),
+        );
+    }
     match spec.security {
         Security::Sandbox => {
             let set = CapSet::docker_default();

@@ -24,6 +24,13 @@
 //!   limits ([`Limits`]: memory, with a typed [`ExecError::OutOfMemory`], cpu, pids) and
 //!   rlimits ([`Rlimit`]). [`describe_confinement`] sums it all up for `--debug`.
 //!
+//! [`Rootfs::Copied`] replaces the overlay where the kernel refuses it: the caller passes a
+//! complete copy of the rootfs, which is bind-mounted and changed in place (the worker diffs
+//! it afterwards). An unprivileged rbuild runs in a user namespace of its own
+//! ([`rootless`], entered first thing in `main`), where all of the above works as root
+//! (overlay with `userxattr` on Linux 5.11+). [`cancel_all`] takes every running sandbox
+//! down in order when the build is interrupted.
+//!
 //! [`Isolation::Chroot`] is a fallback for hosts without namespaces, and **clearly weaker**:
 //! it creates only the namespaces the host allows and `chroot`s instead of `pivot_root`
 //! (see its doc).
@@ -59,7 +66,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Needs root (or `CAP_SYS_ADMIN`), overlayfs and Linux 5.11+.
+//! Needs root (or `CAP_SYS_ADMIN`, in a user namespace of its own when rootless) and Linux
+//! 5.11+; overlayfs, or a caller that copies.
 
 mod caps;
 mod cgroups;
@@ -70,6 +78,7 @@ mod helper;
 mod init;
 mod options;
 mod protocol;
+pub mod rootless;
 mod run;
 mod seccomp;
 mod spec;
@@ -80,7 +89,8 @@ pub use describe::describe_confinement;
 pub use error::{ExecError, OsError, SetupError};
 pub use helper::sandbox_main;
 pub use init::{CommandError, ConfineError, MountError, UserError};
-pub use options::{Isolation, Limits, MountKind, MountSpec, Rlimit, RlimitResource, Security, DEFAULT_NOFILE};
+pub use options::{Isolation, Limits, MountKind, MountSpec, Rlimit, RlimitResource, Rootfs, Security, DEFAULT_NOFILE};
 pub use protocol::HELPER_ARG;
-pub use run::run;
+pub use rootless::enter_user_namespace;
+pub use run::{cancel_all, run};
 pub use spec::{ExitStatus, Network, OutputStream, SandboxSpec, DEFAULT_HOSTNAME};
