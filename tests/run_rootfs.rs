@@ -532,3 +532,66 @@ fn rootless_build_with_a_single_id() {
     let short: Vec<String> = layers[2].iter().map(Entry::short).collect();
     assert_eq!(short, ["d d/", "d d/sub/", "f d/sub/.wh..wh..opq", "f owned"]);
 }
+
+/// Unmounts its mount point when dropped.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn auto_copies_where_the_kernel_refuses_the_overlay() {
+    if !ready("auto_copies_where_the_kernel_refuses_the_overlay") {
+        return;
+    }
+    // A store on overlayfs (rbuild in a container): overlayfs refuses an upper dir on
+    // overlayfs, so every RUN of the default (auto) mode must fall back to copying, and say
+    // so once. (Deletions cannot be recorded there: overlayfs refuses whiteout devices; the
+    // step then fails saying where to put the store.)
+    let t = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = ["lower", "upper", "work", "mnt"].iter().map(|d| t.path().join(d)).collect();
+    for d in &dirs {
+        std::fs::create_dir(d).unwrap();
+    }
+    let options =
+        format!("lowerdir={},upperdir={},workdir={}", dirs[0].display(), dirs[1].display(), dirs[2].display());
+    nix::mount::mount(Some("overlay"), &dirs[3], Some("overlay"), nix::mount::MsFlags::empty(), Some(options.as_str()))
+        .unwrap();
+    let _mounted = Mounted(dirs[3].clone());
+    let ctx = context(
+        t.path(),
+        "ARG BASE\nFROM $BASE\nRUN mkdir /d && echo 1 > /d/one && echo 2 > /d/two\n\
+         RUN echo 3 > /d/three && chmod 700 /d && echo x > /home/app/x\n",
+    );
+    let archive = t.path().join("image.tar");
+    let store = dirs[3].join("store");
+    let out = rbuild(
+        &store,
+        "auto",
+        &[
+            "--build-arg",
+            &format!("BASE={}", base()),
+            "-o",
+            &format!("type=oci,dest={}", archive.display()),
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("overlayfs cannot be mounted here").count(), 1, "said once: {stderr}");
+    let layers = oci_layers(&archive);
+    let short = |i: usize| layers[i].iter().map(Entry::short).collect::<Vec<_>>();
+    assert_eq!(short(1), ["d d/", "f d/one", "f d/two"]);
+    assert_eq!(short(2), ["d d/", "f d/three", "d home/", "d home/app/", "f home/app/x"]);
+    assert_eq!(layers[2][0].mode & 0o7777, 0o700);
+
+    std::fs::write(ctx.join("Dockerfile"), "ARG BASE\nFROM $BASE\nRUN rm /etc/group\n").unwrap();
+    let out = rbuild(&store, "auto", &["--build-arg", &format!("BASE={}", base()), ctx.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refuses overlay whiteouts") && stderr.contains("--root"), "{stderr}");
+    drop(_mounted);
+}

@@ -212,8 +212,14 @@ fn apply(rootfs: &Path, diff_dir: &Path, actions: Vec<Action>) -> Result<(), Wor
             }
             Action::Whiteout { rel } => {
                 let path = diff_dir.join(&rel);
-                rustix::fs::mknodat(CWD, &path, FileType::CharacterDevice, Mode::empty(), 0)
-                    .map_err(|e| io_at(&path)(e.into()))?;
+                match rustix::fs::mknodat(CWD, &path, FileType::CharacterDevice, Mode::empty(), 0) {
+                    Ok(()) => {}
+                    // overlayfs refuses 0:0 devices outright (a store inside a container).
+                    Err(rustix::io::Errno::PERM) => {
+                        return Err(WorkerError::WhiteoutRefused { path: Path::new("/").join(rel) })
+                    }
+                    Err(e) => return Err(io_at(&path)(e.into())),
+                }
             }
         }
     }
