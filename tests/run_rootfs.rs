@@ -448,7 +448,7 @@ impl Drop for SubIds {
 /// Builds, as `nobody` (65534) and without `--root`, a Dockerfile whose RUN steps print the
 /// uid, chown a file to `owner`, and delete and re-create a directory; returns the layers
 /// and the output.
-fn rootless_build(t: &Path, owner: &str) -> (Vec<Vec<Entry>>, String) {
+fn rootless_build(t: &Path, owner: &str, snapshotter: &str) -> (Vec<Vec<Entry>>, String) {
     use std::os::unix::fs::PermissionsExt;
     let dockerfile = format!(
         "ARG BASE\nFROM $BASE\nRUN id -u > /uid && id -g >> /uid && mkdir -p /d/sub && echo x > /d/sub/x\n\
@@ -470,6 +470,7 @@ fn rootless_build(t: &Path, owner: &str) -> (Vec<Vec<Entry>>, String) {
         .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
         .env("HOME", t)
         .env("XDG_DATA_HOME", t.join("xdg"))
+        .env("RBUILD_SNAPSHOTTER", snapshotter)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -503,7 +504,7 @@ fn rootless_build_with_subordinate_ids() {
     }
     let _ids = SubIds::set(Some("300000:65536"));
     let t = tempfile::tempdir().unwrap();
-    let (layers, stderr) = rootless_build(t.path(), "1000:50");
+    let (layers, stderr) = rootless_build(t.path(), "1000:50", "auto");
     assert!(stderr.contains("newuidmap/newgidmap"), "--debug names the map: {stderr}");
     assert!(stderr.contains("1-65536 = host 300000-365535"), "{stderr}");
     assert_eq!(layers.len(), 3);
@@ -520,17 +521,20 @@ fn rootless_build_with_a_single_id() {
         return;
     }
     let _ids = SubIds::set(None);
-    let t = tempfile::tempdir().unwrap();
-    let (layers, stderr) = rootless_build(t.path(), "0:0");
-    assert!(stderr.contains("single id"), "--debug names the map: {stderr}");
-    assert_eq!(layers.len(), 3);
-    assert_eq!(file_of(&layers[1], "uid").data, b"0\n0\n");
-    // The base image's own owners survive: its layer is exported as pulled.
-    assert_eq!(file_of(&layers[0], "home/app/").uid, 1000);
-    let owned = file_of(&layers[2], "owned");
-    assert_eq!((owned.uid, owned.gid), (0, 0));
-    let short: Vec<String> = layers[2].iter().map(Entry::short).collect();
-    assert_eq!(short, ["d d/", "d d/sub/", "f d/sub/.wh..wh..opq", "f owned"]);
+    // Overlay in the user namespace, and the copy fallback there too.
+    for snapshotter in ["auto", "native"] {
+        let t = tempfile::tempdir().unwrap();
+        let (layers, stderr) = rootless_build(t.path(), "0:0", snapshotter);
+        assert!(stderr.contains("single id"), "--debug names the map: {stderr}");
+        assert_eq!(layers.len(), 3);
+        assert_eq!(file_of(&layers[1], "uid").data, b"0\n0\n");
+        // The base image's own owners survive: its layer is exported as pulled.
+        assert_eq!(file_of(&layers[0], "home/app/").uid, 1000);
+        let owned = file_of(&layers[2], "owned");
+        assert_eq!((owned.uid, owned.gid), (0, 0));
+        let short: Vec<String> = layers[2].iter().map(Entry::short).collect();
+        assert_eq!(short, ["d d/", "d d/sub/", "f d/sub/.wh..wh..opq", "f owned"], "{snapshotter}");
+    }
 }
 
 /// Unmounts its mount point when dropped.
