@@ -123,6 +123,9 @@ mod tests {
         assert!(text.contains("seccomp: Docker's default profile"), "{text}");
         assert!(text.contains("/proc/keys"), "{text}");
         assert!(text.contains("nofile=20000:20000"), "{text}");
+        assert!(!text.contains("rootfs: a copy"), "{text}");
+        spec.rootfs = Rootfs::Copied;
+        assert!(describe_confinement(&spec).contains("rootfs: a copy of the image's filesystem"));
         spec.isolation = Isolation::Chroot;
         spec.security = Security::Insecure;
         let text = describe_confinement(&spec);

@@ -55,9 +55,12 @@ pub fn run(
         .map_err(|source| ExecError::CreateDir { path: spec.work_dir.clone(), source })?;
     let (host_end, helper_end) = UnixStream::pair().map_err(|source| ExecError::CreateChannel { source })?;
     let mut helper = Helper::start(exe, helper_end)?;
-    let _live = Live::register(&helper);
+    // Dropped (unregistered) before the helper is reaped, so that `cancel_all` never
+    // signals a reused pid: right before `wait` below, or before `helper` should we unwind.
+    let live = Live::register(&helper);
     let sent = send_spec(&host_end, spec);
     let (read_error, reports) = stream_output(&mut helper.outputs, &host_end, on_output);
+    drop(live);
     let waited = helper.wait(reports.as_deref().unwrap_or_default());
     let reports = reports?;
     let created: Vec<_> = reports
