@@ -452,7 +452,8 @@ fn rootless_build(t: &Path, owner: &str, snapshotter: &str) -> (Vec<Vec<Entry>>,
     use std::os::unix::fs::PermissionsExt;
     let dockerfile = format!(
         "ARG BASE\nFROM $BASE\nRUN id -u > /uid && id -g >> /uid && mkdir -p /d/sub && echo x > /d/sub/x\n\
-         RUN touch /owned && chown {owner} /owned && rm -r /d/sub && mkdir /d/sub && cat /proc/self/uid_map\n"
+         RUN --network=none touch /owned && chown {owner} /owned && rm -r /d/sub && mkdir /d/sub && \
+         cat /proc/self/uid_map && ls /sys/class/net\n"
     );
     let ctx = context(t, &dockerfile);
     std::fs::set_permissions(t, std::fs::Permissions::from_mode(0o755)).unwrap();
