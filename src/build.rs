@@ -165,15 +165,26 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
             }
         }
     };
-    // Ctrl-C: stop here. Every sandbox is taken down (its helper kills it, removes its
-    // cgroups and returns), so the blocking tasks that ran them end at once and drop what
-    // they held in the store's temp area; the runtime waits for them before the process
-    // ends, and the store removes its temp area last. Nothing is left behind.
+    // Ctrl-C (or SIGTERM, how CI systems cancel a job): stop here. Every sandbox is taken
+    // down (its helper kills it, removes its cgroups and returns), so the blocking tasks that
+    // ran them end at once and drop what they held in the store's temp area; the runtime
+    // waits for them before the process ends, and the store removes its temp area last.
+    // Nothing is left behind.
+    let terminated = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => signal.recv().await,
+            Err(_) => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         r = solve => r,
         _ = tokio::signal::ctrl_c() => {
             rbuild_executor::cancel_all();
             return Err(UserError("build cancelled (interrupted)".into()).into());
+        }
+        _ = terminated => {
+            rbuild_executor::cancel_all();
+            return Err(UserError("build cancelled (terminated)".into()).into());
         }
     };
     let _ = renderer.await;

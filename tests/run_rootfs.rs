@@ -366,7 +366,9 @@ fn nothing_is_left_after_sigint() {
     if !ready("nothing_is_left_after_sigint") {
         return;
     }
-    for snapshotter in ["overlayfs", "native"] {
+    use nix::sys::signal::Signal::{SIGINT, SIGTERM};
+    // SIGTERM too: how CI systems cancel a job.
+    for (snapshotter, signal) in [("overlayfs", SIGINT), ("native", SIGINT), ("overlayfs", SIGTERM)] {
         let t = tempfile::tempdir().unwrap();
         let ctx = context(t.path(), "ARG BASE\nFROM $BASE\nRUN sleep 4703 & sleep 4704\n");
         let store = t.path().join("store");
@@ -384,15 +386,15 @@ fn nothing_is_left_after_sigint() {
         let running = wait_until(Duration::from_secs(60), || !processes_running(&["sleep", "4704"]).is_empty());
         assert!(running, "the RUN step never started");
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        nix::sys::signal::kill(pid, signal).unwrap();
         let exited = wait_until(Duration::from_secs(20), || child.try_wait().unwrap().is_some());
         if !exited {
             let _ = child.kill();
         }
         let mut stderr = String::new();
         child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-        eprintln!("rbuild ({snapshotter}) after SIGINT:\n{stderr}");
-        assert!(exited, "rbuild did not exit within 20 s of SIGINT");
+        eprintln!("rbuild ({snapshotter}) after {signal}:\n{stderr}");
+        assert!(exited, "rbuild did not exit within 20 s of {signal}");
         let status = child.wait().unwrap();
         assert!(!status.success());
         assert!(stderr.contains("cancelled"), "{stderr}");
