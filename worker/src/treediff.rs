@@ -151,23 +151,55 @@ enum Action {
 /// Moves the changes of `rootfs` since `before` into `diff_dir` (an empty directory on the
 /// same filesystem), in overlay upper-dir format. `rootfs` is left incomplete.
 pub(crate) fn diff_into(rootfs: &Path, before: &Before, diff_dir: &Path) -> Result<(), WorkerError> {
-    let mut actions = Vec::new();
-    plan_dir(rootfs, before, Path::new(""), &mut actions)?;
-    apply(rootfs, diff_dir, actions)
+    apply(rootfs, diff_dir, plan(rootfs, before)?)
 }
 
-/// Appends the actions of the directory `rel` (same inode as before) and returns whether
-/// there were any.
-fn plan_dir(rootfs: &Path, before: &Before, rel: &Path, actions: &mut Vec<Action>) -> Result<bool, WorkerError> {
-    let dir = rootfs.join(rel);
-    let mut names: Vec<OsString> = Vec::new();
-    for entry in std::fs::read_dir(&dir).map_err(io_at(&dir))? {
-        names.push(entry.map_err(io_at(&dir))?.file_name());
+/// A directory being planned (same inode as before): its sorted names, the next one to
+/// look at, and where its own [`Action::Dir`] is (none for the root).
+struct Frame {
+    rel: PathBuf,
+    names: Vec<OsString>,
+    next: usize,
+    dir_action: Option<usize>,
+    ctime_changed: bool,
+}
+
+impl Frame {
+    fn open(rootfs: &Path, rel: PathBuf, dir_action: Option<usize>, ctime_changed: bool) -> Result<Frame, WorkerError> {
+        let dir = rootfs.join(&rel);
+        let mut names: Vec<OsString> = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(io_at(&dir))? {
+            names.push(entry.map_err(io_at(&dir))?.file_name());
+        }
+        names.sort();
+        Ok(Frame { rel, names, next: 0, dir_action, ctime_changed })
     }
-    names.sort();
-    let start = actions.len();
-    for name in &names {
-        let child = rel.join(name);
+}
+
+/// The actions, parents before children, of a walk of the directories whose inode is the
+/// one copied (an explicit stack: the image may nest directories deeper than recursion
+/// allows). A directory's own action is dropped again when nothing below it changed and
+/// neither did it.
+fn plan(rootfs: &Path, before: &Before) -> Result<Vec<Action>, WorkerError> {
+    let mut actions = Vec::new();
+    let mut stack = vec![Frame::open(rootfs, PathBuf::new(), None, false)?];
+    while let Some(top) = stack.last_mut() {
+        let Some(name) = top.names.get(top.next) else {
+            let done = stack.pop().expect("the loop holds a frame");
+            if let Some(old) = before.children.get(&done.rel) {
+                let mut gone: Vec<&OsString> = old.iter().filter(|n| done.names.binary_search(*n).is_err()).collect();
+                gone.sort();
+                actions.extend(gone.into_iter().map(|n| Action::Whiteout { rel: done.rel.join(n) }));
+            }
+            if let Some(at) = done.dir_action {
+                if actions.len() == at + 1 && !done.ctime_changed {
+                    actions.truncate(at);
+                }
+            }
+            continue;
+        };
+        top.next += 1;
+        let child = top.rel.join(name);
         let path = rootfs.join(&child);
         let now = ident_of(&path).map_err(io_at(&path))?;
         match before.entries.get(&child) {
@@ -175,23 +207,15 @@ fn plan_dir(rootfs: &Path, before: &Before, rel: &Path, actions: &mut Vec<Action
             Some(was) if !was.same_inode(&now) => actions.push(Action::Move { rel: child, opaque: now.dir }),
             Some(was) if now.dir => {
                 let meta = std::fs::symlink_metadata(&path).map_err(io_at(&path))?;
-                let at = actions.len();
                 actions.push(Action::Dir { rel: child.clone(), meta });
-                let inner = plan_dir(rootfs, before, &child, actions)?;
-                if !inner && was.ctime == now.ctime {
-                    actions.truncate(at);
-                }
+                let frame = Frame::open(rootfs, child, Some(actions.len() - 1), was.ctime != now.ctime)?;
+                stack.push(frame);
             }
             Some(was) if was.ctime != now.ctime => actions.push(Action::Move { rel: child, opaque: false }),
             Some(_) => {}
         }
     }
-    if let Some(old) = before.children.get(rel) {
-        let mut gone: Vec<&OsString> = old.iter().filter(|n| names.binary_search(*n).is_err()).collect();
-        gone.sort();
-        actions.extend(gone.into_iter().map(|n| Action::Whiteout { rel: rel.join(n) }));
-    }
-    Ok(actions.len() > start)
+    Ok(actions)
 }
 
 fn apply(rootfs: &Path, diff_dir: &Path, actions: Vec<Action>) -> Result<(), WorkerError> {
@@ -422,6 +446,27 @@ mod tests {
                 "f var/y/data"
             ]
         );
+    }
+
+    #[test]
+    fn deep_trees_need_no_deep_stack() {
+        let depth = 300;
+        let deep: PathBuf = std::iter::repeat_n("d", depth).collect();
+        let (c, before) = case(|root| {
+            std::fs::create_dir_all(root.join(&deep)).unwrap();
+            std::fs::write(root.join(&deep).join("f"), "old").unwrap();
+        });
+        std::fs::write(c.rootfs.join(&deep).join("f"), "new").unwrap();
+        // On a small stack, as a hostile image would find it.
+        let (rootfs, diff) = (c.rootfs.clone(), c.diff.clone());
+        std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || diff_into(&rootfs, &before, &diff).unwrap())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(c.diff.join(&deep).join("f")).unwrap(), "new");
+        assert_eq!(listing(&c.diff).len(), depth + 1);
     }
 
     #[test]
