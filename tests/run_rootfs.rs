@@ -451,13 +451,19 @@ impl Drop for SubIds {
 /// uid, chown a file to `owner`, and delete and re-create a directory; returns the layers
 /// and the output.
 fn rootless_build(t: &Path, owner: &str, snapshotter: &str) -> (Vec<Vec<Entry>>, String) {
-    use std::os::unix::fs::PermissionsExt;
     let dockerfile = format!(
         "ARG BASE\nFROM $BASE\nRUN id -u > /uid && id -g >> /uid && mkdir -p /d/sub && echo x > /d/sub/x\n\
          RUN --network=none touch /owned && chown {owner} /owned && rm -r /d/sub && mkdir /d/sub && \
          cat /proc/self/uid_map && ls /sys/class/net\n"
     );
-    let ctx = context(t, &dockerfile);
+    rootless_rbuild(t, &dockerfile, snapshotter)
+}
+
+/// Builds `dockerfile` as `nobody` without `--root`, into an OCI archive; returns its layers
+/// and the output (`--debug`).
+fn rootless_rbuild(t: &Path, dockerfile: &str, snapshotter: &str) -> (Vec<Vec<Entry>>, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let ctx = context(t, dockerfile);
     std::fs::set_permissions(t, std::fs::Permissions::from_mode(0o755)).unwrap();
     let status = Command::new("chown").arg("-R").arg("65534:65534").arg(t).status().unwrap();
     assert!(status.success());
@@ -601,4 +607,33 @@ fn auto_copies_where_the_kernel_refuses_the_overlay() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("refuses overlay whiteouts") && stderr.contains("--root"), "{stderr}");
     drop(_mounted);
+}
+
+#[test]
+fn rootless_pulls_keep_opaque_directories_opaque() {
+    if !rootless_ready("rootless_pulls_keep_opaque_directories_opaque") {
+        return;
+    }
+    // An image whose top layer has an opaque directory, pushed by a root build...
+    let t = tempfile::tempdir().unwrap();
+    let name = registry().reference("opaque:1");
+    let ctx = context(
+        &t.path().join("root"),
+        "ARG BASE\nFROM $BASE\nRUN mkdir -p /d/sub && echo x > /d/sub/x\n\
+         RUN rm -r /d/sub && mkdir /d/sub && echo y > /d/sub/y\n",
+    );
+    let arg = format!("BASE={}", base());
+    let out =
+        rbuild(&t.path().join("store"), "auto", &["-t", &name, "--build-arg", &arg, "--push", ctx.to_str().unwrap()]);
+    assert!(out.status.success());
+    // ...pulled by rootless builds: unpacked in the user namespace (the opaque marker as
+    // user.overlay.opaque), it must hide /d/sub/x from the overlay and from the copy.
+    let _ids = SubIds::set(None);
+    for snapshotter in ["auto", "native"] {
+        let dir = t.path().join(format!("rootless-{snapshotter}"));
+        std::fs::create_dir(&dir).unwrap();
+        let dockerfile = format!("FROM {name}\nRUN ls /d/sub > /seen\n");
+        let (layers, _) = rootless_rbuild(&dir, &dockerfile, snapshotter);
+        assert_eq!(file_of(layers.last().unwrap(), "seen").data, b"y\n", "{snapshotter}");
+    }
 }

@@ -158,9 +158,9 @@ pub fn display_command(args: &[String]) -> String {
     args.join(" ")
 }
 
-/// True when `error` is the kernel refusing the overlay itself (no overlayfs, an upper
-/// filesystem it cannot use, no permission in a user namespace): the copy fallback can run
-/// the step.
+/// The kernel's reason, when `error` is the kernel refusing the overlay itself (no
+/// overlayfs, an upper filesystem it cannot use, no permission in a user namespace): the
+/// copy fallback can run the step then.
 pub(crate) fn overlay_refused(error: &WorkerError) -> Option<String> {
     use rbuild_executor::{ExecError, MountError, SetupError};
     match error {
