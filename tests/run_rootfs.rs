@@ -637,3 +637,16 @@ fn rootless_pulls_keep_opaque_directories_opaque() {
         assert_eq!(file_of(layers.last().unwrap(), "seen").data, b"y\n", "{snapshotter}");
     }
 }
+
+#[test]
+fn rootless_falls_back_to_a_single_id_when_newuidmap_fails() {
+    if !rootless_ready("rootless_falls_back_to_a_single_id_when_newuidmap_fails") {
+        return;
+    }
+    // A range past the last id: newuidmap runs, and the kernel refuses the map.
+    let _ids = SubIds::set(Some("4294900000:131072"));
+    let t = tempfile::tempdir().unwrap();
+    let (layers, stderr) = rootless_build(t.path(), "0:0", "auto");
+    assert!(stderr.contains("single id") && stderr.contains("newuidmap/newgidmap failed"), "{stderr}");
+    assert_eq!(file_of(&layers[1], "uid").data, b"0\n0\n");
+}

@@ -147,14 +147,20 @@ pub fn enter_user_namespace() -> Result<Option<&'static Rootless>, RootlessError
     let helpers = find_in_path("newuidmap").zip(find_in_path("newgidmap"));
     let (map, single_reason) = match (subuid, subgid, helpers) {
         (Some((uid_start, uid_count)), Some((gid_start, gid_count)), Some(helpers)) => {
-            map_subordinate(uid.as_raw(), gid.as_raw(), (uid_start, uid_count), (gid_start, gid_count), &helpers)?;
-            (IdMap::Subordinate { uid_start, uid_count, gid_start, gid_count }, None)
+            let ranges = ((uid_start, uid_count), (gid_start, gid_count));
+            match map_subordinate(uid.as_raw(), gid.as_raw(), ranges.0, ranges.1, &helpers) {
+                Ok(()) => (IdMap::Subordinate { uid_start, uid_count, gid_start, gid_count }, None),
+                // In the namespace already, without a map: the single id still works.
+                Err(RootlessError::NewIdMap) => {
+                    map_single(uid, gid)?;
+                    (IdMap::Single, Some("newuidmap/newgidmap failed (see their message above)".to_owned()))
+                }
+                Err(e) => return Err(e),
+            }
         }
         (subuid, subgid, helpers) => {
             nix::sched::unshare(CloneFlags::CLONE_NEWUSER).map_err(RootlessError::Unshare)?;
-            write_map("/proc/self/setgroups", "deny")?;
-            write_map("/proc/self/uid_map", &format!("0 {} 1", uid.as_raw()))?;
-            write_map("/proc/self/gid_map", &format!("0 {} 1", gid.as_raw()))?;
+            map_single(uid, gid)?;
             let reason = match (subuid, subgid, helpers) {
                 (None, _, _) => "no range for the user in /etc/subuid",
                 (_, None, _) => "no range for the user in /etc/subgid",
@@ -169,6 +175,13 @@ pub fn enter_user_namespace() -> Result<Option<&'static Rootless>, RootlessError
     }
     let rootless = Rootless { host_uid: uid.as_raw(), host_gid: gid.as_raw(), map, single_reason };
     Ok(Some(CURRENT.get_or_init(|| rootless)))
+}
+
+/// Maps 0 to the caller in the namespace just entered (allowed to its owner without help).
+fn map_single(uid: Uid, gid: Gid) -> Result<(), RootlessError> {
+    write_map("/proc/self/setgroups", "deny")?;
+    write_map("/proc/self/uid_map", &format!("0 {} 1", uid.as_raw()))?;
+    write_map("/proc/self/gid_map", &format!("0 {} 1", gid.as_raw()))
 }
 
 fn write_map(path: &str, content: &str) -> Result<(), RootlessError> {
