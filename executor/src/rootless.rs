@@ -8,14 +8,16 @@
 //!   setuid helpers `newuidmap`/`newgidmap` (Debian's `uidmap`), the caller is 0 and the
 //!   range follows from 1: images with other owners unpack and build faithfully. Those
 //!   helpers must run outside the namespace (a setuid binary gains nothing inside it), so a
-//!   child forked *before* the `unshare` runs them for our pid. Otherwise the map is the
-//!   single id: the caller is 0 and no other id exists. Then layers are unpacked without
+//!   child forked *before* the `unshare` runs them for our pid. Otherwise (or should they
+//!   fail) the map is the single id: the caller is 0 and no other id exists. Then layers are unpacked without
 //!   their owners (every file belongs to 0 on disk; the pulled layers themselves, with their
 //!   owners, are what the image keeps), and a step that switches to or chowns to another id
 //!   fails, as in rootless Docker without subordinate ids.
 //! - **Store.** `$XDG_DATA_HOME/rbuild` (decided by the caller before entering). Files
 //!   owned by subordinate ids belong to those ids on the host: remove the store with
-//!   `rbuild prune`, not `rm` as the user.
+//!   `rbuild prune`, not `rm` as the user. The same holds for `type=local` outputs, which
+//!   keep the image's owners (BuildKit's client writes them as the user instead).
+//! - **fuse-overlayfs** (for kernels before 5.11) is not used: the copy fallback serves.
 //! - **Overlay.** Linux 5.11+ mounts overlayfs in a user namespace (with `userxattr`, so
 //!   opaque directories are `user.overlay.opaque`); elsewhere the copy fallback runs
 //!   (`RBUILD_SNAPSHOTTER`), which needs no mount but the bind.
