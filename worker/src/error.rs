@@ -52,6 +52,9 @@ pub enum WorkerError {
         /// The name.
         name: String,
     },
+    /// Copying the input filesystem of a RUN step (the copy fallback) failed.
+    #[error("cannot copy the root filesystem for the step (overlayfs is not used)")]
+    CopyRootfs(#[source] rbuild_exporter::rootfs::RootfsError),
     /// The store's filesystem refused an overlay whiteout (a character device 0:0), as
     /// overlayfs does: a deletion in a RUN step cannot be recorded there.
     #[error("cannot record the deletion of {} in the store: its filesystem refuses overlay whiteouts", path.display())]

@@ -91,8 +91,7 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> WorkerError + '_ {
 /// (created) and records its state; returns once a change made from now on is sure to be
 /// seen.
 pub(crate) fn copy_rootfs(lowers_top_first: &[PathBuf], rootfs: &Path) -> Result<Before, WorkerError> {
-    rbuild_exporter::rootfs::write_rootfs_dir(lowers_top_first, rootfs)
-        .map_err(|e| WorkerError::Internal(format!("copying the rootfs for the copy fallback: {e}")))?;
+    rbuild_exporter::rootfs::write_rootfs_dir(lowers_top_first, rootfs).map_err(WorkerError::CopyRootfs)?;
     let before = record(rootfs)?;
     let newest = before.entries.values().map(|i| i.ctime).max().unwrap_or((0, 0));
     let probe = rootfs.with_extension("clock");
