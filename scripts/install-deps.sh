@@ -10,11 +10,12 @@
 #   openssh-client   ssh-agent and ssh-add for the `RUN --mount=type=ssh` test
 #   qemu-user-static QEMU user emulation, for RUN steps of foreign platforms (linux/arm64 on
 #                    amd64); rbuild registers its binfmt_misc handlers when running as root
+#   uidmap           newuidmap/newgidmap: rootless builds with /etc/subuid ranges (and their test)
 # and, for multi-platform tests, Debian's busybox-static for the other of amd64/arm64, unpacked
 # (not installed: it would replace the host's) to /usr/local/lib/rbuild-fixtures/ARCH/busybox,
 # where testdata/fixtures/busybox-image.sh finds it.
 set -euo pipefail
-pkgs=(busybox-static docker-registry skopeo umoci jq openssl gcc libc6-dev git openssh-client qemu-user-static)
+pkgs=(busybox-static docker-registry skopeo umoci jq openssl gcc libc6-dev git openssh-client qemu-user-static uidmap)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" && continue

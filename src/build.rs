@@ -298,7 +298,13 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let exe = std::env::current_exe().context("locating the rbuild binary for the sandbox helper")?;
     let secrets = crate::secrets::parse_secrets(&args.secrets)?;
     let ssh = crate::secrets::parse_ssh(&args.ssh)?;
+    // BuildKit's `--oci-worker-snapshotter`: overlayfs, native (a copy), or auto.
+    let run_rootfs: rbuild_worker::RunRootfs = std::env::var("RBUILD_SNAPSHOTTER")
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e: String| UserError(format!("RBUILD_SNAPSHOTTER: {e}")))?;
     let worker = LocalWorker::new(store.clone(), registry, exe, contexts)
+        .with_run_rootfs(run_rootfs)
         .with_secrets(secrets)
         .with_ssh(ssh)
         .with_allow_insecure(entitlements.insecure)
@@ -348,12 +354,27 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         explainer = ex;
         solver.run(&prepared, Some(tx)).await.map(|out| (out, Some(prepared)))
     };
-    // Ctrl-C: stop here. Returning ends the process, which takes every sandbox down with it
-    // (their helpers die with their parent); what they left in the store's temp area is
-    // reaped by the next build.
+    // Ctrl-C (or SIGTERM, how CI systems cancel a job): stop here. Every sandbox is taken
+    // down (its helper kills it, removes its cgroups and returns), so the blocking tasks that
+    // ran them end at once and drop what they held in the store's temp area; the runtime
+    // waits for them before the process ends, and the store removes its temp area last.
+    // Nothing is left behind.
+    let terminated = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => signal.recv().await,
+            Err(_) => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         r = solve => r,
-        _ = tokio::signal::ctrl_c() => return Err(UserError("build cancelled (interrupted)".into()).into()),
+        _ = tokio::signal::ctrl_c() => {
+            rbuild_executor::cancel_all();
+            return Err(UserError("build cancelled (interrupted)".into()).into());
+        }
+        _ = terminated => {
+            rbuild_executor::cancel_all();
+            return Err(UserError("build cancelled (terminated)".into()).into());
+        }
     };
     if materialized.temporary {
         worker.forget_context(&context_root);

@@ -31,7 +31,15 @@ fn main() -> ExitCode {
         rbuild_executor::sandbox_main();
     }
     let cli = cli::parse();
+    // Decided as the caller (the XDG directory when unprivileged), before becoming root in
+    // a user namespace.
     let root = store_root(cli.root.clone());
+    // Rootless: everything from here on runs as root in a user namespace of our own (see
+    // `rbuild_executor::rootless`); still single-threaded, as `unshare` requires.
+    let rootless = rbuild_executor::enter_user_namespace();
+    if let (Err(e), Command::Build(_)) = (&rootless, &cli.command) {
+        eprintln!("warning: running rootless needs a user namespace ({e}); RUN steps will fail");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -129,6 +129,9 @@ impl Cgroup {
     }
 
     fn mkdir(&mut self, dir: PathBuf) -> Result<(), SetupError> {
+        if let Some(parent) = dir.parent() {
+            remove_stale(parent);
+        }
         std::fs::create_dir(&dir).map_err(fail("create", &dir))?;
         self.dirs.push(dir);
         Ok(())
@@ -210,6 +213,28 @@ impl Cgroup {
     }
 }
 
+/// Removes the groups of helpers that are gone (a helper killed with `SIGKILL` cannot
+/// remove its own): `rbuild-<pid>-<nanos>` whose helper pid no longer exists. A group still
+/// holding processes refuses the rmdir and stays; a reused pid keeps its group, which a
+/// later run removes. Best effort.
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(stale_group_pid) else { continue };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+}
+
+/// The helper pid of a group name of ours, `rbuild-<pid>-<nanos>`.
+fn stale_group_pid(name: &str) -> Option<u32> {
+    let (pid, nanos) = name.strip_prefix("rbuild-")?.split_once('-')?;
+    nanos.parse::<u32>().ok()?;
+    pid.parse().ok()
+}
+
 /// Moves the calling process into the groups (`0` is "the writer", cgroups(7)).
 pub(crate) fn join(procs_files: &[PathBuf]) -> Result<(), SetupError> {
     for file in procs_files {
@@ -236,6 +261,25 @@ impl Drop for Cgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_groups_are_named_by_their_helper() {
+        assert_eq!(stale_group_pid("rbuild-123-456789"), Some(123));
+        assert_eq!(stale_group_pid("rbuild-123"), None);
+        assert_eq!(stale_group_pid("rbuild-x-1"), None);
+        assert_eq!(stale_group_pid("other-1-2"), None);
+        // Only empty directories named so, of dead pids, go.
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join(format!("rbuild-{}-1", i32::MAX));
+        let live = dir.path().join(format!("rbuild-{}-1", std::process::id()));
+        let full = dir.path().join(format!("rbuild-{}-2", i32::MAX));
+        for d in [&dead, &live, &full] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(full.join("x"), "").unwrap();
+        remove_stale(dir.path());
+        assert!(!dead.exists() && live.exists() && full.exists());
+    }
 
     const PROC_CGROUP: &str = "9:name=systemd:/\n8:pids:/\n4:memory:/ci/job1\n1:cpu,cpuacct:/\n0::/user.slice\n";
     const MOUNTINFO: &str = "\

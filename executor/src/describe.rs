@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use crate::caps::CapSet;
 use crate::init::masks::{MASKED, READONLY};
-use crate::options::{effective_rlimits, Isolation, MountKind, Security};
+use crate::options::{effective_rlimits, Isolation, MountKind, Rootfs, Security};
 use crate::seccomp;
 use crate::spec::{Network, SandboxSpec};
 
@@ -29,6 +29,16 @@ pub fn describe_confinement(spec: &SandboxSpec) -> String {
              be a complete copied rootfs and nothing is mounted"
             .to_owned(),
     });
+    if let Some(rootless) = crate::rootless::current() {
+        line(rootless.describe());
+    }
+    if spec.rootfs == Rootfs::Copied {
+        line(
+            "rootfs: a copy of the image's filesystem, bind-mounted (overlayfs unavailable); the \
+             step's layer is the difference between the copy before and after the run"
+                .to_owned(),
+        );
+    }
     match spec.security {
         Security::Sandbox => {
             let set = CapSet::docker_default();
@@ -113,6 +123,9 @@ mod tests {
         assert!(text.contains("seccomp: Docker's default profile"), "{text}");
         assert!(text.contains("/proc/keys"), "{text}");
         assert!(text.contains("nofile=20000:20000"), "{text}");
+        assert!(!text.contains("rootfs: a copy"), "{text}");
+        spec.rootfs = Rootfs::Copied;
+        assert!(describe_confinement(&spec).contains("rootfs: a copy of the image's filesystem"));
         spec.isolation = Isolation::Chroot;
         spec.security = Security::Insecure;
         let text = describe_confinement(&spec);

@@ -252,6 +252,9 @@ pub enum ExecError {
         /// whose child was killed).
         status: ExitStatus,
     },
+    /// [`cancel_all`](crate::cancel_all) was called: no new sandbox starts in this process.
+    #[error("the build was cancelled")]
+    Cancelled,
     /// Removing a mount point the sandbox created from the upper dir failed.
     #[error("cannot remove sandbox mount point {} from the upper dir", path.display())]
     CleanUpper {

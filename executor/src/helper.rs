@@ -23,8 +23,9 @@ use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::WaitStatus;
 use nix::unistd::{ForkResult, Pid};
@@ -53,6 +54,11 @@ pub fn sandbox_main() -> ! {
 pub(crate) fn helper_main() -> i32 {
     // The spawning thread's death kills us (prctl(2)); only our own process is affected.
     let pdeathsig = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    // SIGTERM (from `cancel_all`) waits until the sandbox is up, and then takes it down in
+    // order (see `wait_for`); a terminal's Ctrl-C is rbuild's business, not ours. (The init
+    // resets both before it runs the command.)
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::from(Signal::SIGTERM)), None);
+    crate::sys::ignore_sigint();
     let channel = match take_channel() {
         Ok(channel) => channel,
         Err(error) => {
@@ -153,8 +159,30 @@ fn unshare(spec: &SandboxSpec) -> Result<CloneFlags, SetupError> {
 }
 
 /// Waits for PID 1. By the time it is reaped, the kernel has killed and reaped the rest of
-/// its pid namespace.
+/// its pid namespace. A `SIGTERM` (blocked since the start) kills it with `SIGKILL` first,
+/// so that the caller still removes the cgroups and reports.
 fn wait_for(child: Pid) -> Result<ExitStatus, SetupError> {
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let terms = SignalFd::with_flags(&SigSet::from(Signal::SIGTERM), SfdFlags::SFD_CLOEXEC);
+    if let (Ok(terms), Ok(pidfd)) = (terms, crate::sys::pidfd_open(child)) {
+        loop {
+            let mut fds =
+                [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN), PollFd::new(terms.as_fd(), PollFlags::POLLIN)];
+            match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => break,
+            }
+            let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+            let (exited, terminated) = (ready(&fds[0]), ready(&fds[1]));
+            if terminated {
+                let _ = terms.read_signal();
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+            }
+            if exited {
+                break;
+            }
+        }
+    }
     loop {
         match nix::sys::wait::waitpid(child, None) {
             Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::Exited(code)),

@@ -26,6 +26,12 @@
 //!
 //! A step for another CPU architecture runs through QEMU user emulation registered with
 //! binfmt_misc; [`prepare_emulation`] checks (and as root, sets up) that before the step runs.
+//! [`Rootfs::Copied`] replaces the overlay where the kernel refuses it: the caller passes a
+//! complete copy of the rootfs, which is bind-mounted and changed in place (the worker diffs
+//! it afterwards). An unprivileged rbuild runs in a user namespace of its own
+//! ([`rootless`], entered first thing in `main`), where all of the above works as root
+//! (overlay with `userxattr` on Linux 5.11+). [`cancel_all`] takes every running sandbox
+//! down in order when the build is interrupted.
 //!
 //! [`Isolation::Chroot`] is a fallback for hosts without namespaces, and **clearly weaker**:
 //! it creates only the namespaces the host allows and `chroot`s instead of `pivot_root`
@@ -62,7 +68,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Needs root (or `CAP_SYS_ADMIN`), overlayfs and Linux 5.11+.
+//! Needs root (or `CAP_SYS_ADMIN`, in a user namespace of its own when rootless) and Linux
+//! 5.11+; overlayfs, or a caller that copies.
 
 mod binfmt;
 mod caps;
@@ -74,6 +81,7 @@ mod helper;
 mod init;
 mod options;
 mod protocol;
+pub mod rootless;
 mod run;
 mod seccomp;
 mod spec;
@@ -85,7 +93,8 @@ pub use describe::describe_confinement;
 pub use error::{ExecError, OsError, SetupError};
 pub use helper::sandbox_main;
 pub use init::{CommandError, ConfineError, MountError, UserError};
-pub use options::{Isolation, Limits, MountKind, MountSpec, Rlimit, RlimitResource, Security, DEFAULT_NOFILE};
+pub use options::{Isolation, Limits, MountKind, MountSpec, Rlimit, RlimitResource, Rootfs, Security, DEFAULT_NOFILE};
 pub use protocol::HELPER_ARG;
-pub use run::run;
+pub use rootless::enter_user_namespace;
+pub use run::{cancel_all, run};
 pub use spec::{ExitStatus, Network, OutputStream, SandboxSpec, DEFAULT_HOSTNAME};

@@ -39,6 +39,20 @@ pub enum Isolation {
     Chroot,
 }
 
+/// How the sandbox's root filesystem is made from the spec's directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Rootfs {
+    /// An overlay of `lower_dirs` under `upper_dir`, which receives exactly the step's diff.
+    #[default]
+    Overlay,
+    /// `upper_dir` is a complete root filesystem (a copy the caller made, for hosts where
+    /// overlayfs cannot be mounted), bind-mounted read-write as the root; `lower_dirs` must
+    /// be empty. The command changes the copy in place, and the caller computes the diff by
+    /// comparing it with what it copied. Mount points the sandbox creates are removed from
+    /// it afterwards, as from an upper dir.
+    Copied,
+}
+
 /// One extra mount inside the rootfs (the worker translates `RUN --mount` into these).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountSpec {

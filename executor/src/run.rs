@@ -8,6 +8,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
@@ -45,13 +47,20 @@ pub fn run(
     on_output: &mut dyn FnMut(OutputStream, &[u8]),
 ) -> Result<ExitStatus, ExecError> {
     spec.validate()?;
+    if CANCELLED.load(Ordering::SeqCst) {
+        return Err(ExecError::Cancelled);
+    }
     // Normally a no-op (the caller made it); a missing one is created, as it always was.
     std::fs::create_dir_all(&spec.work_dir)
         .map_err(|source| ExecError::CreateDir { path: spec.work_dir.clone(), source })?;
     let (host_end, helper_end) = UnixStream::pair().map_err(|source| ExecError::CreateChannel { source })?;
     let mut helper = Helper::start(exe, helper_end)?;
+    // Dropped (unregistered) before the helper is reaped, so that `cancel_all` never
+    // signals a reused pid: right before `wait` below, or before `helper` should we unwind.
+    let live = Live::register(&helper);
     let sent = send_spec(&host_end, spec);
     let (read_error, reports) = stream_output(&mut helper.outputs, &host_end, on_output);
+    drop(live);
     let waited = helper.wait(reports.as_deref().unwrap_or_default());
     let reports = reports?;
     let created: Vec<_> = reports
@@ -86,6 +95,76 @@ pub fn run(
             sent?;
             Err(ExecError::HelperDied { status: waited? })
         }
+    }
+}
+
+/// Set by [`cancel_all`]: runs refuse to start.
+static CANCELLED: AtomicBool = AtomicBool::new(false);
+
+/// The helpers of the runs in progress, by a number of their own, for [`cancel_all`].
+static LIVE: Mutex<Vec<(u64, Target)>> = Mutex::new(Vec::new());
+static NEXT_LIVE: AtomicU64 = AtomicU64::new(0);
+
+/// How to signal a running helper.
+#[derive(Debug)]
+enum Target {
+    /// A forked helper's pidfd (a copy of the run's).
+    Pidfd(OwnedFd),
+    /// A spawned helper: our child, not reaped before its run unregisters it.
+    Pid(nix::unistd::Pid),
+}
+
+impl Target {
+    fn terminate(&self) {
+        use nix::sys::signal::Signal::SIGTERM;
+        let _ = match self {
+            Target::Pidfd(fd) => crate::sys::pidfd_send_signal(fd.as_fd(), SIGTERM),
+            Target::Pid(pid) => nix::sys::signal::kill(*pid, SIGTERM),
+        };
+    }
+}
+
+/// A run's entry in [`LIVE`], removed when dropped.
+struct Live(Option<u64>);
+
+impl Live {
+    fn register(helper: &Helper) -> Live {
+        let target = match &helper.process {
+            Process::Spawned(child) => {
+                Target::Pid(nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX)))
+            }
+            Process::Forked(forked) => match forked.pidfd.try_clone() {
+                Ok(fd) => Target::Pidfd(fd),
+                Err(_) => return Live(None),
+            },
+        };
+        let id = NEXT_LIVE.fetch_add(1, Ordering::Relaxed);
+        let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+        // A cancel that came while this helper started has missed it.
+        if CANCELLED.load(Ordering::SeqCst) {
+            target.terminate();
+        }
+        live.push((id, target));
+        Live(Some(id))
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Some(id) = self.0 {
+            LIVE.lock().unwrap_or_else(PoisonError::into_inner).retain(|(i, _)| *i != id);
+        }
+    }
+}
+
+/// Ends every sandbox of this process (for an interrupted build): each helper gets
+/// `SIGTERM`, kills its sandbox (the command is then killed by signal 9), removes its
+/// cgroups and reports as usual, so every [`run`] in progress returns promptly; runs started
+/// from now on fail with [`ExecError::Cancelled`]. Returns at once.
+pub fn cancel_all() {
+    CANCELLED.store(true, Ordering::SeqCst);
+    for (_, target) in LIVE.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+        target.terminate();
     }
 }
 

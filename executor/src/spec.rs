@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ExecError;
-use crate::options::{Isolation, Limits, MountKind, MountSpec, Rlimit, Security};
+use crate::options::{Isolation, Limits, MountKind, MountSpec, Rlimit, Rootfs, Security};
 
 /// Everything the sandbox needs to run one command.
 ///
@@ -46,6 +46,9 @@ pub struct SandboxSpec {
     /// Namespaces (the default) or the weaker chroot fallback.
     #[serde(default)]
     pub isolation: Isolation,
+    /// An overlay (the default), or a caller-made copy of the rootfs in `upper_dir`.
+    #[serde(default)]
+    pub rootfs: Rootfs,
     /// Extra mounts (`RUN --mount`), applied in order inside the rootfs.
     #[serde(default)]
     pub mounts: Vec<MountSpec>,
@@ -195,6 +198,12 @@ impl SandboxSpec {
                 return invalid(format!("{} is not an absolute path", dir.display()));
             }
         }
+        if self.rootfs == Rootfs::Copied && !self.lower_dirs.is_empty() {
+            return invalid("a copied rootfs is complete: lower_dirs must be empty".into());
+        }
+        if self.rootfs == Rootfs::Copied && self.upper_dir.starts_with(&self.work_dir) {
+            return invalid("the copied rootfs must not lie inside work_dir (a tmpfs covers it)".into());
+        }
         for mount in &self.mounts {
             validate_mount(mount).map_err(|reason| ExecError::InvalidSpec {
                 reason: format!("mount at {:?}: {reason}", mount.target),
@@ -322,10 +331,16 @@ mod tests {
     #[test]
     fn validate_rejects_unrunnable_specs() {
         assert!(spec().validate().is_ok());
-        let cases: [fn(&mut SandboxSpec); 13] = [
+        let cases: [fn(&mut SandboxSpec); 15] = [
             |s| s.extra_hosts.push(("a b".into(), "10.0.0.1".into())),
             |s| s.extra_hosts.push(("db".into(), "10.0.0.1\n1.2.3.4 evil".into())),
             |s| s.shm_size = Some(0),
+            |s| s.rootfs = Rootfs::Copied,
+            |s| {
+                s.rootfs = Rootfs::Copied;
+                s.lower_dirs.clear();
+                s.upper_dir = s.work_dir.join("rootfs");
+            },
             |s| s.args.clear(),
             |s| s.cwd = "rel".into(),
             |s| s.env.push("NOEQUALS".into()),

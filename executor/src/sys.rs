@@ -67,6 +67,13 @@ pub(crate) fn reset_signals() -> nix::Result<()> {
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
 }
 
+/// Ignores `SIGINT` (in the zygote and the helpers: rbuild handles it, and takes its
+/// sandboxes down in order; the init resets it before the command runs).
+pub(crate) fn ignore_sigint() {
+    // SAFETY: SIG_IGN installs no handler, so no code runs in signal context.
+    let _ = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGINT, nix::sys::signal::SigHandler::SigIgn) };
+}
+
 /// Sets `IFF_UP` on `lo` in the current network namespace (what `ip link set lo up` does,
 /// via SIOCGIFFLAGS/SIOCSIFFLAGS on an `AF_INET` socket; netdevice(7)).
 pub(crate) fn loopback_up() -> nix::Result<()> {

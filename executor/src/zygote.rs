@@ -192,6 +192,8 @@ struct Live {
 
 /// The zygote's loop; exits when the host is gone.
 pub(crate) fn zygote_main() -> ! {
+    // A terminal's Ctrl-C reaches the whole process group: rbuild decides what it means.
+    crate::sys::ignore_sigint();
     let control = match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(fd) => fd,
         Err(_) => std::process::exit(1),

@@ -372,3 +372,22 @@ fn deny_unshare_for_this_thread() {
     let program: seccompiler::BpfProgram = filter.try_into().unwrap();
     seccompiler::apply_filter(&program).unwrap();
 }
+
+#[test]
+fn groups_left_by_killed_helpers_are_removed() {
+    require_root!();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let Some(path) = own.lines().find_map(|l| l.split_once(":pids:").map(|(_, p)| p.to_owned())) else {
+        eprintln!("skipping: no cgroup v1 pids hierarchy");
+        return;
+    };
+    let parent = Path::new("/sys/fs/cgroup/pids").join(path.trim_start_matches('/'));
+    // What a SIGKILLed helper leaves: its group, named by a pid that no longer exists.
+    let stale = parent.join(format!("rbuild-{}-12345", i32::MAX));
+    std::fs::create_dir(&stale).unwrap();
+    let fx = Fixture::new();
+    assert_eq!(sh(&fx, "echo ok", |s| s.limits.pids = Some(32)), "ok\n");
+    let left = stale.exists();
+    let _ = std::fs::remove_dir(&stale);
+    assert!(!left, "the next run with limits removes the stale group");
+}

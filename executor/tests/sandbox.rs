@@ -84,6 +84,28 @@ fn removing_a_lower_file_makes_a_whiteout() {
 }
 
 #[test]
+fn a_copied_rootfs_is_changed_in_place() {
+    require_root!();
+    let fx = Fixture::new();
+    // The copy (here: the lower dir itself) is the root; no overlay, no upper dir.
+    let mut spec = fx.spec("echo new > /new && rm /etc/motd && echo pid=$$ && ls / | tr '\\n' ' '");
+    spec.rootfs = rbuild_executor::Rootfs::Copied;
+    spec.lower_dirs.clear();
+    spec.upper_dir = fx.lower.clone();
+    let outcome = execute(&spec);
+    assert_eq!(outcome.result.unwrap(), ExitStatus::Exited(0), "{}", outcome.stderr);
+    assert!(outcome.stdout.starts_with("pid=1\n"), "{}", outcome.stdout);
+    assert!(outcome.stdout.contains("proc"), "mounted inside: {}", outcome.stdout);
+    assert_eq!(std::fs::read_to_string(fx.lower.join("new")).unwrap(), "new\n");
+    assert!(!fx.lower.join("etc/motd").exists());
+    // The mount points it had to create are gone again; the overlay's upper dir is untouched.
+    for stub in ["proc", "dev", "sys"] {
+        assert!(!fx.lower.join(stub).exists(), "{stub} left in the copy");
+    }
+    assert!(fx.upper_entries().is_empty());
+}
+
+#[test]
 fn exit_codes_come_back() {
     require_root!();
     let fx = Fixture::new();

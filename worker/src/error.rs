@@ -52,6 +52,16 @@ pub enum WorkerError {
         /// The name.
         name: String,
     },
+    /// Copying the input filesystem of a RUN step (the copy fallback) failed.
+    #[error("cannot copy the root filesystem for the step (overlayfs is not used)")]
+    CopyRootfs(#[source] rbuild_exporter::rootfs::RootfsError),
+    /// The store's filesystem refused an overlay whiteout (a character device 0:0), as
+    /// overlayfs does: a deletion in a RUN step cannot be recorded there.
+    #[error("cannot record the deletion of {} in the store: its filesystem refuses overlay whiteouts", path.display())]
+    WhiteoutRefused {
+        /// The deleted path, as the image names it.
+        path: PathBuf,
+    },
     /// The sandbox could not run the command.
     #[error("could not start the process")]
     Sandbox(#[from] rbuild_executor::ExecError),
@@ -253,6 +263,11 @@ impl WorkerError {
             }
             WorkerError::Sandbox(e) => e.hint().map(str::to_owned),
             WorkerError::Emulation(e) => e.hint(),
+            WorkerError::WhiteoutRefused { .. } => Some(
+                "the store is on overlayfs (rbuild in a container?): put it on another filesystem, \
+                 e.g. a volume mounted at --root"
+                    .into(),
+            ),
             WorkerError::SecretNotFound { id } => {
                 Some(format!("pass it with --secret id={id},src=FILE or --secret id={id},env=VARIABLE"))
             }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
-use rbuild_executor::{MountSpec, Network, OutputStream, Rlimit, RlimitResource, SandboxSpec, Security};
+use rbuild_executor::{MountSpec, Network, OutputStream, Rlimit, RlimitResource, Rootfs, SandboxSpec, Security};
 use rbuild_solver::ir::{ExecOp, NetworkMode, SecurityMode, Ulimit};
 use rbuild_solver::{LogStream, Progress};
 
@@ -26,6 +26,33 @@ pub struct ExecSettings {
     pub debug: bool,
 }
 
+/// How RUN steps get their root filesystem (`RBUILD_SNAPSHOTTER`, after BuildKit's
+/// `--oci-worker-snapshotter`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RunRootfs {
+    /// An overlay, or the copy fallback from the first step whose overlay the kernel
+    /// refuses on (said once in the progress output).
+    #[default]
+    Auto,
+    /// Always an overlay (`overlayfs`): a refused mount fails the step.
+    Overlay,
+    /// Always a copy of the input filesystem, diffed after the run (`native`).
+    Copy,
+}
+
+impl std::str::FromStr for RunRootfs {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<RunRootfs, String> {
+        match s {
+            "" | "auto" => Ok(RunRootfs::Auto),
+            "overlayfs" | "overlay" => Ok(RunRootfs::Overlay),
+            "native" | "copy" => Ok(RunRootfs::Copy),
+            other => Err(format!("unknown snapshotter {other:?}: use auto, overlayfs or native")),
+        }
+    }
+}
+
 /// The entitlement `security.insecure`, as docker buildx names it.
 pub const INSECURE_ENTITLEMENT: &str = "security.insecure";
 
@@ -40,13 +67,15 @@ pub fn check_allowed(op: &ExecOp, settings: ExecSettings) -> Result<(), WorkerEr
 }
 
 /// Runs `op` with `lower_dirs` (topmost first) as its root and `upper`/`scratch` as the
-/// overlay's upper and work areas, and `mounts` applied. Blocking: call from a blocking thread.
+/// overlay's upper and work areas (or, with [`Rootfs::Copied`], `upper` as the complete
+/// rootfs and no lower dirs), and `mounts` applied. Blocking: call from a blocking thread.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     op: &ExecOp,
     lower_dirs: Vec<PathBuf>,
     upper: PathBuf,
     scratch: PathBuf,
+    rootfs: Rootfs,
     exe: &std::path::Path,
     progress: &Progress,
     mounts: &PreparedMounts,
@@ -58,6 +87,7 @@ pub fn run(
     // root when Debian's emulator is installed); say so before anything starts.
     let emulation = rbuild_executor::prepare_emulation(&op.platform.architecture)?;
     let mut spec = SandboxSpec::new(lower_dirs, upper, scratch, op.args.clone());
+    spec.rootfs = rootfs;
     spec.env = op.env.clone();
     // Secret variables and SSH_AUTH_SOCK exist only in the process, never in the op.
     spec.env.extend(mounts.env.iter().cloned());
@@ -160,6 +190,20 @@ pub fn display_command(args: &[String]) -> String {
     args.join(" ")
 }
 
+/// The kernel's reason, when `error` is the kernel refusing the overlay itself (no
+/// overlayfs, an upper filesystem it cannot use, no permission in a user namespace): the
+/// copy fallback can run the step then.
+pub(crate) fn overlay_refused(error: &WorkerError) -> Option<String> {
+    use rbuild_executor::{ExecError, MountError, SetupError};
+    match error {
+        WorkerError::Sandbox(ExecError::Setup(SetupError::Mount(e @ MountError::Overlay { .. }))) => {
+            let cause = std::error::Error::source(e).map(ToString::to_string).unwrap_or_default();
+            Some(cause)
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rbuild_solver::ir::Platform;
@@ -190,6 +234,14 @@ mod tests {
         assert_eq!(got[0], Rlimit { resource: RlimitResource::Nofile, soft: 1024, hard: 2048 });
         assert_eq!(got[1], Rlimit { resource: RlimitResource::Core, soft: u64::MAX, hard: u64::MAX });
         assert!(matches!(rlimits(&[u("files", 1, 1)]), Err(WorkerError::BadUlimit { .. })));
+    }
+
+    #[test]
+    fn snapshotter_names() {
+        assert_eq!("auto".parse(), Ok(RunRootfs::Auto));
+        assert_eq!("overlayfs".parse(), Ok(RunRootfs::Overlay));
+        assert_eq!("native".parse(), Ok(RunRootfs::Copy));
+        assert!("zfs".parse::<RunRootfs>().unwrap_err().contains("auto, overlayfs or native"));
     }
 
     #[test]

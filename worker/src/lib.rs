@@ -27,11 +27,12 @@ pub mod oci_layout;
 mod pull;
 pub mod remote;
 mod remote_cache;
+mod treediff;
 mod users;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rbuild_cache::{Record, RecordLayer, SnapshotMeta, Store};
@@ -43,6 +44,7 @@ use mounts::{MountEnv, MountSource};
 pub use archive::{ArchiveError, ArchiveLimits};
 pub use context::{ContextDir, ContextEntries, IgnoreMatcher, PatternError};
 pub use error::WorkerError;
+pub use exec::RunRootfs;
 pub use image::{HistoryEntry, ImageSpec};
 pub use merged::MergedView;
 pub use mounts::secret::Secret;
@@ -87,6 +89,10 @@ pub struct LocalWorker {
     archive_limits: ArchiveLimits,
     /// `--allow` and `--debug` as they concern RUN steps.
     exec_settings: exec::ExecSettings,
+    /// Overlay, copy, or overlay until the kernel refuses it.
+    run_rootfs: RunRootfs,
+    /// Set when an overlay was refused in `Auto` mode: later steps copy from the start.
+    overlay_refused: Arc<AtomicBool>,
     http: OnceLock<reqwest::Client>,
     /// Downloads made to compute an `Http` source's key, waiting for its execution.
     downloads: Mutex<HashMap<OpId, http::Downloaded>>,
@@ -118,6 +124,8 @@ impl LocalWorker {
             ssh: Arc::default(),
             archive_limits: ArchiveLimits::default(),
             exec_settings: exec::ExecSettings::default(),
+            run_rootfs: RunRootfs::default(),
+            overlay_refused: Arc::default(),
             http: OnceLock::new(),
             downloads: Mutex::default(),
             git_commits: Mutex::default(),
@@ -174,6 +182,14 @@ impl LocalWorker {
     #[must_use]
     pub fn with_debug(mut self, debug: bool) -> LocalWorker {
         self.exec_settings.debug = debug;
+        self
+    }
+
+    /// How RUN steps get their root filesystem: an overlay (falling back to a copy when the
+    /// kernel refuses it, the default), always an overlay, or always a copy.
+    #[must_use]
+    pub fn with_run_rootfs(mut self, mode: RunRootfs) -> LocalWorker {
+        self.run_rootfs = mode;
         self
     }
 
@@ -471,11 +487,40 @@ impl Worker for LocalWorker {
                 let (op2, exe, progress) = (e.clone(), self.sandbox_exe.clone(), ctx.progress.clone());
                 let (store, secrets, ssh) = (self.store.clone(), self.secrets.clone(), self.ssh.clone());
                 let settings = self.exec_settings;
+                let (mode, refused) = (self.run_rootfs, self.overlay_refused.clone());
                 tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
                     let env = MountEnv { store_root: store.root(), tmp: store.tmp_dir(), secrets: &secrets, ssh: &ssh };
                     // Dropped after the run: scratch copies and secret files go, cache locks are released.
                     let mounts = mounts::prepare(&env, &op2, &sources)?;
-                    exec::run(&op2, lower, upper, scratch, &exe, &progress, &mounts, settings)
+                    let run = |lower: Vec<PathBuf>, upper: PathBuf, scratch: PathBuf, rootfs| {
+                        exec::run(&op2, lower, upper, scratch, rootfs, &exe, &progress, &mounts, settings)
+                    };
+                    let copy = mode == RunRootfs::Copy || (mode == RunRootfs::Auto && refused.load(Ordering::Relaxed));
+                    if !copy {
+                        let result =
+                            run(lower.clone(), upper.clone(), scratch.clone(), rbuild_executor::Rootfs::Overlay);
+                        let Some(cause) = result.as_ref().err().and_then(exec::overlay_refused) else {
+                            return result;
+                        };
+                        if mode != RunRootfs::Auto {
+                            return result;
+                        }
+                        if !refused.swap(true, Ordering::Relaxed) {
+                            progress.status(format!(
+                                "overlayfs cannot be mounted here ({cause}): RUN steps copy their root \
+                                 filesystem instead (slower; RBUILD_SNAPSHOTTER=native says so up front)"
+                            ));
+                        }
+                    }
+                    // The copy and the sandbox's scratch dir live in the snapshot's work dir (on
+                    // the diff's filesystem, removed with it); the copy is not under the scratch
+                    // dir, which the sandbox covers with a tmpfs.
+                    let (rootfs, sandbox) = (scratch.join("rootfs"), scratch.join("sandbox"));
+                    let before = treediff::copy_rootfs(&lower, &rootfs)?;
+                    std::fs::create_dir(&sandbox)
+                        .map_err(|source| WorkerError::Io { path: sandbox.clone(), source })?;
+                    run(Vec::new(), rootfs.clone(), sandbox, rbuild_executor::Rootfs::Copied)?;
+                    treediff::diff_into(&rootfs, &before, &upper)
                 })
                 .await
                 .map_err(|err| WorkerError::Internal(err.to_string()))??;

@@ -42,12 +42,13 @@ fn xattr_get(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
 }
 
 fn nix_lgetxattr(path: &Path, name: &str) -> io::Result<Vec<u8>> {
-    rustix::fs::lgetxattr(path, name, &mut [0u8; 0]).map_err(io::Error::from).and_then(|len| {
-        let mut buf = vec![0u8; len];
-        let n = rustix::fs::lgetxattr(path, name, &mut buf).map_err(io::Error::from)?;
-        buf.truncate(n);
-        Ok(buf)
-    })
+    // (rustix's `lgetxattr` with an empty buffer returns 0 instead of the size: ask for the
+    // size with `lgetxattr_query`.)
+    let len = rustix::fs::lgetxattr_query(path, name).map_err(io::Error::from)?;
+    let mut buf = vec![0u8; len];
+    let n = rustix::fs::lgetxattr(path, name, &mut buf).map_err(io::Error::from)?;
+    buf.truncate(n);
+    Ok(buf)
 }
 
 /// An entry found in the view: which layer holds it and its metadata there.
@@ -243,6 +244,30 @@ mod tests {
         std::fs::create_dir_all(lo.join("d")).unwrap();
         std::fs::write(lo.join("d/x"), "").unwrap();
         assert!(v.lstat(Path::new("d/x")).unwrap().is_none());
+    }
+
+    #[test]
+    fn opaque_directories_hide_lower_contents() {
+        let t = tempfile::tempdir().unwrap();
+        let (lo, up) = (t.path().join("lo"), t.path().join("up"));
+        std::fs::create_dir_all(lo.join("d")).unwrap();
+        std::fs::create_dir_all(up.join("d")).unwrap();
+        std::fs::write(lo.join("d/old"), "").unwrap();
+        std::fs::write(up.join("d/new"), "").unwrap();
+        let v = MergedView::new(vec![up.clone(), lo.clone()]);
+        assert_eq!(v.read_dir(Path::new("d")).unwrap().len(), 2, "merged while not opaque");
+        // The user namespace's flavour, which any user may set (the trusted one needs root).
+        match rustix::fs::lsetxattr(up.join("d"), "user.overlay.opaque", b"y", rustix::fs::XattrFlags::empty()) {
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("skipping: this filesystem takes no user xattrs ({e})");
+                return;
+            }
+        }
+        assert!(is_opaque(&up.join("d")));
+        let names: Vec<_> = v.read_dir(Path::new("d")).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["new"]);
+        assert!(v.lstat(Path::new("d/old")).unwrap().is_none());
     }
 
     #[test]

@@ -114,9 +114,15 @@ pub(crate) async fn unpack_layer(
     tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
         let prepared = store.prepare_snapshot()?;
         let blob = store.open_blob(desc.digest())?;
-        let unpacked =
-            unpack(std::io::BufReader::with_capacity(1 << 20, blob), &prepared.diff(), &UnpackOptions::default())
-                .map_err(|source| WorkerError::Unpack { digest: desc.digest().to_string(), source })?;
+        // In a single-id user namespace (rootless without subordinate ids) no owner but 0
+        // exists: files are unpacked as 0, and the image keeps the layer's own owners, since
+        // its blob is what gets exported.
+        let mut options = UnpackOptions::default();
+        if rbuild_executor::rootless::current().is_some_and(|r| r.map == rbuild_executor::rootless::IdMap::Single) {
+            options.chown(false);
+        }
+        let unpacked = unpack(std::io::BufReader::with_capacity(1 << 20, blob), &prepared.diff(), &options)
+            .map_err(|source| WorkerError::Unpack { digest: desc.digest().to_string(), source })?;
         if unpacked.diff_id.to_string() != diff_id {
             return Err(WorkerError::DiffIdMismatch {
                 digest: desc.digest().to_string(),

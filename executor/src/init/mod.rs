@@ -40,7 +40,7 @@ pub use mounts::MountError;
 pub use user::UserError;
 
 use crate::error::SetupError;
-use crate::options::{Isolation, Security};
+use crate::options::{Isolation, Rootfs, Security};
 use crate::protocol::{self, Created, Filters, Report};
 use crate::spec::SandboxSpec;
 
@@ -118,7 +118,10 @@ fn build_rootfs(spec: &SandboxSpec, channel: &UnixStream) -> Result<(), SetupErr
         .map_err(prepare("make all mounts private"))?;
 
     let layout = spec.layout();
-    mounts::mount_overlay(spec, &layout)?;
+    match spec.rootfs {
+        Rootfs::Overlay => mounts::mount_overlay(spec, &layout)?,
+        Rootfs::Copied => mounts::mount_copied(spec, &layout)?,
+    }
     report_created(channel, mounts::create_mountpoints(&layout.merged)?)?;
     mounts::mount_special(&layout.merged, spec.network, spec.security, spec.shm_size)?;
     let staged = etc_files::stage(&layout.merged, spec)?;

@@ -217,6 +217,9 @@ pub(crate) fn overlay_options(lowers: &[PathBuf], upper: &Path, work: &Path) -> 
 /// the sandbox).
 const VOLATILE: &str = ",volatile";
 
+/// The overlay option of unprivileged mounts, counted with [`VOLATILE`] against the page.
+const USERXATTR: &str = ",userxattr";
+
 /// The overlay is mounted [`VOLATILE`] when more than this much of the page cache is dirty.
 ///
 /// An overlay's unmount syncs its *whole* upper filesystem, every other writer's dirty data
@@ -285,7 +288,7 @@ pub(crate) fn mount_overlay(spec: &SandboxSpec, layout: &Layout) -> Result<(), M
     // A layer under `work_dir` (which the caller promises never happens) would be hidden by
     // the tmpfs: name every layer by fd then too, opened before the tmpfs covers them.
     let hidden = spec.lower_dirs.iter().chain([&spec.upper_dir]).any(|p| p.starts_with(&layout.work_dir));
-    let by_fd = if hidden || options.len() + VOLATILE.len() > MAX_OPTIONS {
+    let by_fd = if hidden || options.len() + VOLATILE.len() + USERXATTR.len() > MAX_OPTIONS {
         let layers: Result<Vec<_>, _> =
             spec.lower_dirs.iter().chain([&spec.upper_dir]).map(|p| open_layer(p)).collect();
         Some(layers?)
@@ -303,7 +306,7 @@ pub(crate) fn mount_overlay(spec: &SandboxSpec, layout: &Layout) -> Result<(), M
     let name = |fd: &OwnedFd| PathBuf::from(fd.as_raw_fd().to_string());
     let lower_names: Vec<PathBuf> = fds.iter().map(name).collect();
     let short = overlay_options(&lower_names, &name(&upper), &name(&work));
-    if short.len() + VOLATILE.len() > MAX_OPTIONS {
+    if short.len() + VOLATILE.len() + USERXATTR.len() > MAX_OPTIONS {
         return Err(MountError::OverlayOptionsTooLong { len: options.len() });
     }
     let in_fd_dir = |e: Errno| MountError::Overlay {
@@ -315,6 +318,19 @@ pub(crate) fn mount_overlay(spec: &SandboxSpec, layout: &Layout) -> Result<(), M
     let mounted = mount_overlay_with(&layout.merged, &short, flags, volatile, &short.to_string_lossy());
     nix::unistd::chdir("/").map_err(in_fd_dir)?;
     mounted
+}
+
+/// [`Rootfs::Copied`](crate::Rootfs::Copied): binds the caller's complete rootfs
+/// (`upper_dir`) on `layout.merged`, read-write, `nodev` as an overlay would be.
+pub(crate) fn mount_copied(spec: &SandboxSpec, layout: &Layout) -> Result<(), MountError> {
+    mount_merged(layout)?;
+    let source = spec.upper_dir.to_string_lossy();
+    mount(&source, &layout.merged, None, MsFlags::MS_BIND, None)?;
+    let flags = nodev(spec.security);
+    if flags.is_empty() {
+        return Ok(());
+    }
+    mount(&source, &layout.merged, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags, None)
 }
 
 fn open_layer(path: &Path) -> Result<OwnedFd, MountError> {
@@ -352,7 +368,16 @@ fn mount_overlay_with(
     volatile: bool,
     shown: &str,
 ) -> Result<(), MountError> {
-    let mount = |options: &OsStr| nix::mount::mount(Some("overlay"), merged, Some("overlay"), flags, Some(options));
+    // In a user namespace (rootless), opaque directories are `user.overlay.opaque`: the
+    // trusted namespace is the host root's alone.
+    let userxattr = !crate::rootless::in_initial_user_namespace();
+    let mount = |options: &OsStr| {
+        let mut options = options.to_owned();
+        if userxattr {
+            options.push(USERXATTR);
+        }
+        nix::mount::mount(Some("overlay"), merged, Some("overlay"), flags, Some(options.as_os_str()))
+    };
     let result = if volatile {
         let mut with = options.to_owned();
         with.push(VOLATILE);
@@ -480,7 +505,12 @@ fn mount_dev(dev: &Path, nodev: MsFlags, shm_size: Option<u64>) -> Result<(), Mo
     }
     let pts = dev.join("pts");
     mkdir(&pts, 0o755)?;
-    let pts_opts = Some("newinstance,ptmxmode=0666,mode=0620,gid=5");
+    // gid 5 (tty) does not exist in a single-id user namespace (rootless).
+    let pts_opts = Some(if crate::rootless::gid_mapped(5) {
+        "newinstance,ptmxmode=0666,mode=0620,gid=5"
+    } else {
+        "newinstance,ptmxmode=0666,mode=0620"
+    });
     mount("devpts", &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, pts_opts)?;
     let shm = dev.join("shm");
     mkdir(&shm, 0o755)?;

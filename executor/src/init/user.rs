@@ -190,6 +190,11 @@ pub(crate) fn read_database(path: &Path) -> Result<Option<String>, UserError> {
     Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
+/// True in a user namespace whose `setgroups` is denied (see user_namespaces(7)).
+fn setgroups_denied() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny")
+}
+
 /// Switches the process to `user`: groups, then gid, then uid (once the uid is not 0, the
 /// others can no longer be changed; setgroups(2), setuid(2)).
 pub(crate) fn switch(user: &ExecUser) -> Result<(), UserError> {
@@ -197,7 +202,12 @@ pub(crate) fn switch(user: &ExecUser) -> Result<(), UserError> {
         move |errno| UserError::Switch { step: step.to_owned(), id, source: errno.into() }
     }
     let groups: Vec<Gid> = user.groups.iter().copied().map(Gid::from_raw).collect();
-    nix::unistd::setgroups(&groups).map_err(fail("groups", format!("{:?}", user.groups)))?;
+    match nix::unistd::setgroups(&groups) {
+        // A single-id user namespace (rootless without subordinate ids) denies setgroups;
+        // its only group is the gid, so nothing is lost when no other group is asked for.
+        Err(nix::errno::Errno::EPERM) if setgroups_denied() && user.groups.iter().all(|g| *g == user.gid) => {}
+        other => other.map_err(fail("groups", format!("{:?}", user.groups)))?,
+    }
     nix::unistd::setgid(Gid::from_raw(user.gid)).map_err(fail("gid", user.gid.to_string()))?;
     nix::unistd::setuid(Uid::from_raw(user.uid)).map_err(fail("uid", user.uid.to_string()))
 }

@@ -156,8 +156,15 @@ impl Applier<'_> {
         if let Some(target) = last.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             let parent = self.dir(&name, parents, true)?;
             if last == OPAQUE_MARKER.as_bytes() {
-                return rustix::fs::fsetxattr(&*parent, OPAQUE_XATTR, b"y", XattrFlags::empty())
-                    .map_err(|e| set_err(&name, "opaque marker", e.into()));
+                // In a user namespace (rootless) only the user namespace is writable, and
+                // overlay mounts there (`userxattr`) read that one.
+                return match rustix::fs::fsetxattr(&*parent, OPAQUE_XATTR, b"y", XattrFlags::empty()) {
+                    Err(rustix::io::Errno::PERM) => {
+                        rustix::fs::fsetxattr(&*parent, "user.overlay.opaque", b"y", XattrFlags::empty())
+                    }
+                    other => other,
+                }
+                .map_err(|e| set_err(&name, "opaque marker", e.into()));
             }
             if target.starts_with(WHITEOUT_PREFIX.as_bytes()) {
                 return Ok(()); // other `.wh..wh.` names are aufs bookkeeping; docker skips them too
