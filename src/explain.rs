@@ -26,6 +26,10 @@ struct StepRecord {
     /// The op without its input references, secret-looking values hashed.
     op: Value,
     inputs: Vec<InputRecord>,
+    /// The digest of the context paths the step reads (a COPY from, or a bind mount of, a
+    /// context), which its key covers.
+    #[serde(default)]
+    content: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -171,7 +175,8 @@ impl Explainer {
                     kind: input_kind(graph, prepared, &input.op),
                 })
                 .collect();
-            let record = StepRecord { key: keys.key.to_hex(), op: normalized_op(op), inputs };
+            let content = keys.content.map(hex::encode);
+            let record = StepRecord { key: keys.key.to_hex(), op: normalized_op(op), inputs, content };
             if let Some(prev) = read_json::<StepRecord>(&dir.join(format!("{identity}.json"))) {
                 previous.insert(*id, prev);
             }
@@ -218,6 +223,11 @@ impl Explainer {
             return vec!["its cached result is no longer in the store (pruned)".into()];
         }
         let mut out = self.op_reasons(&prev.op, &cur.op);
+        if let (Some(a), Some(_)) = (&prev.content, &cur.content) {
+            if prev.content != cur.content && prev.op == cur.op {
+                out.push(self.context_reason(a, &cur.op));
+            }
+        }
         if prev.inputs.len() != cur.inputs.len() {
             out.push("its inputs changed".into());
         } else {
@@ -311,6 +321,26 @@ impl Explainer {
         }
     }
 
+    /// Which of the context files a step reads changed since the build whose step read
+    /// content `before` (a digest), as far as the step's source paths tell.
+    fn context_reason(&self, before: &str, op: &Value) -> String {
+        let old = read_json::<BTreeMap<String, String>>(&self.dir.join(format!("context-{before}.json")));
+        let (Some(old), Some(now)) = (old, &self.context_files) else { return "build context changed".into() };
+        let prefixes = read_prefixes(op);
+        let keep = |map: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+            map.iter()
+                .filter(|(path, _)| {
+                    prefixes.is_empty()
+                        || prefixes
+                            .iter()
+                            .any(|p| p.as_os_str().is_empty() || std::path::Path::new(path).starts_with(p))
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        files_changed(&keep(&old), &keep(now))
+    }
+
     /// Remembers this build's steps (call after it succeeded).
     pub fn save(&self) {
         if std::fs::create_dir_all(&self.dir).is_err() {
@@ -318,6 +348,13 @@ impl Explainer {
         }
         for (identity, record) in self.current.values() {
             write_json(&self.dir.join(format!("{identity}.json")), &self.tmp, record);
+            // What the step read, for the next build's explanation.
+            if let (Some(c), Some(files)) = (&record.content, &self.context_files) {
+                let path = self.dir.join(format!("context-{c}.json"));
+                if !path.exists() {
+                    write_json(&path, &self.tmp, files);
+                }
+            }
             for input in &record.inputs {
                 if let InputKind::Context { name, content: Some(c) } = &input.kind {
                     let path = self.dir.join(format!("context-{c}.json"));
@@ -343,6 +380,25 @@ fn input_kind(graph: &Graph, prepared: &Prepared, id: &OpId) -> InputKind {
         },
         _ => InputKind::Step,
     }
+}
+
+/// The context paths (literal parts, before any wildcard) a normalized op reads: its COPY
+/// sources and bind-mount selectors. Empty: unknown, all of them.
+fn read_prefixes(op: &Value) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Some(actions) = op.pointer("/File/actions").and_then(Value::as_array) {
+        for a in actions {
+            for p in a.pointer("/Copy/src_paths").and_then(Value::as_array).into_iter().flatten() {
+                out.extend(p.as_str().map(rbuild_worker::source_prefix));
+            }
+        }
+    }
+    if let Some(mounts) = op.pointer("/Exec/mounts").and_then(Value::as_array) {
+        for m in mounts {
+            out.extend(m.pointer("/kind/Bind/selector").and_then(Value::as_str).map(rbuild_worker::source_prefix));
+        }
+    }
+    out
 }
 
 /// `src/main.c changed`, `a and 2 more files changed`...
@@ -465,7 +521,7 @@ mod tests {
     #[test]
     fn env_changes_name_the_variable_and_hide_secret_values() {
         let e = explainer(&["VERSION"]);
-        let rec = |op: Value| StepRecord { key: "k".into(), op, inputs: vec![] };
+        let rec = |op: Value| StepRecord { key: "k".into(), op, inputs: vec![], content: None };
         let before = rec(exec(&["VERSION=1.0", "API_TOKEN=sha256:aa"], &["make"]));
         let mut after = rec(exec(&["VERSION=1.1", "API_TOKEN=sha256:bb"], &["make"]));
         after.key = "k2".into();

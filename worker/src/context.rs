@@ -449,8 +449,8 @@ impl ContextEntries {
 }
 
 /// The part of a `COPY` source path before its first wildcard, cleaned and relative to the
-/// context root (empty: the whole context).
-fn literal_prefix(source: &str) -> PathBuf {
+/// context root (empty: the whole context): what a COPY of it can read lies at or below it.
+pub fn literal_prefix(source: &str) -> PathBuf {
     let cleaned = clean(source);
     let mut out = PathBuf::new();
     for part in cleaned.split('/').filter(|p| !p.is_empty()) {

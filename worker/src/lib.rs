@@ -42,7 +42,7 @@ use rbuild_solver::{CacheKey, ExecContext, Progress, Worker};
 use mounts::{MountEnv, MountSource};
 
 pub use archive::{ArchiveError, ArchiveLimits};
-pub use context::{ContextDir, ContextEntries, IgnoreMatcher, PatternError};
+pub use context::{literal_prefix as source_prefix, ContextDir, ContextEntries, IgnoreMatcher, PatternError};
 pub use error::WorkerError;
 pub use exec::RunRootfs;
 pub use image::{HistoryEntry, ImageSpec};
