@@ -11,21 +11,15 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use support::Registry;
 
 fn registry() -> &'static Registry {
-    static REG: OnceLock<Registry> = OnceLock::new();
-    REG.get_or_init(|| {
-        let r = Registry::start();
-        r.seed_busybox("busybox:latest");
-        r
-    })
+    support::busybox_registry()
 }
 
 fn ready(test: &str) -> bool {
-    support::require_root(test) && support::require_registry(test)
+    support::ready(test)
 }
 
 /// A context directory with a Dockerfile and files, in `dir`.

@@ -9,21 +9,15 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use support::Registry;
 
 fn registry() -> &'static Registry {
-    static REG: OnceLock<Registry> = OnceLock::new();
-    REG.get_or_init(|| {
-        let r = Registry::start();
-        r.seed_busybox("busybox:latest");
-        r
-    })
+    support::busybox_registry()
 }
 
 fn ready(test: &str) -> bool {
-    support::require_root(test) && support::require_busybox(test) && support::require_registry(test)
+    support::ready(test)
 }
 
 struct Ctx {

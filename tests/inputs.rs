@@ -14,17 +14,11 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
 use support::Registry;
 
 fn registry() -> &'static Registry {
-    static REG: OnceLock<Registry> = OnceLock::new();
-    REG.get_or_init(|| {
-        let r = Registry::start();
-        r.seed_busybox("busybox:latest");
-        r
-    })
+    support::busybox_registry()
 }
 
 fn ready_registry(test: &str) -> bool {

@@ -9,7 +9,6 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use serde_json::Value;
 
@@ -17,19 +16,12 @@ use crate::support::{self, Registry};
 
 /// One registry for the whole test binary, seeded with `busybox:latest`.
 pub fn registry() -> &'static Registry {
-    static REG: OnceLock<Registry> = OnceLock::new();
-    REG.get_or_init(|| {
-        let r = Registry::start();
-        r.seed_busybox("busybox:latest");
-        r
-    })
+    support::busybox_registry()
 }
 
 /// Whether the test can run (root, busybox, registry, umoci); says why not otherwise.
 pub fn ready(test: &str) -> bool {
-    support::require_root(test)
-        && support::require_busybox(test)
-        && support::require_registry(test)
+    support::ready(test)
         && (support::have("umoci") || {
             eprintln!("skipping {test}: needs `apt-get install umoci` (CI installs it)");
             false

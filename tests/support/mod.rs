@@ -62,6 +62,22 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// One registry for the whole test binary, seeded with the busybox fixture as `busybox:latest`,
+/// started on first use (call [`ready`] first).
+pub fn busybox_registry() -> &'static Registry {
+    static REG: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    REG.get_or_init(|| {
+        let r = Registry::start();
+        r.seed_busybox("busybox:latest");
+        r
+    })
+}
+
+/// `true` when an end-to-end test can run: root, the busybox fixture and a registry.
+pub fn ready(test: &str) -> bool {
+    require_root(test) && require_busybox(test) && require_registry(test)
+}
+
 /// `true` when the busybox fixture can be built (busybox-static, jq).
 pub fn require_busybox(test: &str) -> bool {
     require_tools(test, &[("busybox", "busybox-static"), ("jq", "jq"), ("gzip", "gzip")])
