@@ -192,22 +192,13 @@ pub async fn load_imports(
         match worker.load_remote_cache(location.clone()).await {
             Ok(Some(cache)) => caches.push(cache),
             Ok(None) if !quiet => eprintln!("WARNING: {location} has no rbuild cache metadata; not using it"),
-            Err(e) if !quiet => eprintln!("WARNING: importing cache from {location}: {}", chain(&e)),
+            Err(e) if !quiet => {
+                eprintln!("WARNING: importing cache from {location}: {}", crate::render::error_chain(&e))
+            }
             _ => {}
         }
     }
     Ok(caches)
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// The inline cache field for the image config, when `--cache-to type=inline` asks for one.

@@ -156,7 +156,10 @@ async fn collect(store: &Store, client: &Client, source: &str) -> Result<Vec<Ent
     }
     let reference: Reference = source.parse().map_err(|e| UserError(format!("invalid image name {source:?}: {e}")))?;
     let raw = client.fetch_image_or_index(&reference).await.map_err(|e| {
-        UserError(format!("{source}: not in the local store, and the registry cannot give it: {}", error_chain(&e)))
+        UserError(format!(
+            "{source}: not in the local store, and the registry cannot give it: {}",
+            crate::render::error_chain(&e)
+        ))
     })?;
     let origin = Origin::Registry(reference.clone());
     if raw.is_index() {
@@ -175,17 +178,6 @@ async fn collect(store: &Store, client: &Client, source: &str) -> Result<Vec<Ent
         .with_context(|| format!("reading the config of {source}"))?;
     let desc = Descriptor::new(raw.media_type.clone(), raw.bytes.len() as u64, raw.digest.clone());
     Ok(vec![Entry { desc: set_platform(desc, &config)?, origin, source: source.to_owned() }])
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// `desc` with the platform its manifest's config names, the config read through `read`.

@@ -135,3 +135,15 @@ pub fn error(e: &anyhow::Error) -> ExitCode {
     let _ = std::io::stderr().write_all(out.as_bytes());
     ExitCode::from(if user { 1 } else { 2 })
 }
+
+/// An error and its sources on one line, `a: b: c`, for warnings that do not stop the build.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
