@@ -716,3 +716,95 @@ fn source_date_epoch_with_rewrite_timestamp_reproduces_the_manifest_digest() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid SOURCE_DATE_EPOCH \"yesterday\""));
 }
+
+/// Removes a docker `certs.d/<host:port>` directory when dropped.
+struct CertsD(PathBuf);
+
+impl Drop for CertsD {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn multi_platform_push_and_pull_as_base_over_tls_with_basic_auth() {
+    let test = "multi_platform_push_and_pull_as_base_over_tls_with_basic_auth";
+    let opts = support::RegistryOptions { tls: true, htpasswd: Some(("carol".into(), "tls-hunter2".into())) };
+    if !ready(test) || !support::require_registry_with(test, &opts) || !support::require_tool(test, "umoci", "umoci") {
+        return;
+    }
+    let reg = Registry::start_with(opts);
+    let server = reg.host();
+    // The registry's own CA, where docker (and rbuild) look for it: a loopback registry with a
+    // CA there is spoken to over TLS.
+    let certs = CertsD(PathBuf::from("/etc/docker/certs.d").join(&server));
+    std::fs::create_dir_all(&certs.0).unwrap();
+    std::fs::copy(reg.ca_cert_path().unwrap(), certs.0.join("ca.crt")).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let docker_config = t.path().join("docker");
+    let root = t.path().join("store");
+    let rbuild = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .env("RBUILD_NO_PROGRESS", "1")
+            .env("DOCKER_CONFIG", &docker_config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        eprintln!("rbuild {args:?} -> {}\n{text}", out.status);
+        (out.status.success(), text)
+    };
+    let (ok, text) = rbuild(&["login", &server, "-u", "carol", "--password-stdin"], "tls-hunter2\n");
+    assert!(ok, "{text}");
+
+    // One image per platform, each carrying its own architecture's file.
+    let ctx = context(
+        t.path(),
+        "FROM scratch\nARG TARGETARCH\nCOPY $TARGETARCH.txt /arch\n",
+        &[("amd64.txt", "amd64\n"), ("arm64.txt", "arm64\n")],
+    );
+    let name = format!("{server}/app:multi");
+    let (ok, text) =
+        rbuild(&["build", "--platform", "linux/amd64,linux/arm64", "-t", &name, "--push", ctx.to_str().unwrap()], "");
+    assert!(ok, "{text}");
+    let cert_dir = format!("--cert-dir={}", reg.cert_dir().unwrap().display());
+    let creds = "--creds=carol:tls-hunter2";
+    let index = tool_json(&["skopeo", "inspect", "--raw", &cert_dir, creds, &format!("docker://{name}")]);
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!("{}/{}", m["platform"]["os"].as_str().unwrap(), m["platform"]["architecture"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+
+    // The index as a base: each platform gets its own image.
+    let child = t.path().join("child");
+    std::fs::create_dir_all(&child).unwrap();
+    std::fs::write(child.join("Dockerfile"), format!("FROM {name}\nCOPY extra /extra\n")).unwrap();
+    std::fs::write(child.join("extra"), "x\n").unwrap();
+    let archive = t.path().join("child.tar");
+    let dest = format!("type=oci,dest={}", archive.display());
+    let (ok, text) =
+        rbuild(&["build", "--platform", "linux/arm64", "-t", "child:1", "-o", &dest, child.to_str().unwrap()], "");
+    assert!(ok, "{text}");
+    let rootfs = umoci_unpack(&archive, &t.path().join("unpacked"));
+    assert_eq!(std::fs::read_to_string(rootfs.join("arch")).unwrap(), "arm64\n");
+    assert_eq!(std::fs::read_to_string(rootfs.join("extra")).unwrap(), "x\n");
+
+    // Without the credentials the registry refuses, and the error says so.
+    let (ok, text) = rbuild(&["logout", &server], "");
+    assert!(ok, "{text}");
+    let (ok, text) = rbuild(&["push", &name], "");
+    assert!(!ok && text.contains("denied"), "{text}");
+}

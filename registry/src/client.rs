@@ -27,7 +27,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub struct ClientOptions {
     /// Registries spoken to over plain HTTP. An entry `host` matches that host on any port,
     /// `host:port` only that port; IPv6 hosts are bracketed (`[::1]`). Every other registry is
-    /// spoken to over HTTPS only: there is no fallback from HTTPS to HTTP.
+    /// spoken to over HTTPS only: there is no fallback from HTTPS to HTTP. An insecure host
+    /// whose `certs_dir` directory holds CA certificates (`*.crt`) is spoken to over HTTPS.
     /// Default: `localhost`, `127.0.0.1` and `[::1]`.
     pub insecure_hosts: Vec<String>,
     /// The `User-Agent` header. Default: `rbuild/<version>`.
@@ -111,9 +112,27 @@ impl Client {
             .any(|entry| entry == registry || (entry == host && split_host_port(entry).1.is_none()))
     }
 
+    /// `https`, or `http` for an insecure registry (see [`ClientOptions::insecure_hosts`])
+    /// unless its `certs.d` directory holds CA certificates: a registry with a CA of its own
+    /// speaks TLS, on loopback too.
+    pub(crate) fn scheme(&self, registry: &str) -> &'static str {
+        let has_ca = || {
+            self.options.certs_dir.as_deref().is_some_and(|dir| {
+                std::fs::read_dir(dir.join(registry))
+                    .map(|entries| entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "crt")))
+                    .unwrap_or(false)
+            })
+        };
+        if self.is_insecure(registry) && !has_ca() {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
     /// `<scheme>://<api host>/v2/<repository>/<tail>`.
     pub(crate) fn api_url(&self, reference: &Reference, tail: &str) -> Result<Url> {
-        let scheme = if self.is_insecure(reference.registry()) { "http" } else { "https" };
+        let scheme = self.scheme(reference.registry());
         let text = format!("{scheme}://{}/v2/{}/{tail}", reference.api_host(), reference.repository());
         Url::parse(&text).map_err(|source| Error::InvalidUrl { url: text, source })
     }

@@ -20,7 +20,7 @@ impl Client {
         // Any repository gives the registry's host; Login asks for no scope in it.
         let text = format!("{registry}/login-check:latest");
         let reference: Reference = text.parse()?;
-        let scheme = if self.is_insecure(reference.registry()) { "http" } else { "https" };
+        let scheme = self.scheme(reference.registry());
         let text = format!("{scheme}://{}/v2/", reference.api_host());
         let url = Url::parse(&text).map_err(|source| Error::InvalidUrl { url: text, source })?;
         let response = self.send(&reference, Access::Login, &url, |http| http.get(url.clone())).await?;
