@@ -107,32 +107,173 @@ impl Drop for TempContext {
     }
 }
 
-/// Runs a build.
-pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
-    let mut layer_opts = output::LayerOptions::default();
-    let mut outputs: Vec<OutputSpec> =
-        args.outputs.iter().map(|o| output::parse(o, &mut layer_opts)).collect::<Result<_>>()?;
-    if args.push {
-        outputs.push(OutputSpec::Registry);
+/// The Dockerfile (its path as shown, bytes and file name) and the context's ignore patterns:
+/// from stdin (`-f -`), from a context that came as a stream or archive (confined to it), or
+/// from the file system.
+fn load_dockerfile(
+    file: &Option<PathBuf>,
+    m: &inputs::Materialized,
+    dockerfile_from_stdin: bool,
+) -> Result<(PathBuf, Vec<u8>, String, Vec<String>)> {
+    let context = m.root.clone();
+    let (dockerfile_path, dockerfile) = if dockerfile_from_stdin {
+        (PathBuf::from("Dockerfile"), inputs::read_stdin_dockerfile()?)
+    } else if let Some(text) = m.dockerfile.clone() {
+        (PathBuf::from("Dockerfile"), text)
+    } else if m.temporary {
+        // Inside a context that came from elsewhere: -f names a file in it.
+        let rel = file.clone().unwrap_or_else(|| PathBuf::from("Dockerfile"));
+        let text = inputs::read_confined(&context, &rel)?.ok_or_else(|| {
+            UserError(format!(
+                "cannot read Dockerfile {} in the build context (use -f to name another file)",
+                rel.display()
+            ))
+        })?;
+        (rel, text)
+    } else {
+        let path = file.clone().unwrap_or_else(|| context.join("Dockerfile"));
+        let text = std::fs::read(&path).map_err(|e| {
+            UserError(format!("cannot read Dockerfile {}: {e} (use -f to name another file)", path.display()))
+        })?;
+        (path, text)
+    };
+    let filename =
+        dockerfile_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
+    let excludes = if m.temporary {
+        let mut beside = dockerfile_path.as_os_str().to_owned();
+        beside.push(".dockerignore");
+        let text = match inputs::read_confined(&context, Path::new(&beside))? {
+            Some(t) => Some(t),
+            None => inputs::read_confined(&context, Path::new(".dockerignore"))?,
+        };
+        text.map(|t| IgnoreMatcher::parse_file(&String::from_utf8_lossy(&t))).unwrap_or_default()
+    } else {
+        let on_disk = !dockerfile_from_stdin && m.dockerfile.is_none();
+        read_ignore(on_disk.then_some(dockerfile_path.as_path()), &context)?
+    };
+    Ok((dockerfile_path, dockerfile, filename, excludes))
+}
+
+/// `--print-graph`: each platform's graph (DOT files may hold several graphs; JSON becomes an
+/// array in platform order).
+#[allow(clippy::print_stdout)]
+fn print_graphs(defs: &[BuildDefinition], format: &str) -> Result<()> {
+    let mut texts = Vec::with_capacity(defs.len());
+    for def in defs {
+        texts.push(match format {
+            "dot" => rbuild_solver::print::to_dot(&def.graph, def.target),
+            "json" => serde_json::to_string_pretty(&rbuild_solver::print::to_json(&def.graph, def.target))?,
+            other => return Err(UserError(format!("--print-graph={other}: use dot or json")).into()),
+        });
     }
-    if outputs.contains(&OutputSpec::Registry) && args.tags.is_empty() {
-        return Err(UserError("pushing needs an image name: add -t registry.example/name:tag".into()).into());
+    let text = if texts.len() > 1 && format == "json" { format!("[{}]", texts.join(",\n")) } else { texts.join("\n") };
+    println!("{text}");
+    Ok(())
+}
+
+/// What is done with a build's result: its names, outputs, layer options and exports.
+struct Delivery {
+    tags: Vec<String>,
+    outputs: Vec<OutputSpec>,
+    layer_opts: output::LayerOptions,
+    cache_exports: Vec<crate::cache_opts::CacheExport>,
+    /// `SOURCE_DATE_EPOCH`, set once the build args are known.
+    epoch: Option<i64>,
+    annotations: BTreeMap<String, String>,
+}
+
+impl Delivery {
+    /// Parses and checks the output flags, before anything is built.
+    fn from_args(args: &BuildArgs) -> Result<Delivery> {
+        let mut layer_opts = output::LayerOptions::default();
+        let mut outputs: Vec<OutputSpec> =
+            args.outputs.iter().map(|o| output::parse(o, &mut layer_opts)).collect::<Result<_>>()?;
+        if args.push {
+            outputs.push(OutputSpec::Registry);
+        }
+        if outputs.contains(&OutputSpec::Registry) && args.tags.is_empty() {
+            return Err(UserError("pushing needs an image name: add -t registry.example/name:tag".into()).into());
+        }
+        if args.load {
+            export::docker_cli()?;
+        }
+        let cache_exports = args
+            .cache_to
+            .iter()
+            .map(|v| crate::cache_opts::parse_cache_to(v))
+            .collect::<Result<_, _>>()
+            .map_err(UserError)?;
+        Ok(Delivery {
+            tags: export::normalize_tags(&args.tags)?,
+            outputs,
+            layer_opts,
+            cache_exports,
+            epoch: None,
+            annotations: export::parse_annotations(&args.annotations)?,
+        })
+    }
+}
+
+/// Commits each platform's image (an index over several), writes and pushes the outputs, loads
+/// into docker, writes the metadata file and the id, and exports the build cache.
+#[allow(clippy::too_many_arguments)] // the build's results, each from another phase
+async fn deliver(
+    d: &Delivery,
+    args: &BuildArgs,
+    worker: &Arc<LocalWorker>,
+    push_client: &rbuild_registry::Client,
+    results: Vec<(&BuildDefinition, &rbuild_solver::ir::Platform, Snapshot)>,
+    keys: &[rbuild_solver::CacheKey],
+    warnings: &[rbuild_frontend::Warning],
+    quiet: bool,
+) -> Result<()> {
+    let compression = d.layer_opts.compression;
+    let mut images = Vec::with_capacity(results.len());
+    for (def, platform, snapshot) in results {
+        let inline = crate::cache_opts::inline_field(worker, &d.cache_exports, keys, &snapshot, compression).await?;
+        let image =
+            export::commit_with(worker, &snapshot, def, platform, &d.layer_opts, d.epoch, &d.annotations, inline)
+                .await?;
+        images.push(export::PlatformImage { platform: platform.clone(), image, snapshot });
+    }
+    let built = export::BuildResult::new(worker, images, d.layer_opts.oci_mediatypes)?;
+    export::write_outputs(worker, &built, &d.tags, &d.outputs, quiet).await?;
+    if d.outputs.contains(&OutputSpec::Registry) {
+        for name in &d.tags {
+            crate::push::push(push_client, worker.store(), &built.top(), name, quiet).await?;
+        }
     }
     if args.load {
-        export::docker_cli()?;
+        crate::export::docker_load(worker, &built.images[0].image, &d.tags, quiet).await?;
     }
+    if let Some(path) = &args.metadata_file {
+        let json = serde_json::to_vec_pretty(&metadata(&built, &d.tags, warnings))?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    // The shared cache holds every platform's steps (mode=max); its final-image layers are
+    // the first platform's.
+    let first = &built.images[0].snapshot;
+    crate::cache_opts::export(worker, push_client, &d.cache_exports, keys, first, compression, quiet).await?;
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, built.id().to_string()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.quiet {
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{}", built.id());
+        }
+    }
+    Ok(())
+}
+
+/// Runs a build.
+pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
+    let mut delivery = Delivery::from_args(&args)?;
     let context_arg = inputs::classify(&args.context)?;
     let dockerfile_from_stdin = args.file.as_deref() == Some(Path::new("-"));
     if dockerfile_from_stdin && context_arg == inputs::ContextArg::Stdin {
         return Err(UserError("stdin cannot be both the build context and the Dockerfile (-f -)".into()).into());
     }
-    let tags = export::normalize_tags(&args.tags)?;
-    let cache_exports: Vec<crate::cache_opts::CacheExport> = args
-        .cache_to
-        .iter()
-        .map(|v| crate::cache_opts::parse_cache_to(v))
-        .collect::<Result<_, _>>()
-        .map_err(UserError)?;
     let entitlements = crate::cli::parse_entitlements(&args.allow).map_err(UserError)?;
     let run_defaults =
         inputs::parse_run_defaults(&args.add_hosts, &args.ulimits, args.shm_size.as_deref(), &args.network)?;
@@ -143,41 +284,8 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     // Removed when the build ends, whichever way.
     let _cleanup = TempContext(materialized.temporary.then(|| materialized.root.clone()));
     let context = materialized.root.clone();
-    let (dockerfile_path, dockerfile) = if dockerfile_from_stdin {
-        (PathBuf::from("Dockerfile"), inputs::read_stdin_dockerfile()?)
-    } else if let Some(text) = materialized.dockerfile.clone() {
-        (PathBuf::from("Dockerfile"), text)
-    } else if materialized.temporary {
-        // Inside a context that came from elsewhere: -f names a file in it.
-        let rel = args.file.clone().unwrap_or_else(|| PathBuf::from("Dockerfile"));
-        let text = inputs::read_confined(&context, &rel)?.ok_or_else(|| {
-            UserError(format!(
-                "cannot read Dockerfile {} in the build context (use -f to name another file)",
-                rel.display()
-            ))
-        })?;
-        (rel, text)
-    } else {
-        let path = args.file.clone().unwrap_or_else(|| context.join("Dockerfile"));
-        let text = std::fs::read(&path).map_err(|e| {
-            UserError(format!("cannot read Dockerfile {}: {e} (use -f to name another file)", path.display()))
-        })?;
-        (path, text)
-    };
-    let filename =
-        dockerfile_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into());
-    let excludes = if materialized.temporary {
-        let mut beside = dockerfile_path.as_os_str().to_owned();
-        beside.push(".dockerignore");
-        let text = match inputs::read_confined(&context, Path::new(&beside))? {
-            Some(t) => Some(t),
-            None => inputs::read_confined(&context, Path::new(".dockerignore"))?,
-        };
-        text.map(|t| IgnoreMatcher::parse_file(&String::from_utf8_lossy(&t))).unwrap_or_default()
-    } else {
-        let on_disk = !dockerfile_from_stdin && materialized.dockerfile.is_none();
-        read_ignore(on_disk.then_some(dockerfile_path.as_path()), &context)?
-    };
+    let (dockerfile_path, dockerfile, filename, excludes) =
+        load_dockerfile(&args.file, &materialized, dockerfile_from_stdin)?;
     // --pull: base images are always resolved against their registry (`RegistryResolver`).
     let _ = args.pull;
     let ignore = IgnoreMatcher::new(&excludes).map_err(|e| UserError(e.to_string()))?;
@@ -204,7 +312,7 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     // per target platform; their graphs are merged so that what they share is built once.
     let platforms = crate::platforms::parse(&args.platforms)?;
     let multi_platform = platforms.len() > 1;
-    if multi_platform && outputs.iter().any(|o| matches!(o, OutputSpec::Docker { .. })) {
+    if multi_platform && delivery.outputs.iter().any(|o| matches!(o, OutputSpec::Docker { .. })) {
         return Err(UserError(format!(
             "docker exporter does not currently support exporting manifest lists ({} platforms requested): \
              use -o type=oci,dest=FILE for a multi-platform archive, or one --platform per type=docker build",
@@ -221,8 +329,7 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     }
     let resolver = RegistryResolver::new(registry.clone(), tokio::runtime::Handle::current());
     let build_args = parse_build_args(&args.build_args);
-    let epoch = export::source_date_epoch(&build_args)?;
-    let annotations = export::parse_annotations(&args.annotations)?;
+    delivery.epoch = export::source_date_epoch(&build_args)?;
     let (target, no_cache) = (args.target.clone(), args.no_cache);
     let df = dockerfile.clone();
     let fname = filename.clone();
@@ -270,23 +377,7 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         .collect();
 
     if let Some(format) = &args.print_graph {
-        let mut texts = Vec::with_capacity(defs.len());
-        for def in &defs {
-            texts.push(match format.as_str() {
-                "dot" => rbuild_solver::print::to_dot(&def.graph, def.target),
-                "json" => serde_json::to_string_pretty(&rbuild_solver::print::to_json(&def.graph, def.target))?,
-                other => return Err(UserError(format!("--print-graph={other}: use dot or json")).into()),
-            });
-        }
-        // Several platforms: one graph each (DOT files may hold several graphs; JSON becomes
-        // an array in platform order).
-        let text =
-            if texts.len() > 1 && format == "json" { format!("[{}]", texts.join(",\n")) } else { texts.join("\n") };
-        #[allow(clippy::print_stdout)]
-        {
-            println!("{text}");
-        }
-        return Ok(());
+        return print_graphs(&defs, format);
     }
 
     let context_root = std::fs::canonicalize(&context).with_context(|| format!("resolving {}", context.display()))?;
@@ -420,48 +511,6 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
 
     let keys: Vec<rbuild_solver::CacheKey> =
         prepared.as_ref().map(|p| p.keys().values().map(|k| k.key).collect()).unwrap_or_default();
-    let mut images = Vec::with_capacity(defs.len());
-    for ((def, platform), snapshot) in defs.iter().zip(&platforms).zip(snapshots) {
-        let inline =
-            crate::cache_opts::inline_field(&worker, &cache_exports, &keys, &snapshot, layer_opts.compression).await?;
-        let image =
-            export::commit_with(&worker, &snapshot, def, platform, &layer_opts, epoch, &annotations, inline).await?;
-        images.push(export::PlatformImage { platform: platform.clone(), image, snapshot });
-    }
-    let built = export::BuildResult::new(&worker, images, layer_opts.oci_mediatypes)?;
-    export::write_outputs(&worker, &built, &tags, &outputs, quiet).await?;
-    if outputs.contains(&OutputSpec::Registry) {
-        for name in &tags {
-            crate::push::push(&push_client, worker.store(), &built.top(), name, quiet).await?;
-        }
-    }
-    if args.load {
-        crate::export::docker_load(&worker, &built.images[0].image, &tags, quiet).await?;
-    }
-    if let Some(path) = &args.metadata_file {
-        let json = serde_json::to_vec_pretty(&metadata(&built, &tags, &warnings))?;
-        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
-    }
-    // The shared cache holds every platform's steps (mode=max); its final-image layers are
-    // the first platform's.
-    crate::cache_opts::export(
-        &worker,
-        &push_client,
-        &cache_exports,
-        &keys,
-        &built.images[0].snapshot,
-        layer_opts.compression,
-        quiet,
-    )
-    .await?;
-    if let Some(path) = &args.iidfile {
-        std::fs::write(path, built.id().to_string()).with_context(|| format!("writing {}", path.display()))?;
-    }
-    if args.quiet {
-        #[allow(clippy::print_stdout)]
-        {
-            println!("{}", built.id());
-        }
-    }
-    Ok(())
+    let results = defs.iter().zip(&platforms).zip(snapshots).map(|((d, p), s)| (d, p, s)).collect();
+    deliver(&delivery, &args, &worker, &push_client, results, &keys, &warnings, quiet).await
 }
