@@ -25,6 +25,7 @@ fn main() -> ExitCode {
     }
     let cli = cli::parse();
     let root = store_root(cli.root.clone());
+    let root_for_errors = root.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -48,7 +49,7 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => render::error(&e),
+        Err(e) => render::error(&e, &root_for_errors),
     }
 }
 
