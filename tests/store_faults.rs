@@ -261,7 +261,8 @@ fn sigkilled_builds_leave_a_store_the_next_build_uses() {
     let mut root = t.path().join("store-0");
     // Pulls go to their own store, which has never seen the images pushed from `root`.
     let pull_root = t.path().join("store-pull");
-    let reg = registry();
+    // Its own registry, for the 10 pushed images: dropped (and its storage deleted) at the end.
+    let reg = &Registry::start();
     let mut max_delay: Vec<u64> = PHASES.iter().map(|&p| initial_max_delay(p)).collect();
     let mut landed = [0usize; 5];
     let mut pushed: Option<(String, u64)> = None;
@@ -615,7 +616,7 @@ fn a_full_disk_fails_the_build_clearly_and_the_store_survives() {
     // A RUN whose output fits, but not once more as its packed layer (random bytes do not
     // compress): the store's own blob write runs out of space.
     let free = nix::sys::statvfs::statvfs(&disk.0).unwrap();
-    let free = u64::from(free.blocks_available()) * u64::from(free.fragment_size());
+    let free = free.blocks_available() * free.fragment_size();
     let count = free * 3 / 4 / 65536;
     let layer = context(
         &t.path().join("layer-ctx"),
