@@ -564,7 +564,7 @@ fn malformed_manifests_fail_with_errors_that_say_what_is_wrong() {
             format!(
                 r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.cncf.helm.config.v1+json","digest":"{zero}","size":2}},"layers":[]}}"#
             ),
-            vec!["application/vnd.cncf.helm.config.v1+json".into()],
+            vec!["application/vnd.cncf.helm.config.v1+json".into(), "not a container image".into()],
         ),
         (
             "manifest over 4 MiB",
