@@ -444,8 +444,9 @@ fn serve(conn: TcpStream, shared: &Shared) -> io::Result<()> {
                 conn.write_all(&response.head_bytes(body.len()))?;
                 conn.write_all(&body[..n.min(body.len())])?;
                 conn.flush()?;
-                // Let the bytes leave before the reset discards what is still queued.
-                std::thread::sleep(Duration::from_millis(50));
+                // Let the client read the bytes first: a reset discards what it has not read
+                // yet (generous, for a loaded machine).
+                std::thread::sleep(Duration::from_millis(300));
                 reset(conn);
                 return Ok(());
             }
