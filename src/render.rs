@@ -143,9 +143,9 @@ pub fn error(e: &anyhow::Error, store: &std::path::Path) -> ExitCode {
     }
     if out_of_space(e) {
         out.push_str(&format!(
-            "hint: no space left on the filesystem of the store at {} (steps and layers are written \
-             there): free space, remove unused data with `rbuild prune`, or use --root on a larger \
-             filesystem\n",
+            "hint: a filesystem is full (no space left on device); steps and layers are written to \
+             the store at {}: free space there (`rbuild prune` removes unused data), or use --root on \
+             a larger filesystem\n",
             store.display()
         ));
     }
