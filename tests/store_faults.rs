@@ -236,13 +236,13 @@ fn oci_archive_manifest(path: &Path) -> Result<String, String> {
 /// Kill delays (after the trigger) start at these bounds, in ms, and shrink when kills keep
 /// arriving after the phase is over; measured on a loaded 2-core machine: a pull of the fresh
 /// base ≈ 150 ms, a RUN step 100–300 ms, packing and committing ≈ 250 ms, writing the OCI
-/// archive ≈ 30 ms, the push ≈ 250 ms.
+/// archive (with its extra 16 MB layer) ≈ 50 ms, the push ≈ 250 ms.
 fn initial_max_delay(phase: Phase) -> u64 {
     match phase {
         Phase::Pull => 250,
         Phase::Run => 300,
         Phase::LayerWrite => 300,
-        Phase::Export => 30,
+        Phase::Export => 60,
         Phase::Push => 300,
     }
 }
@@ -294,7 +294,10 @@ fn sigkilled_builds_leave_a_store_the_next_build_uses() {
                 std::fs::create_dir_all(oci.parent().unwrap()).unwrap();
                 let extra =
                     vec!["-o".into(), format!("type=oci,dest={}", oci.display()), "-o".into(), "type=image".into()];
-                (&root, context(&ctx_dir, &fault_dockerfile(salt), &files), "faults:latest".into(), extra)
+                // A 16 MB layer on top, so that writing the archive takes long enough (≈50 ms)
+                // for kills to land inside it.
+                let df = fault_dockerfile(salt) + "RUN head -c 16000000 /dev/urandom > /big2\n";
+                (&root, context(&ctx_dir, &df, &files), "faults:latest".into(), extra)
             }
             Phase::Run | Phase::LayerWrite => {
                 (&root, context(&ctx_dir, &fault_dockerfile(salt), &files), "faults:latest".into(), Vec::new())
@@ -327,7 +330,7 @@ fn sigkilled_builds_leave_a_store_the_next_build_uses() {
                 "iteration {i} ({phase:?}): no trigger in 60 s:\n{}",
                 lines.snapshot().join("\n")
             );
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_millis(1));
         };
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -380,6 +383,7 @@ fn sigkilled_builds_leave_a_store_the_next_build_uses() {
                 assert_eq!(layer_file(store, &name, 0, "a.txt"), "alpha\n", "iteration {i}");
                 assert_eq!(layer_file(store, &name, 1, "d"), expected_d(base_salt), "iteration {i}: the pulled base");
             }
+            Phase::Export => assert_eq!(layer_file(store, &name, 1, "d"), expected_d(salt), "iteration {i} (Export)"),
             _ => assert_eq!(layer_file(store, &name, 0, "d"), expected_d(salt), "iteration {i} ({phase:?})"),
         }
         let local = Store::open(store).unwrap();
