@@ -354,8 +354,8 @@ where
     F: FnOnce(std::io::BufWriter<tempfile::NamedTempFile>) -> Result<std::io::BufWriter<tempfile::NamedTempFile>>,
 {
     let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp =
-        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("writing {}: cannot create a temp file in {}", dest.display(), dir.display()))?;
     let out = write(std::io::BufWriter::with_capacity(1 << 20, tmp))
         .with_context(|| format!("writing {}", dest.display()))?;
     let tmp = out.into_inner().map_err(|e| e.into_error()).with_context(|| format!("writing {}", dest.display()))?;

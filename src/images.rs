@@ -83,9 +83,11 @@ fn lookup(store: &Store, name: &str) -> Result<rbuild_cache::ImageRecord> {
 
 /// `rbuild tag SOURCE TARGET`.
 pub fn tag(root: PathBuf, source: &str, target: &str) -> Result<()> {
+    // A bad new name is reported even when the source is missing too, as `docker tag` does.
+    let name = normalize(target)?;
     let store = open(&root)?;
     let mut rec = lookup(&store, source)?;
-    rec.name = normalize(target)?;
+    rec.name = name;
     store.put_image(&rec)?;
     Ok(())
 }

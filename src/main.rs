@@ -40,6 +40,7 @@ fn main() -> ExitCode {
     if let (Err(e), Command::Build(_)) = (&rootless, &cli.command) {
         eprintln!("warning: running rootless needs a user namespace ({e}); RUN steps will fail");
     }
+    let root_for_errors = root.clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -67,7 +68,7 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => render::error(&e),
+        Err(e) => render::error(&e, &root_for_errors),
     }
 }
 

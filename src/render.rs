@@ -87,8 +87,24 @@ fn excerpt(out: &mut String, file: &str, text: &[u8], start: usize, end: usize) 
     }
 }
 
-/// Prints `e` to stderr and returns the process exit code.
-pub fn error(e: &anyhow::Error) -> ExitCode {
+/// Whether `e` comes from a full filesystem: an `ENOSPC` (or `EDQUOT`) anywhere in its chain,
+/// or a failed step whose output says so.
+fn out_of_space(e: &anyhow::Error) -> bool {
+    const SAYS: [&str; 2] = ["No space left on device", "Disk quota exceeded"];
+    let says = |text: &str| SAYS.iter().any(|s| text.contains(s));
+    e.chain().any(|cause| {
+        let io = cause.downcast_ref::<std::io::Error>().and_then(std::io::Error::raw_os_error);
+        io.is_some_and(|code| code == nix::errno::Errno::ENOSPC as i32 || code == nix::errno::Errno::EDQUOT as i32)
+            || says(&cause.to_string())
+    }) || e.downcast_ref::<StepFailure>().is_some_and(|s| match &*s.error {
+        rbuild_worker::WorkerError::CommandFailed { tail, .. } => tail.iter().any(|l| says(l)),
+        _ => false,
+    })
+}
+
+/// Prints `e` to stderr and returns the process exit code. `store` is the store directory,
+/// named when the error is a full disk.
+pub fn error(e: &anyhow::Error, store: &std::path::Path) -> ExitCode {
     // `--check` found something: its report is the output.
     if e.downcast_ref::<crate::checks::ChecksFound>().is_some() {
         return ExitCode::from(1);
@@ -129,6 +145,14 @@ pub fn error(e: &anyhow::Error) -> ExitCode {
             out.push_str(&format!("  caused by: {c}\n"));
         }
     }
+    if out_of_space(e) {
+        out.push_str(&format!(
+            "hint: a filesystem is full (no space left on device); steps and layers are written to \
+             the store at {}: free space there (`rbuild prune` removes unused data), or use --root on \
+             a larger filesystem\n",
+            store.display()
+        ));
+    }
     if let Some(h) = hint {
         out.push_str(&format!("hint: {h}\n"));
     }
@@ -146,4 +170,32 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_disks_are_recognised_wherever_they_are_in_the_chain() {
+        let enospc = anyhow::Error::new(std::io::Error::from_raw_os_error(nix::errno::Errno::ENOSPC as i32))
+            .context("writing layer")
+            .context("exporting the image");
+        assert!(out_of_space(&enospc));
+        let said = anyhow::anyhow!("copying a.txt: No space left on device (os error 28)");
+        assert!(out_of_space(&said));
+        let step = StepFailure {
+            step: "[2/2] RUN fill".into(),
+            location: None,
+            source_text: Vec::new(),
+            error: std::sync::Arc::new(rbuild_worker::WorkerError::CommandFailed {
+                command: "/bin/sh -c fill".into(),
+                status: "exit code: 1".into(),
+                tail: vec!["head: write error: No space left on device".into()],
+            }),
+        };
+        assert!(out_of_space(&anyhow::Error::new(step)));
+        let other = anyhow::Error::new(std::io::Error::from_raw_os_error(nix::errno::Errno::EACCES as i32));
+        assert!(!out_of_space(&other.context("writing layer")));
+    }
 }

@@ -41,12 +41,11 @@ impl ImageResolver for RegistryResolver {
         }
         let r: Reference = reference.parse().map_err(|e| ResolveError::Registry(Box::new(e)))?;
         let rp = rbuild_registry::Platform::new(&platform.os, &platform.architecture, platform.variant.as_deref());
+        // The registry's own error where it says more: which platforms the image has, and
+        // that credentials were sent and refused (not that none were found).
         let resolved = self.handle.block_on(self.client.resolve(&r, &rp)).map_err(|e| match e {
             rbuild_registry::Error::ManifestNotFound { .. } => ResolveError::NotFound,
-            rbuild_registry::Error::NoMatchingPlatform { .. } => {
-                ResolveError::NoMatchingPlatform { platform: platform.clone() }
-            }
-            rbuild_registry::Error::Unauthorized { .. } => ResolveError::Unauthorized,
+            rbuild_registry::Error::Unauthorized { sent_credentials: false, .. } => ResolveError::Unauthorized,
             other => ResolveError::Registry(Box::new(other)),
         })?;
         let out = ResolvedImage {

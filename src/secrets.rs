@@ -24,6 +24,12 @@ pub fn parse_secrets(specs: &[String]) -> Result<HashMap<String, Secret>> {
     let mut out = HashMap::new();
     for spec in specs {
         let f = fields(spec);
+        if let Some(key) = f.keys().find(|k| !["id", "src", "source", "env", "type"].contains(&k.as_str())) {
+            return Err(UserError(format!(
+                "--secret {spec:?}: unknown key {key:?} (use id=, src= or env=, e.g. id=mytoken,src=token.txt)"
+            ))
+            .into());
+        }
         let id = f
             .get("id")
             .filter(|v| !v.is_empty())
@@ -61,6 +67,10 @@ pub fn parse_ssh(specs: &[String]) -> Result<HashMap<String, PathBuf>> {
                 (spec.clone(), PathBuf::from(sock))
             }
         };
+        // Checked now, as docker buildx does, rather than when a step first asks for it.
+        if let Err(e) = std::fs::metadata(&sock) {
+            return Err(UserError(format!("--ssh {spec}: cannot use {}: {e}", sock.display())).into());
+        }
         out.insert(id, sock);
     }
     Ok(out)
@@ -82,12 +92,21 @@ mod tests {
         assert_eq!(s["b"].expose(), b"fromenv");
         assert_eq!(s["RBUILD_TEST_SECRET_ENV"].expose(), b"fromenv");
         assert!(parse_secrets(&["src=x".into()]).is_err());
+        let unknown = parse_secrets(&[format!("id=a,src={},colour=red", file.display())]).unwrap_err();
+        assert!(unknown.to_string().contains("\"colour\""), "{unknown}");
+        let typed = parse_secrets(&[format!("type=file,id=a,source={}", file.display())]).unwrap();
+        assert_eq!(typed["a"].expose(), b"s3cr3t");
         assert!(!format!("{:?}", s["b"]).contains("fromenv"));
     }
 
     #[test]
     fn ssh_specs() {
-        let s = parse_ssh(&["default=/tmp/agent.sock".into()]).unwrap();
-        assert_eq!(s["default"], PathBuf::from("/tmp/agent.sock"));
+        let t = tempfile::tempdir().unwrap();
+        let sock = t.path().join("agent.sock");
+        std::fs::write(&sock, "").unwrap();
+        let s = parse_ssh(&[format!("default={}", sock.display())]).unwrap();
+        assert_eq!(s["default"], sock);
+        let missing = parse_ssh(&["default=/no/such/agent.sock".into()]).unwrap_err();
+        assert!(missing.to_string().contains("/no/such/agent.sock"), "{missing}");
     }
 }

@@ -24,8 +24,10 @@ impl Client {
     /// backoff, as for every request. **Mid-stream**, a broken body is resumed: the next attempt
     /// asks for `Range: bytes=<written>-` and continues the same hash, so nothing already
     /// written is written again; a server that ignores the range and answers 200 is read from
-    /// the start with the first `written` bytes skipped. Each resume spends one retry; when they
-    /// run out the error is [`Error::BlobStream`].
+    /// the start with the first `written` bytes skipped. A body that ends cleanly before
+    /// `desc.size()` bytes (cut short by a proxy) is resumed the same way. Each resume spends
+    /// one retry; when they run out the error is [`Error::BlobStream`] (or
+    /// [`Error::SizeMismatch`] for a body that keeps ending short).
     ///
     /// `dest` is flushed but not shut down.
     ///
@@ -46,7 +48,13 @@ impl Client {
         let mut resumes = 0;
         loop {
             let written = hasher.len();
-            let response = self.blob_response(reference, desc, &url, written).await?;
+            let response = match self.blob_response(reference, desc, &url, written).await {
+                // Nothing past what we have: the blob is shorter than its descriptor says.
+                Err(Error::Status { status: StatusCode::RANGE_NOT_SATISFIABLE, .. }) if written > 0 => {
+                    return Err(Error::SizeMismatch { digest: digest.clone(), expected: desc.size(), found: written })
+                }
+                other => other?,
+            };
             let mut skip = match response.status() {
                 StatusCode::PARTIAL_CONTENT => 0,
                 _ => written, // a full body, of which `written` bytes are already out
@@ -72,7 +80,17 @@ impl Client {
                 dest.write_all(chunk).await.map_err(|source| Error::BlobWrite { digest: digest.clone(), source })?;
             };
             match broken {
-                None if skip == 0 => break,
+                None if skip == 0 && hasher.len() == desc.size() => break,
+                // A body that ended cleanly but short (a proxy or CDN cut it and framed it as
+                // complete): resumed like a broken one, and a size mismatch once retries are spent.
+                None if skip == 0 && resumes < self.options.max_retries => {}
+                None if skip == 0 => {
+                    return Err(Error::SizeMismatch {
+                        digest: digest.clone(),
+                        expected: desc.size(),
+                        found: hasher.len(),
+                    })
+                }
                 // A full re-send shorter than what the broken attempt had already delivered.
                 None => {
                     return Err(Error::SizeMismatch {

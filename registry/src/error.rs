@@ -163,6 +163,18 @@ pub enum Error {
         /// The media type it declared (or `""` when it declared none).
         media_type: String,
     },
+    /// The manifest's config is not an image configuration: the manifest is an artifact (a
+    /// Helm chart, a signature, an attestation), not a container image.
+    #[error(
+        "{url} is a {media_type:?} config, not a container image configuration (the reference \
+         names an artifact, not an image)"
+    )]
+    NotAnImageConfig {
+        /// The config blob's URL.
+        url: RedactedUrl,
+        /// The config's media type.
+        media_type: String,
+    },
     /// A manifest or index did not parse.
     #[error("{url} sent an invalid {media_type}")]
     ManifestParse {

@@ -118,9 +118,9 @@ impl Client {
     /// # Errors
     ///
     /// [`Error::ManifestNotFound`], [`Error::NoMatchingPlatform`],
-    /// [`Error::UnsupportedMediaType`] (schema 1, artifacts), verification errors
-    /// ([`Error::DigestMismatch`], [`Error::SizeMismatch`]), parse errors, and the registry's
-    /// [`Error::Status`], [`Error::Unauthorized`] or [`Error::Transport`].
+    /// [`Error::UnsupportedMediaType`] (schema 1), [`Error::NotAnImageConfig`] (artifacts),
+    /// verification errors ([`Error::DigestMismatch`], [`Error::SizeMismatch`]), parse errors,
+    /// and the registry's [`Error::Status`], [`Error::Unauthorized`] or [`Error::Transport`].
     pub async fn resolve(&self, reference: &Reference, platform: &Platform) -> Result<ResolvedImage> {
         let mut document =
             self.fetch_document(reference, reference.manifest_target(), reference.digest(), None).await?;
@@ -237,7 +237,7 @@ impl Client {
         let media_type = desc.media_type().to_string();
         if media_type != OCI_CONFIG && media_type != DOCKER_CONFIG {
             let url = self.api_url(reference, &format!("blobs/{}", desc.digest()))?;
-            return Err(Error::UnsupportedMediaType { url: url.into(), media_type });
+            return Err(Error::NotAnImageConfig { url: url.into(), media_type });
         }
         if desc.size() > MAX_CONFIG_BYTES {
             let url = self.api_url(reference, &format!("blobs/{}", desc.digest()))?;

@@ -228,6 +228,56 @@ async fn download_that_keeps_breaking_gives_up() {
 }
 
 #[tokio::test]
+async fn body_that_ends_short_but_cleanly_is_resumed() {
+    // A proxy cut the body and framed it as complete: Content-Length says 1000.
+    let image = Image::new("amd64");
+    let served = image.clone();
+    let server = FakeServer::start(move |req| match req.header("range") {
+        None => Reply::ok(served.layer[..1000].to_vec()),
+        Some(range) => {
+            assert_eq!(range, "bytes=1000-");
+            let total = served.layer.len();
+            Reply::status(206)
+                .header("Content-Range", &format!("bytes 1000-{}/{total}", total - 1))
+                .body(served.layer[1000..].to_vec())
+        }
+    });
+    let mut sink = Vec::new();
+    client()
+        .fetch_blob(&reference(&server, "r"), &image.layer_descriptor(), &mut sink)
+        .await
+        .expect("resumed after a short body");
+    assert_eq!(sink, image.layer);
+    assert_eq!(server.count(&image.layer_path()), 2);
+}
+
+#[tokio::test]
+async fn blob_shorter_than_its_descriptor_is_a_size_mismatch() {
+    // Always short: retried, then reported as what it is.
+    let image = Image::new("amd64");
+    let served = image.clone();
+    let server = FakeServer::start(move |_| Reply::ok(served.layer[..1000].to_vec()));
+    let err = client()
+        .fetch_blob(&reference(&server, "r"), &image.layer_descriptor(), &mut Vec::new())
+        .await
+        .expect_err("short every time");
+    assert!(matches!(err, Error::SizeMismatch { found: 1000, .. }), "{err:?}");
+    assert_eq!(server.count(&image.layer_path()), 4, "one try and three resumes");
+
+    // A registry that has no bytes past the end of its (shorter) blob answers the resume 416.
+    let served = image.clone();
+    let server = FakeServer::start(move |req| match req.header("range") {
+        None => Reply::ok(served.layer[..1000].to_vec()),
+        Some(_) => Reply::status(416),
+    });
+    let err = client()
+        .fetch_blob(&reference(&server, "r"), &image.layer_descriptor(), &mut Vec::new())
+        .await
+        .expect_err("shorter blob");
+    assert!(matches!(err, Error::SizeMismatch { found: 1000, .. }), "{err:?}");
+}
+
+#[tokio::test]
 async fn redirected_blob_is_followed() {
     let image = Image::new("amd64");
     let served = image.clone();

@@ -106,6 +106,16 @@ pub enum WorkerError {
         #[source]
         source: rbuild_exporter::layer::UnpackError,
     },
+    /// A snapshot could not be packed into a layer blob (its cause says why: a full disk, an
+    /// unreadable file).
+    #[error("packing the layer of snapshot {id}")]
+    Pack {
+        /// The snapshot.
+        id: String,
+        /// Why.
+        #[source]
+        source: rbuild_exporter::layer::PackError,
+    },
     /// A pulled layer's content does not match the image config.
     #[error("layer {digest} has diff id {found}, but the image config says {expected}")]
     DiffIdMismatch {

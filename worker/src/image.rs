@@ -242,7 +242,7 @@ fn ensure_blob(
     // The store's writer hashes what it is given: no second hash of the blob here.
     let cache = cache.map(|c| Arc::new(c) as Arc<dyn BlockCache>);
     let packed = pack_with(&diff, &mut writer, &opts, cache, false)
-        .map_err(|e| WorkerError::Internal(format!("packing snapshot {id}: {e}")))?;
+        .map_err(|source| WorkerError::Pack { id: id.to_owned(), source })?;
     let writer = writer.into_inner().map_err(|e| WorkerError::Io { path: diff.clone(), source: e.into_error() })?;
     let (digest, size) = writer.commit(None)?;
     if size != packed.size {
