@@ -367,8 +367,12 @@ async fn fetch_manifest_returns_an_artifact_verified_without_fetching_its_config
     assert_eq!(fetched.bytes.as_ref(), manifest.as_slice());
     assert_eq!(fetched.digest.to_string(), sha(&manifest));
     assert_eq!(server.requests().len(), 1, "nothing but the manifest");
+    // resolve() wants a container image: it names what the config is instead.
     let err = client().resolve(&r, &amd64()).await.expect_err("not an image");
-    assert!(matches!(err, Error::UnsupportedMediaType { .. }), "{err:?}");
+    assert!(
+        matches!(&err, Error::NotAnImageConfig { media_type, .. } if media_type == "application/vnd.rbuild.cache.config.v1+json"),
+        "{err:?}"
+    );
 
     // The registry's Docker-Content-Digest must match what it sent.
     let server = FakeServer::start(move |_| {
