@@ -503,6 +503,28 @@ fn run_confinement_blocks_keyctl_and_gives_a_non_root_user_what_runc_gives() {
     }
 }
 
+/// Runs rbuild on the store `root` with docker's config in `docker_config`, writing `stdin`
+/// to it; returns whether it succeeded and its stdout and stderr.
+fn rbuild_with_config(root: &Path, docker_config: &Path, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env("RBUILD_NO_PROGRESS", "1")
+        .env("DOCKER_CONFIG", docker_config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("rbuild {args:?} -> {}\n{text}", out.status);
+    (out.status.success(), text)
+}
+
 #[test]
 fn login_keeps_checked_credentials_that_push_uses_and_logout_forgets_them() {
     let test = "login_keeps_checked_credentials_that_push_uses_and_logout_forgets_them";
@@ -515,25 +537,7 @@ fn login_keeps_checked_credentials_that_push_uses_and_logout_forgets_them() {
     let t = tempfile::tempdir().unwrap();
     let docker_config = t.path().join("docker");
     let b = Build::new(t.path());
-    let rbuild = |args: &[&str], stdin: &str| {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rbuild"))
-            .arg("--root")
-            .arg(&b.root)
-            .args(args)
-            .env("RBUILD_NO_PROGRESS", "1")
-            .env("DOCKER_CONFIG", &docker_config)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        eprintln!("rbuild {args:?} -> {}\n{text}", out.status);
-        (out.status.success(), text)
-    };
+    let rbuild = |args: &[&str], stdin: &str| rbuild_with_config(&b.root, &docker_config, args, stdin);
     let config = docker_config.join("config.json");
 
     // A wrong password is refused by the registry and nothing is kept.
@@ -743,25 +747,7 @@ fn multi_platform_push_and_pull_as_base_over_tls_with_basic_auth() {
     let t = tempfile::tempdir().unwrap();
     let docker_config = t.path().join("docker");
     let root = t.path().join("store");
-    let rbuild = |args: &[&str], stdin: &str| {
-        use std::io::Write;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rbuild"))
-            .arg("--root")
-            .arg(&root)
-            .args(args)
-            .env("RBUILD_NO_PROGRESS", "1")
-            .env("DOCKER_CONFIG", &docker_config)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        eprintln!("rbuild {args:?} -> {}\n{text}", out.status);
-        (out.status.success(), text)
-    };
+    let rbuild = |args: &[&str], stdin: &str| rbuild_with_config(&root, &docker_config, args, stdin);
     let (ok, text) = rbuild(&["login", &server, "-u", "carol", "--password-stdin"], "tls-hunter2\n");
     assert!(ok, "{text}");
 
