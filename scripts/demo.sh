@@ -18,7 +18,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 scripts/install-deps.sh
 cargo build --release --locked
-rbuild="$top/target/release/rbuild"
+rbuild="${CARGO_TARGET_DIR:-$top/target}/release/rbuild"
 
 work=$(mktemp -d /tmp/rbuild-demo.XXXXXX)
 cleanup() { testdata/fixtures/registry.sh stop "$work/registry" >/dev/null 2>&1 || true; rm -rf "$work"; }
