@@ -13,23 +13,18 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rbuild_cache::{GcOptions, LockMode, ProblemKind, Store, StoreOptions, VerifyOptions};
 use support::Registry;
 
 fn registry() -> &'static Registry {
-    static REG: OnceLock<Registry> = OnceLock::new();
-    REG.get_or_init(|| {
-        let r = Registry::start();
-        r.seed_busybox("busybox:latest");
-        r
-    })
+    support::busybox_registry()
 }
 
 fn ready(test: &str) -> bool {
-    support::require_root(test) && support::require_busybox(test) && support::require_registry(test)
+    support::ready(test)
 }
 
 /// xorshift64*: a seeded, dependency-free source of kill delays.

@@ -13,17 +13,12 @@ use crate::support::{self, Registry};
 
 /// One registry for the whole suite, seeded with `busybox:latest`.
 pub fn registry() -> &'static Registry {
-    static REG: OnceLock<Registry> = OnceLock::new();
-    REG.get_or_init(|| {
-        let r = Registry::start();
-        r.seed_busybox("busybox:latest");
-        r
-    })
+    support::busybox_registry()
 }
 
 /// Root, busybox-static, jq, gzip, docker-registry, skopeo, curl; says why when not.
 pub fn ready(test: &str) -> bool {
-    support::require_root(test) && support::require_registry(test)
+    support::ready(test)
 }
 
 /// The busybox base image in the suite's registry.

@@ -17,23 +17,17 @@ mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use proxy::{Fault, Proxy, Rule};
 use support::Registry;
 
 fn registry() -> &'static Registry {
-    static REG: OnceLock<Registry> = OnceLock::new();
-    REG.get_or_init(|| {
-        let r = Registry::start();
-        r.seed_busybox("busybox:latest");
-        r
-    })
+    support::busybox_registry()
 }
 
 fn ready(test: &str) -> bool {
-    support::require_root(test) && support::require_busybox(test) && support::require_registry(test)
+    support::ready(test)
 }
 
 /// The busybox fixture's (only) layer: digest and size.
