@@ -190,15 +190,36 @@ fn pack_clamped(
     compression: Compression,
     epoch: i64,
 ) -> Result<PackedLayer, WorkerError> {
-    let diff = store.snapshot_diff(id);
-    let mut writer = std::io::BufWriter::with_capacity(64 << 10, store.blob_writer()?);
     let mut opts = PackOptions::default();
     opts.compression(compression).source_date_epoch(Some(epoch));
-    let packed = pack_with(&diff, &mut writer, &opts, None, false)
-        .map_err(|e| WorkerError::Internal(format!("packing snapshot {id}: {e}")))?;
+    let (packed, _) = pack_into_store(store, id, &opts, None)?;
+    Ok(packed)
+}
+
+/// Packs snapshot `id` into a new blob of the store (hashed by the store's writer as it is
+/// written, never twice) and returns the layer with the pack's gzip blocks.
+fn pack_into_store(
+    store: &Arc<Store>,
+    id: &str,
+    opts: &PackOptions,
+    cache: Option<Arc<dyn BlockCache>>,
+) -> Result<(PackedLayer, Vec<GzipBlock>), WorkerError> {
+    let diff = store.snapshot_diff(id);
+    // Blocks (mostly larger than the buffer) go straight through; only small writes are batched.
+    let mut writer = std::io::BufWriter::with_capacity(64 << 10, store.blob_writer()?);
+    let packed = pack_with(&diff, &mut writer, opts, cache, false)
+        .map_err(|source| WorkerError::Pack { id: id.to_owned(), source })?;
     let writer = writer.into_inner().map_err(|e| WorkerError::Io { path: diff.clone(), source: e.into_error() })?;
     let (digest, size) = writer.commit(None)?;
-    Ok(PackedLayer { diff_id: packed.diff_id, digest, size, media_type: packed.media_type, entries: packed.entries })
+    if size != packed.size {
+        return Err(WorkerError::Internal(format!(
+            "packing snapshot {id}: wrote {} bytes, stored {size}",
+            packed.size
+        )));
+    }
+    let layer =
+        PackedLayer { diff_id: packed.diff_id, digest, size, media_type: packed.media_type, entries: packed.entries };
+    Ok((layer, packed.blocks))
 }
 
 /// The blob of snapshot `id`: recorded in its metadata, or packed now (gzip) and recorded.
@@ -232,31 +253,16 @@ fn ensure_blob(
             });
         }
     }
-    let diff = store.snapshot_diff(id);
     let lineage = LayerBlocks::path(store, producer, compression);
     let cache = lineage.as_deref().and_then(|p| LayerBlocks::open(store, p));
-    // Blocks (mostly larger than the buffer) go straight through; only small writes are batched.
-    let mut writer = std::io::BufWriter::with_capacity(64 << 10, store.blob_writer()?);
     let mut opts = PackOptions::default();
     opts.compression(compression);
-    // The store's writer hashes what it is given: no second hash of the blob here.
     let cache = cache.map(|c| Arc::new(c) as Arc<dyn BlockCache>);
-    let packed = pack_with(&diff, &mut writer, &opts, cache, false)
-        .map_err(|source| WorkerError::Pack { id: id.to_owned(), source })?;
-    let writer = writer.into_inner().map_err(|e| WorkerError::Io { path: diff.clone(), source: e.into_error() })?;
-    let (digest, size) = writer.commit(None)?;
-    if size != packed.size {
-        return Err(WorkerError::Internal(format!(
-            "packing snapshot {id}: wrote {} bytes, stored {size}",
-            packed.size
-        )));
-    }
+    let (packed, blocks) = pack_into_store(store, id, &opts, cache)?;
     if let Some(path) = lineage {
         // Only a cache: failing to remember the blocks costs compression time next time.
-        let _ = LayerBlocks::save(store, &path, &digest, &packed.blocks);
+        let _ = LayerBlocks::save(store, &path, &packed.digest, &blocks);
     }
-    let packed =
-        PackedLayer { diff_id: packed.diff_id, digest, size, media_type: packed.media_type, entries: packed.entries };
     let meta = SnapshotMeta {
         diff_id: Some(packed.diff_id.clone()),
         blob: Some(packed.digest.clone()),
