@@ -154,6 +154,119 @@ fn load_dockerfile(
     Ok((dockerfile_path, dockerfile, filename, excludes))
 }
 
+/// The provenance's account of this invocation: the options BuildKit's frontend would have
+/// got (with BuildKit's names), the local directories read, where the Dockerfile came from.
+fn describe_invocation(
+    args: &BuildArgs,
+    context_arg: &inputs::ContextArg,
+    materialized: &inputs::Materialized,
+    filename: &str,
+    dockerfile: &[u8],
+    started: std::time::SystemTime,
+) -> crate::attest::Invocation {
+    use crate::attest::redact_url;
+    let mut fa = BTreeMap::new();
+    for (k, v) in parse_build_args(&args.build_args) {
+        fa.insert(format!("build-arg:{k}"), v);
+    }
+    for l in &args.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        fa.insert(format!("label:{k}"), v.to_owned());
+    }
+    if let Some(t) = &args.target {
+        fa.insert("target".into(), t.clone());
+    }
+    if filename != "Dockerfile" {
+        fa.insert("filename".into(), filename.to_owned());
+    }
+    let mut locals = Vec::new();
+    for c in &args.build_contexts {
+        let (name, value) = c.split_once('=').unwrap_or((c, ""));
+        let local = !value.contains("://") && !value.starts_with("target:") && !value.starts_with("git@");
+        if local {
+            locals.push(name.to_owned());
+            fa.insert(format!("context:{name}"), format!("local:{name}"));
+        } else {
+            fa.insert(format!("context:{name}"), redact_url(value));
+        }
+    }
+    if !args.add_hosts.is_empty() {
+        fa.insert("add-hosts".into(), args.add_hosts.join(","));
+    }
+    if let Some(s) = &args.shm_size {
+        fa.insert("shm-size".into(), s.clone());
+    }
+    if !args.ulimits.is_empty() {
+        fa.insert("ulimit".into(), args.ulimits.join(","));
+    }
+    if args.no_cache {
+        fa.insert("no-cache".into(), String::new());
+    } else if !args.no_cache_filter.is_empty() {
+        fa.insert("no-cache".into(), args.no_cache_filter.join(","));
+    }
+    if args.network != "default" && !args.network.is_empty() {
+        fa.insert("force-network-mode".into(), args.network.clone());
+    }
+    let remote = matches!(context_arg, inputs::ContextArg::Git(_) | inputs::ContextArg::Url(_));
+    if !remote {
+        locals.insert(0, "context".to_owned());
+    }
+    if !remote || args.file.as_deref() == Some(Path::new("-")) {
+        locals.insert(usize::from(!remote), "dockerfile".to_owned());
+    }
+    let mut config_source = crate::attest::ConfigSource { entry_point: filename.to_owned(), ..Default::default() };
+    match (context_arg, &materialized.git_source) {
+        (inputs::ContextArg::Git(_), Some((uri, commit))) => {
+            config_source.uri = Some(uri.clone());
+            config_source.digest = Some(("sha1".into(), commit.clone()));
+        }
+        (inputs::ContextArg::Url(url), _) => config_source.uri = Some(redact_url(url)),
+        _ => {}
+    }
+    let vcs = match context_arg {
+        inputs::ContextArg::Dir(dir) => git_vcs(dir),
+        _ => BTreeMap::new(),
+    };
+    crate::attest::Invocation {
+        id: crate::attest::Invocation::new_id(),
+        started,
+        finished: started,
+        args: fa,
+        materials_complete: config_source.digest.is_some() && locals.iter().all(|l| l == "dockerfile"),
+        locals,
+        config_source,
+        vcs,
+        dockerfile: dockerfile.to_vec(),
+        filename: filename.to_owned(),
+    }
+}
+
+/// `vcs:source`/`vcs:revision` of a context directory inside a git work tree, as buildx
+/// reports them (the remote's URL without credentials, the HEAD commit). Empty when git is
+/// missing or the directory is not in a repository.
+fn git_vcs(dir: &Path) -> BTreeMap<String, String> {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "safe.directory=*"])
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    };
+    let mut vcs = BTreeMap::new();
+    if let Some(rev) = git(&["rev-parse", "HEAD"]) {
+        vcs.insert("revision".to_owned(), rev);
+        if let Some(url) = git(&["remote", "get-url", "origin"]) {
+            vcs.insert("source".to_owned(), crate::attest::redact_url(&url));
+        }
+    }
+    vcs
+}
+
 /// `--print-graph`: each platform's graph (DOT files may hold several graphs; JSON becomes an
 /// array in platform order).
 #[allow(clippy::print_stdout)]
@@ -180,6 +293,10 @@ struct Delivery {
     /// `SOURCE_DATE_EPOCH`, set once the build args are known.
     epoch: Option<i64>,
     annotations: BTreeMap<String, String>,
+    /// Attestations to attach (`--provenance`, `--sbom`, `--attest`).
+    attest: crate::attest::AttestOptions,
+    /// What the provenance says of the build, set once its inputs are known.
+    invocation: Option<crate::attest::Invocation>,
 }
 
 impl Delivery {
@@ -203,6 +320,17 @@ impl Delivery {
             .map(|v| crate::cache_opts::parse_cache_to(v))
             .collect::<Result<_, _>>()
             .map_err(UserError)?;
+        let pushing = outputs.contains(&OutputSpec::Registry);
+        let mut attest = crate::attest::parse(args.provenance.as_deref(), args.sbom.as_deref(), &args.attest, pushing)
+            .map_err(UserError)?;
+        if !attest.is_empty() && !layer_opts.oci_mediatypes {
+            // As BuildKit: attestation manifests are OCI artifacts a Docker manifest list
+            // cannot carry.
+            if !args.quiet {
+                eprintln!("WARNING: attestations are not supported with oci-mediatypes=false: dropping them");
+            }
+            attest = crate::attest::AttestOptions::default();
+        }
         Ok(Delivery {
             tags: export::normalize_tags(&args.tags)?,
             outputs,
@@ -210,6 +338,8 @@ impl Delivery {
             cache_exports,
             epoch: None,
             annotations: export::parse_annotations(&args.annotations)?,
+            attest,
+            invocation: None,
         })
     }
 }
@@ -229,14 +359,26 @@ async fn deliver(
 ) -> Result<()> {
     let compression = d.layer_opts.compression;
     let mut images = Vec::with_capacity(results.len());
+    let mut defs = Vec::with_capacity(results.len());
     for (def, platform, snapshot) in results {
+        defs.push(def);
         let inline = crate::cache_opts::inline_field(worker, &d.cache_exports, keys, &snapshot, compression).await?;
         let image =
             export::commit_with(worker, &snapshot, def, platform, &d.layer_opts, d.epoch, &d.annotations, inline)
                 .await?;
         images.push(export::PlatformImage { platform: platform.clone(), image, snapshot });
     }
-    let built = export::BuildResult::new(worker, images, d.layer_opts.oci_mediatypes)?;
+    let mut attestations = Vec::new();
+    if let Some(inv) = d.invocation.as_ref().filter(|_| !d.attest.is_empty()) {
+        let inv = crate::attest::Invocation { finished: std::time::SystemTime::now(), ..inv.clone() };
+        let subjects: Vec<crate::attest::Subject<'_>> =
+            defs.iter().zip(&images).map(|(def, image)| crate::attest::Subject { def, image }).collect();
+        let created = export::created(d.epoch);
+        attestations = crate::attest::attach(worker, &d.attest, &inv, &d.tags, &subjects, &created)
+            .await
+            .context("attesting the build")?;
+    }
+    let built = export::BuildResult::new(worker, images, attestations, d.layer_opts.oci_mediatypes)?;
     export::write_outputs(worker, &built, &d.tags, &d.outputs, quiet).await?;
     if d.outputs.contains(&OutputSpec::Registry) {
         for name in &d.tags {
@@ -268,6 +410,7 @@ async fn deliver(
 
 /// Runs a build.
 pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
+    let started = std::time::SystemTime::now();
     let mut delivery = Delivery::from_args(&args)?;
     let context_arg = inputs::classify(&args.context)?;
     let dockerfile_from_stdin = args.file.as_deref() == Some(Path::new("-"));
@@ -286,6 +429,10 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     let context = materialized.root.clone();
     let (dockerfile_path, dockerfile, filename, excludes) =
         load_dockerfile(&args.file, &materialized, dockerfile_from_stdin)?;
+    if !delivery.attest.is_empty() {
+        delivery.invocation =
+            Some(describe_invocation(&args, &context_arg, &materialized, &filename, &dockerfile, started));
+    }
     // --pull: base images are always resolved against their registry (`RegistryResolver`).
     let _ = args.pull;
     let ignore = IgnoreMatcher::new(&excludes).map_err(|e| UserError(e.to_string()))?;

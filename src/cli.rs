@@ -70,6 +70,14 @@ pub enum Command {
     Inspect {
         /// Image name.
         name: String,
+        /// Print the SLSA provenance attached to the image (`{"SLSA": ...}`, per platform for
+        /// a multi-platform image), as `buildx imagetools inspect --format '{{json .Provenance}}'`.
+        #[arg(long, conflicts_with = "sbom")]
+        provenance: bool,
+        /// Print the SPDX SBOM attached to the image (`{"SPDX": ...}`, per platform for a
+        /// multi-platform image), as `buildx imagetools inspect --format '{{json .SBOM}}'`.
+        #[arg(long)]
+        sbom: bool,
     },
     /// Multi-platform images made of images built separately.
     #[command(subcommand)]
@@ -275,6 +283,20 @@ pub struct BuildArgs {
     /// syntax; may be repeated).
     #[arg(long = "annotation", value_name = "[manifest:]KEY=VALUE")]
     pub annotations: Vec<String>,
+
+    /// SLSA provenance attestation: `true`/`false`, or `mode=min|max[,version=v0.2|v1]
+    /// [,builder-id=URL]` (buildx syntax). Pushed images get `mode=min` unless `false`.
+    #[arg(long, value_name = "SPEC", num_args = 0..=1, default_missing_value = "true")]
+    pub provenance: Option<String>,
+
+    /// SPDX SBOM attestation of the image's packages and files (`true`/`false`); stages that
+    /// set `ARG BUILDKIT_SBOM_SCAN_STAGE=true` get one too.
+    #[arg(long, value_name = "SPEC", num_args = 0..=1, default_missing_value = "true")]
+    pub sbom: Option<String>,
+
+    /// Attestation, buildx syntax: `type=provenance[,mode=max,...]` or `type=sbom`; repeatable.
+    #[arg(long = "attest", value_name = "SPEC")]
+    pub attest: Vec<String>,
 
     /// Write the build result's metadata as JSON to this file (`containerimage.digest`,
     /// `containerimage.config.digest`, `containerimage.descriptor`, `image.name`), as buildx does.

@@ -31,7 +31,7 @@ pub fn familiar_name(name: &str) -> &str {
 }
 
 /// RFC 3339 UTC for a unix time.
-fn rfc3339(secs: i64) -> String {
+pub(crate) fn rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -99,7 +99,7 @@ pub fn source_date_epoch(build_args: &std::collections::BTreeMap<String, String>
 
 /// The image's `created` time: `SOURCE_DATE_EPOCH` when set (reproducible builds), else now,
 /// taken once per process, so every platform's image of a build has the same.
-fn created(epoch: Option<i64>) -> String {
+pub(crate) fn created(epoch: Option<i64>) -> String {
     static NOW: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
     let secs = epoch.unwrap_or_else(|| {
         *NOW.get_or_init(|| {
@@ -170,12 +170,18 @@ pub struct BuildResult {
 }
 
 impl BuildResult {
-    /// Wraps the platforms' images; several get an index (OCI, or Docker's manifest list with
+    /// Wraps the platforms' images; several, or attestations (listed after the images, their
+    /// blobs already stored), get an index (OCI, or Docker's manifest list with
     /// `oci-mediatypes=false`), written to the store.
-    pub fn new(worker: &LocalWorker, images: Vec<PlatformImage>, oci_mediatypes: bool) -> Result<BuildResult> {
+    pub fn new(
+        worker: &LocalWorker,
+        images: Vec<PlatformImage>,
+        attestations: Vec<Descriptor>,
+        oci_mediatypes: bool,
+    ) -> Result<BuildResult> {
         let Some(first) = images.first() else { anyhow::bail!("the build made no image") };
-        let (top, id, index) = if images.len() > 1 {
-            let manifests = images.iter().map(|i| i.image.manifest.clone()).collect();
+        let (top, id, index) = if images.len() > 1 || !attestations.is_empty() {
+            let manifests = images.iter().map(|i| i.image.manifest.clone()).chain(attestations).collect();
             let index = crate::manifest::index_of(manifests, oci_mediatypes)?;
             if !worker.store().has_blob(index.index.digest())? {
                 worker.store().put_blob(&index.index_json, Some(index.index.digest()))?;
@@ -243,6 +249,9 @@ pub async fn write_outputs(
         .collect();
     for out in outputs {
         let (manifest, name, blobs) = (top.clone(), tags.first().cloned(), worker.blob_source());
+        // A docker archive holds one image, never an index (multi-platform builds are refused
+        // before they start; a single image's attestations are left out).
+        let image_manifest = built.images[0].image.manifest.clone();
         let filesystems = filesystems.clone();
         let out2 = out.clone();
         let names = tags.to_vec();
@@ -254,7 +263,8 @@ pub async fn write_outputs(
                 }
                 Output::Docker { dest } => {
                     atomic_file(dest, |w| {
-                        rbuild_exporter::oci::write_docker_archive(w, &manifest, &names, &blobs).map_err(Into::into)
+                        rbuild_exporter::oci::write_docker_archive(w, &image_manifest, &names, &blobs)
+                            .map_err(Into::into)
                     })?;
                     Some(format!("exporting to docker image format {}", dest.display()))
                 }

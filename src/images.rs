@@ -118,7 +118,7 @@ pub fn inspect(root: PathBuf, name: &str) -> Result<()> {
     let out = match crate::push::parse_document(&bytes)?.0 {
         crate::push::Document::Index(index) => {
             let mut manifests = Vec::new();
-            for d in index.manifests() {
+            for d in index.manifests().iter().filter(|d| !rbuild_exporter::oci::is_attestation(d)) {
                 let child: serde_json::Value = serde_json::from_slice(&store.read_blob(d.digest())?)?;
                 let config = match child["config"]["digest"].as_str().and_then(|c| c.parse().ok()) {
                     Some(c) => serde_json::from_slice(&store.read_blob(&c)?)?,
@@ -149,6 +149,77 @@ pub fn inspect(root: PathBuf, name: &str) -> Result<()> {
                 "config": config,
             })
         }
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `os/arch[/variant]`.
+fn platform_string(p: &rbuild_exporter::oci_spec::image::Platform) -> String {
+    match p.variant() {
+        Some(v) => format!("{}/{}/{v}", p.os(), p.architecture()),
+        None => format!("{}/{}", p.os(), p.architecture()),
+    }
+}
+
+/// `rbuild inspect NAME --provenance|--sbom`: the predicates of the image's attestations of that
+/// kind, `{"SLSA": ...}` / `{"SPDX": ..., "AdditionalSPDXs": [...]}` (stage SBOMs), keyed by
+/// platform when the image has several, as buildx's imagetools shows them.
+#[allow(clippy::print_stdout)]
+pub fn inspect_attestation(root: PathBuf, name: &str, provenance: bool) -> Result<()> {
+    use rbuild_exporter::oci::{is_attestation, ANNOTATION_PREDICATE_TYPE, ANNOTATION_REFERENCE_DIGEST};
+    let store = open(&root)?;
+    let rec = lookup(&store, name)?;
+    let none = || {
+        let (what, flag) = if provenance { ("provenance", "provenance=mode=max") } else { ("SBOM", "sbom=true") };
+        crate::render::UserError(format!("{name} has no {what} attestation (build it with --{flag})"))
+    };
+    let crate::push::Document::Index(index) = crate::push::parse_document(&store.read_blob(&rec.manifest)?)?.0 else {
+        return Err(none().into());
+    };
+    let platforms: std::collections::HashMap<String, String> = index
+        .manifests()
+        .iter()
+        .filter(|d| !is_attestation(d))
+        .filter_map(|d| d.platform().as_ref().map(|p| (d.digest().to_string(), platform_string(p))))
+        .collect();
+    let mut per_platform = serde_json::Map::new();
+    for d in index.manifests().iter().filter(|d| is_attestation(d)) {
+        let subject = d.annotations().as_ref().and_then(|a| a.get(ANNOTATION_REFERENCE_DIGEST));
+        let Some(platform) = subject.and_then(|s| platforms.get(s)) else { continue };
+        let manifest: rbuild_exporter::oci_spec::image::ImageManifest =
+            serde_json::from_slice(&store.read_blob(d.digest())?).context("reading an attestation manifest")?;
+        let mut found = Vec::new();
+        for layer in manifest.layers() {
+            let kind = layer.annotations().as_ref().and_then(|a| a.get(ANNOTATION_PREDICATE_TYPE)).cloned();
+            let wanted = match kind.as_deref() {
+                Some(crate::attest::SLSA_V02 | crate::attest::SLSA_V1) => provenance,
+                Some(crate::attest::SPDX) => !provenance,
+                _ => false,
+            };
+            if wanted {
+                let statement: serde_json::Value =
+                    serde_json::from_slice(&store.read_blob(layer.digest())?).context("reading an attestation")?;
+                found.push(statement["predicate"].clone());
+            }
+        }
+        let mut entry = serde_json::Map::new();
+        let mut found = found.into_iter();
+        if let Some(first) = found.next() {
+            entry.insert(if provenance { "SLSA" } else { "SPDX" }.into(), first);
+        }
+        let rest: Vec<_> = found.collect();
+        if !rest.is_empty() {
+            entry.insert("AdditionalSPDXs".into(), serde_json::Value::Array(rest));
+        }
+        if !entry.is_empty() {
+            per_platform.insert(platform.clone(), serde_json::Value::Object(entry));
+        }
+    }
+    let out = match per_platform.len() {
+        0 => return Err(none().into()),
+        1 => per_platform.into_iter().next().map(|(_, v)| v).unwrap_or_default(),
+        _ => serde_json::Value::Object(per_platform),
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

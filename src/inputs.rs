@@ -108,6 +108,8 @@ pub struct Materialized {
     /// The Dockerfile when the input was one (stdin or a URL to a text file): the context is
     /// then empty.
     pub dockerfile: Option<Vec<u8>>,
+    /// A git context: its URL (credentials removed, `#ref` kept) and the commit checked out.
+    pub git_source: Option<(String, String)>,
 }
 
 impl ContextArg {
@@ -151,13 +153,13 @@ async fn materialize_inner(arg: &ContextArg, tmp: &Path, shown: &str) -> Result<
     match arg {
         ContextArg::Dir(d) => {
             let root = std::fs::canonicalize(d).with_context(|| format!("resolving {}", d.display()))?;
-            Ok(Materialized { root, temporary: false, dockerfile: None })
+            Ok(Materialized { root, temporary: false, dockerfile: None, git_source: None })
         }
         ContextArg::Archive(path) => {
             let root = fresh("context-")?;
             let (p, r, name) = (path.clone(), root.clone(), shown.to_owned());
             tokio::task::spawn_blocking(move || remote::extract_archive(&p, &name, &r, limits)).await??;
-            Ok(Materialized { root, temporary: true, dockerfile: None })
+            Ok(Materialized { root, temporary: true, dockerfile: None, git_source: None })
         }
         ContextArg::Stdin => {
             use std::io::IsTerminal as _;
@@ -193,11 +195,16 @@ async fn materialize_inner(arg: &ContextArg, tmp: &Path, shown: &str) -> Result<
             let root = fresh("context-")?;
             let scratch = tmp.join(format!("git-{}", root.file_name().unwrap_or_default().to_string_lossy()));
             let (g, r) = (g.clone(), root.clone());
-            tokio::task::spawn_blocking(move || {
+            let (remote_url, reference) = (g.remote.clone(), g.reference.clone());
+            let commit = tokio::task::spawn_blocking(move || {
                 remote::checkout_git(&g.remote, g.reference.as_deref(), g.subdir.as_deref(), &r, &scratch)
             })
             .await??;
-            Ok(Materialized { root, temporary: true, dockerfile: None })
+            let uri = match reference {
+                Some(r) => format!("{}#{r}", crate::attest::redact_url(&remote_url)),
+                None => crate::attest::redact_url(&remote_url),
+            };
+            Ok(Materialized { root, temporary: true, dockerfile: None, git_source: Some((uri, commit)) })
         }
     }
 }
@@ -208,10 +215,10 @@ async fn archive_or_dockerfile(file: &Path, shown: &str, root: PathBuf, limits: 
     if remote::is_archive(file)? {
         let (f, r, name) = (file.to_owned(), root.clone(), shown.to_owned());
         tokio::task::spawn_blocking(move || remote::extract_archive(&f, &name, &r, limits)).await??;
-        return Ok(Materialized { root, temporary: true, dockerfile: None });
+        return Ok(Materialized { root, temporary: true, dockerfile: None, git_source: None });
     }
     let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    Ok(Materialized { root, temporary: true, dockerfile: Some(text) })
+    Ok(Materialized { root, temporary: true, dockerfile: Some(text), git_source: None })
 }
 
 /// Reads the file `rel` of a materialised context, resolving symlinks inside it: nothing

@@ -1,6 +1,7 @@
 //! rbuild command-line interface: parses flags, wires the frontend, solver, worker and exporter
 //! together, renders progress and errors. No build logic lives here.
 
+mod attest;
 mod build;
 mod cache_opts;
 mod checks;
@@ -54,7 +55,8 @@ fn main() -> ExitCode {
             Command::Images(args) => images::run(root, args),
             Command::Tag { source, target } => images::tag(root, &source, &target),
             Command::Rmi { names } => images::rmi(root, &names),
-            Command::Inspect { name } => images::inspect(root, &name),
+            Command::Inspect { name, provenance: false, sbom: false } => images::inspect(root, &name),
+            Command::Inspect { name, provenance, .. } => images::inspect_attestation(root, &name, provenance),
             Command::Save { names, output, format } => images::save(root, &names, &output, &format),
             Command::Login(args) => login::login(args).await,
             Command::Logout { server } => login::logout(server.as_deref()),

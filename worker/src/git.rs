@@ -157,7 +157,7 @@ fn content_key(commit: &str) -> [u8; 32] {
 }
 
 impl LocalWorker {
-    fn lock_commits(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<OpId, String>> {
+    pub(crate) fn lock_commits(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<OpId, String>> {
         self.git_commits.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 

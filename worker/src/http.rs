@@ -134,6 +134,7 @@ impl LocalWorker {
         }
         let dl = self.download(url, progress).await?;
         let key = content_key(&dl.digest, dl.last_modified.as_deref());
+        self.http_digests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, dl.digest);
         self.lock_downloads().insert(id, dl);
         Ok(key)
     }

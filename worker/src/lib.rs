@@ -98,6 +98,8 @@ pub struct LocalWorker {
     downloads: Mutex<HashMap<OpId, http::Downloaded>>,
     /// Commits `Git` sources resolved to when their keys were computed.
     git_commits: Mutex<HashMap<OpId, String>>,
+    /// sha256 of what each `Http` source without a checksum downloaded (kept for provenance).
+    http_digests: Mutex<HashMap<OpId, [u8; 32]>>,
     /// Each local context's entries, walked (and digested) once per build, by context name.
     context_entries: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<ContextEntries>>>>>,
     /// Caches imported with `--cache-from`, asked in order when the store misses.
@@ -129,6 +131,7 @@ impl LocalWorker {
             http: OnceLock::new(),
             downloads: Mutex::default(),
             git_commits: Mutex::default(),
+            http_digests: Mutex::default(),
             context_entries: Mutex::default(),
             remote_caches: Vec::new(),
             cache_warnings: Mutex::default(),
@@ -261,6 +264,16 @@ impl LocalWorker {
     /// The overlay lower dirs of a chain, topmost first.
     pub fn lower_dirs(&self, snap: &Snapshot) -> Vec<PathBuf> {
         snap.chain.iter().rev().map(|l| self.store.snapshot_diff(&l.id)).collect()
+    }
+
+    /// What a remote source of this build resolved to, for provenance: the commit of a `Git`
+    /// source (`("sha1", hex)`) or the content digest of an `Http` one (`("sha256", hex)`).
+    pub fn resolved_source(&self, id: &OpId) -> Option<(String, String)> {
+        if let Some(commit) = self.lock_commits().get(id) {
+            return Some(("sha1".to_owned(), commit.clone()));
+        }
+        let digests = self.http_digests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        digests.get(id).map(|d| ("sha256".to_owned(), hex::encode(d)))
     }
 
     /// A merged read-only view of a chain.

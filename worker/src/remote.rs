@@ -43,18 +43,18 @@ pub fn extract_archive(path: &Path, name: &str, dest: &Path, limits: ArchiveLimi
 /// Checks out `reference` (a branch, tag or commit; `None`: the remote's HEAD) of `remote`
 /// shallowly and moves its tree, or `subdir` of it, into the empty directory `dest`, without
 /// `.git`. `scratch` (a path that does not exist yet, on `dest`'s filesystem) holds the clone
-/// meanwhile and is removed. Blocking.
+/// meanwhile and is removed. Returns the commit checked out. Blocking.
 pub fn checkout_git(
     remote: &str,
     reference: Option<&str>,
     subdir: Option<&str>,
     dest: &Path,
     scratch: &Path,
-) -> Result<(), WorkerError> {
+) -> Result<String, WorkerError> {
     let commit = git::resolve_commit(remote, reference)?;
     let result = git::checkout_tree(remote, reference, &commit, subdir, false, scratch, dest);
     let _ = std::fs::remove_dir_all(scratch);
-    result
+    result.map(|()| commit)
 }
 
 /// Downloads `url` into the new file `file` (credentials as for `ADD <url>`).

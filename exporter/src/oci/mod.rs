@@ -2,6 +2,7 @@
 //! OCI image layouts written as a tar archive or a directory, and docker
 //! (`docker save`) archives.
 
+mod attestation;
 mod blobs;
 mod docker_archive;
 mod error;
@@ -9,6 +10,10 @@ mod image;
 mod layout;
 mod mediatype;
 
+pub use attestation::{
+    build_attestation, is_attestation, BuiltAttestation, Statement, ANNOTATION_PREDICATE_TYPE,
+    ANNOTATION_REFERENCE_DIGEST, ANNOTATION_REFERENCE_TYPE, ATTESTATION_MANIFEST, IN_TOTO,
+};
 pub use blobs::{BlobSource, LayoutBlobs, MemoryBlobs};
 pub use docker_archive::write_docker_archive;
 pub use error::{ImageError, LayoutError};
