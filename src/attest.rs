@@ -601,6 +601,8 @@ pub struct Subject<'a> {
     pub def: &'a rbuild_frontend::BuildDefinition,
     /// The image made.
     pub image: &'a crate::export::PlatformImage,
+    /// Stages whose filesystems get SBOMs of their own (`BUILDKIT_SBOM_SCAN_STAGE`).
+    pub stages: &'a [(String, rbuild_worker::Snapshot)],
 }
 
 /// Makes each image's attestation manifest (provenance and SBOM statements), writes its blobs
@@ -632,9 +634,13 @@ pub async fn attach(
             statements.push(statement(kind, predicate, names, platform, &image.manifest)?);
         }
         if opts.sbom {
-            let doc =
-                sbom(worker, &s.image.snapshot, &names.first().cloned().unwrap_or_default(), sbom_created).await?;
+            let name = names.first().map_or("image", String::as_str);
+            let doc = sbom(worker, &s.image.snapshot, name, sbom_created).await?;
             statements.push(statement(SPDX, doc, names, platform, &image.manifest)?);
+            for (stage, snapshot) in s.stages {
+                let doc = sbom(worker, snapshot, stage, sbom_created).await?;
+                statements.push(statement(SPDX, doc, names, platform, &image.manifest)?);
+            }
         }
         let built = rbuild_exporter::oci::build_attestation(&image.manifest, &statements)
             .context("making the attestation manifest")?;

@@ -331,6 +331,14 @@ impl Delivery {
             }
             attest = crate::attest::AttestOptions::default();
         }
+        let image_output = outputs.is_empty()
+            || outputs.iter().any(|o| matches!(o, OutputSpec::Image | OutputSpec::Registry | OutputSpec::Oci { .. }));
+        if !attest.is_empty() && !image_output && !args.quiet {
+            eprintln!(
+                "WARNING: attestations are attached to images (the store, a registry, an OCI archive): \
+                 this build's outputs get none"
+            );
+        }
         Ok(Delivery {
             tags: export::normalize_tags(&args.tags)?,
             outputs,
@@ -344,6 +352,15 @@ impl Delivery {
     }
 }
 
+/// One platform's solved build: its definition, the target's filesystem and those of the
+/// stages its SBOM attestation also describes.
+struct Solved<'a> {
+    def: &'a BuildDefinition,
+    platform: &'a rbuild_solver::ir::Platform,
+    snapshot: Snapshot,
+    stages: Vec<(String, Snapshot)>,
+}
+
 /// Commits each platform's image (an index over several), writes and pushes the outputs, loads
 /// into docker, writes the metadata file and the id, and exports the build cache.
 #[allow(clippy::too_many_arguments)] // the build's results, each from another phase
@@ -352,7 +369,7 @@ async fn deliver(
     args: &BuildArgs,
     worker: &Arc<LocalWorker>,
     push_client: &rbuild_registry::Client,
-    results: Vec<(&BuildDefinition, &rbuild_solver::ir::Platform, Snapshot)>,
+    results: Vec<Solved<'_>>,
     keys: &[rbuild_solver::CacheKey],
     warnings: &[rbuild_frontend::Warning],
     quiet: bool,
@@ -360,8 +377,10 @@ async fn deliver(
     let compression = d.layer_opts.compression;
     let mut images = Vec::with_capacity(results.len());
     let mut defs = Vec::with_capacity(results.len());
-    for (def, platform, snapshot) in results {
+    let mut stages = Vec::with_capacity(results.len());
+    for Solved { def, platform, snapshot, stages: scanned } in results {
         defs.push(def);
+        stages.push(scanned);
         let inline = crate::cache_opts::inline_field(worker, &d.cache_exports, keys, &snapshot, compression).await?;
         let image =
             export::commit_with(worker, &snapshot, def, platform, &d.layer_opts, d.epoch, &d.annotations, inline)
@@ -371,8 +390,12 @@ async fn deliver(
     let mut attestations = Vec::new();
     if let Some(inv) = d.invocation.as_ref().filter(|_| !d.attest.is_empty()) {
         let inv = crate::attest::Invocation { finished: std::time::SystemTime::now(), ..inv.clone() };
-        let subjects: Vec<crate::attest::Subject<'_>> =
-            defs.iter().zip(&images).map(|(def, image)| crate::attest::Subject { def, image }).collect();
+        let subjects: Vec<crate::attest::Subject<'_>> = defs
+            .iter()
+            .zip(&images)
+            .zip(&stages)
+            .map(|((def, image), stages)| crate::attest::Subject { def, image, stages })
+            .collect();
         let created = export::created(d.epoch);
         attestations = crate::attest::attach(worker, &d.attest, &inv, &d.tags, &subjects, &created)
             .await
@@ -571,7 +594,16 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     }
     let graph = Arc::new(graph);
     // Platforms whose target is an empty filesystem (scratch) need nothing solved.
-    let targets: Vec<rbuild_solver::ir::Input> = defs.iter().filter_map(|d| d.target).collect();
+    let mut targets: Vec<rbuild_solver::ir::Input> = defs.iter().filter_map(|d| d.target).collect();
+    // With --sbom, the stages that ask to be scanned too (their results follow the images').
+    let scanned_stages: Vec<(usize, &rbuild_frontend::ScanStage)> = if delivery.attest.sbom {
+        defs.iter().enumerate().flat_map(|(i, d)| d.sbom_stages.iter().map(move |s| (i, s))).collect()
+    } else {
+        Vec::new()
+    };
+    if !targets.is_empty() {
+        targets.extend(scanned_stages.iter().map(|(_, s)| s.fs));
+    }
     let mut explainer = None;
     let solve = async {
         if targets.is_empty() {
@@ -656,8 +688,21 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         });
     }
 
+    let mut stage_snapshots: Vec<Vec<(String, Snapshot)>> = vec![Vec::new(); defs.len()];
+    for ((i, stage), out) in scanned_stages.iter().zip(solved) {
+        if let (Output::Fs(snapshot), Some(list)) = (out, stage_snapshots.get_mut(*i)) {
+            list.push((stage.name.clone(), snapshot));
+        }
+    }
+
     let keys: Vec<rbuild_solver::CacheKey> =
         prepared.as_ref().map(|p| p.keys().values().map(|k| k.key).collect()).unwrap_or_default();
-    let results = defs.iter().zip(&platforms).zip(snapshots).map(|((d, p), s)| (d, p, s)).collect();
+    let results = defs
+        .iter()
+        .zip(&platforms)
+        .zip(snapshots)
+        .zip(stage_snapshots)
+        .map(|(((def, platform), snapshot), stages)| Solved { def, platform, snapshot, stages })
+        .collect();
     deliver(&delivery, &args, &worker, &push_client, results, &keys, &warnings, quiet).await
 }

@@ -186,7 +186,10 @@ impl BuildResult {
             if !worker.store().has_blob(index.index.digest())? {
                 worker.store().put_blob(&index.index_json, Some(index.index.digest()))?;
             }
-            (index.index.clone(), index.index.digest().clone(), Some(index))
+            // The id stays the config digest of a single image with attestations, as buildx's
+            // `--iidfile` (BuildKit still reports `containerimage.config.digest` then).
+            let id = if images.len() > 1 { index.index.digest().clone() } else { first.image.config.digest().clone() };
+            (index.index.clone(), id, Some(index))
         } else {
             (first.image.manifest.clone(), first.image.config.digest().clone(), None)
         };
@@ -199,7 +202,7 @@ impl BuildResult {
     }
 
     /// The image id, as `--iidfile` and `-q` print it: the config digest of a single-platform
-    /// image, the index digest of a multi-platform one (as BuildKit).
+    /// image (attested or not), the index digest of a multi-platform one (as BuildKit).
     pub fn id(&self) -> Digest {
         self.id.clone()
     }

@@ -63,8 +63,11 @@ pub async fn create(root: PathBuf, args: ManifestCreateArgs) -> Result<()> {
             entries.push(entry);
         }
     }
+    // Attestation manifests (of sources that are indexes) come after every image, as
+    // BuildKit lists them; they are not images, so never a platform's duplicate.
+    entries.sort_by_key(|e| rbuild_exporter::oci::is_attestation(&e.desc));
     let mut seen: HashMap<String, &Entry> = HashMap::new();
-    for e in &entries {
+    for e in entries.iter().filter(|e| !rbuild_exporter::oci::is_attestation(&e.desc)) {
         if let Some(platform) = e.desc.platform() {
             let key = platform_text(platform);
             if let Some(first) = seen.insert(key.clone(), e) {

@@ -90,12 +90,30 @@ fn tool_json(args: &[&str]) -> Value {
     serde_json::from_slice(&run(args).stdout).expect("tool printed JSON")
 }
 
-/// `(os/arch[/variant], digest)` of each manifest of an index, in order.
+/// Is this index entry an attestation manifest (BuildKit's layout)?
+fn is_attestation(m: &Value) -> bool {
+    m["annotations"]["vnd.docker.reference.type"] == "attestation-manifest"
+}
+
+/// The index's attestation manifests, checked to follow every image: the digests they describe.
+fn attested(index: &Value) -> Vec<String> {
+    let manifests = index["manifests"].as_array().expect("an index");
+    let first = manifests.iter().position(is_attestation).unwrap_or(manifests.len());
+    assert!(manifests[first..].iter().all(is_attestation), "attestations come after the images: {index}");
+    manifests[first..]
+        .iter()
+        .map(|m| m["annotations"]["vnd.docker.reference.digest"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `(os/arch[/variant], digest)` of each image manifest of an index (attestations left out),
+/// in order.
 fn platforms(index: &Value) -> Vec<(String, String)> {
     index["manifests"]
         .as_array()
         .expect("an index")
         .iter()
+        .filter(|m| !is_attestation(m))
         .map(|m| {
             let p = &m["platform"];
             let mut name = format!("{}/{}", p["os"].as_str().unwrap(), p["architecture"].as_str().unwrap());
@@ -184,6 +202,8 @@ fn two_platforms_push_an_index_store_it_and_write_an_oci_archive() {
     assert_eq!(raw["mediaType"], "application/vnd.oci.image.index.v1+json", "{raw}");
     let listed = platforms(&raw);
     assert_eq!(listed.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(), ["linux/amd64", "linux/arm64"], "{raw}");
+    // A push carries mode=min provenance by default (as buildx's): one attestation per image.
+    assert_eq!(attested(&raw), listed.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(), "{raw}");
     let mut created = Vec::new();
     for arch in ["amd64", "arm64"] {
         let inspect = tool_json(&[
@@ -239,7 +259,9 @@ fn two_platforms_push_an_index_store_it_and_write_an_oci_archive() {
     let out = b.rbuild(&["inspect", &name]);
     assert!(out.status.success());
     let inspect: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(inspect["index"]["manifests"].as_array().unwrap().len(), 2, "{inspect}");
+    assert_eq!(platforms(&inspect["index"]).len(), 2, "{inspect}");
+    assert_eq!(attested(&inspect["index"]).len(), 2, "the pushed provenance: {inspect}");
+    assert_eq!(inspect["manifests"].as_array().unwrap().len(), 2, "images only: {inspect}");
     assert_eq!(inspect["manifests"][1]["config"]["architecture"], "arm64", "{inspect}");
     assert_eq!(inspect["digest"], raw_archive_digest(&archive));
     // The image id of a multi-platform image is its index digest (as BuildKit's).
@@ -420,8 +442,11 @@ fn manifest_create_merges_single_platform_pushes() {
             ctx.to_str().unwrap(),
         ]);
         assert!(out.status.success());
-        let inspect = registry().skopeo_inspect(&format!("app:{arch}"), false).unwrap();
-        digests.push(inspect["Digest"].as_str().unwrap().to_owned());
+        // With its default provenance, each push is an index: the image and its attestation.
+        let raw = registry().skopeo_inspect(&format!("app:{arch}"), true).unwrap();
+        let image = platforms(&raw).remove(0).1;
+        assert_eq!(attested(&raw), [image.clone()], "{raw}");
+        digests.push(image);
     }
     let (amd, arm) = (registry().reference("app:amd64"), registry().reference("app:arm64"));
 
@@ -433,6 +458,8 @@ fn manifest_create_merges_single_platform_pushes() {
         assert_eq!(raw["mediaType"], "application/vnd.oci.image.index.v1+json", "{raw}");
         let want = vec![("linux/amd64".to_owned(), digests[0].clone()), ("linux/arm64".to_owned(), digests[1].clone())];
         assert_eq!(platforms(&raw), want, "{raw}");
+        // The sources' attestations come along, after both images.
+        assert_eq!(attested(&raw), digests, "{raw}");
         let arm_config = tool_json(&[
             "skopeo",
             "inspect",

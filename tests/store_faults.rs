@@ -115,7 +115,7 @@ fn expected_d(salt: u64) -> String {
 fn layer_file(root: &Path, name: &str, from_top: usize, file: &str) -> String {
     let store = Store::open(root).unwrap();
     let image = store.get_image(name).unwrap().unwrap_or_else(|| panic!("no image {name}"));
-    let layers = manifest_layers(&store.read_blob(&image.manifest).unwrap());
+    let layers = manifest_layers(&store, &store.read_blob(&image.manifest).unwrap());
     let digest = &layers[layers.len() - 1 - from_top];
     let blob = store.blob_path(&digest.parse().unwrap()).unwrap();
     let listing = Command::new("tar").arg("-tzf").arg(&blob).output().unwrap();
@@ -131,9 +131,18 @@ fn layer_file(root: &Path, name: &str, from_top: usize, file: &str) -> String {
     text.lines().map(str::trim).collect::<Vec<_>>().join("\n") + "\n"
 }
 
-/// The layer digests of a manifest.
-fn manifest_layers(manifest: &[u8]) -> Vec<String> {
+/// The layer digests of a manifest, or of the image of an index (a pushed image is one: the
+/// image and its provenance attestation).
+fn manifest_layers(store: &Store, manifest: &[u8]) -> Vec<String> {
     let manifest: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+    if let Some(entries) = manifest["manifests"].as_array() {
+        let image = entries
+            .iter()
+            .find(|m| m["annotations"]["vnd.docker.reference.type"] != "attestation-manifest")
+            .expect("an image in the index");
+        let digest = image["digest"].as_str().unwrap().parse().unwrap();
+        return manifest_layers(store, &store.read_blob(&digest).unwrap());
+    }
     manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_owned()).collect()
 }
 
@@ -385,7 +394,17 @@ fn sigkilled_builds_leave_a_store_the_next_build_uses() {
         let manifest = local.get_image(&name).unwrap().unwrap().manifest;
         match phase {
             Phase::Push => {
-                let remote = reg.skopeo_inspect(&format!("kill-push-{i}:1"), true).expect("the pushed image");
+                let mut remote = reg.skopeo_inspect(&format!("kill-push-{i}:1"), true).expect("the pushed image");
+                if let Some(entries) = remote["manifests"].as_array() {
+                    // The pushed index: the image and its provenance.
+                    let image = entries
+                        .iter()
+                        .find(|m| m["annotations"]["vnd.docker.reference.type"] != "attestation-manifest")
+                        .and_then(|m| m["digest"].as_str())
+                        .expect("an image in the pushed index")
+                        .to_owned();
+                    remote = reg.skopeo_inspect(&format!("kill-push-{i}@{image}"), true).expect("the pushed image");
+                }
                 let remote: Vec<String> = remote["layers"]
                     .as_array()
                     .unwrap()
@@ -394,7 +413,7 @@ fn sigkilled_builds_leave_a_store_the_next_build_uses() {
                     .collect();
                 assert_eq!(
                     remote,
-                    manifest_layers(&local.read_blob(&manifest).unwrap()),
+                    manifest_layers(&local, &local.read_blob(&manifest).unwrap()),
                     "iteration {i}: the pushed layers"
                 );
                 pushed = Some((tag.clone(), salt));

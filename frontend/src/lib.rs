@@ -70,7 +70,7 @@ mod suggest;
 
 pub use convert::{
     build, check, parse_git_url, parse_platform, BuildDefinition, BuildRequest, CheckReport, GitUrl, HistoryStep,
-    ImageResolver, NamedContext, ResolveError, ResolvedImage, RunDefaults, Warning,
+    ImageResolver, NamedContext, ResolveError, ResolvedImage, RunDefaults, ScanStage, Warning,
 };
 pub use error::{Diagnostic, Error, ErrorKind};
 pub use outline::{outline, targets, Outline, OutlineArg, OutlineMount, Target};

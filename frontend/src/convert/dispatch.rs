@@ -164,6 +164,7 @@ impl<'a> Converter<'a> {
         let extra_config =
             super::imageconfig::extra_config(c.healthcheck.as_ref(), &c.onbuild, &c.shell, c.args_escaped);
         let warnings = self.unused_build_args(reachable);
+        let sbom_stages = self.sbom_scan_stages(reachable);
         Ok(BuildDefinition {
             graph: self.graph.build(),
             target: last.fs,
@@ -174,7 +175,33 @@ impl<'a> Converter<'a> {
             extra_config,
             history: last.history,
             warnings,
+            sbom_stages,
         })
+    }
+
+    /// The stages besides the target whose filesystems get an SBOM of their own:
+    /// `BUILDKIT_SBOM_SCAN_STAGE` is `true` or lists the stage's name, the stage's own `ARG`
+    /// winning over the global one (a `--build-arg` only sets a declared `ARG`, as BuildKit's
+    /// docs say). A stage the target does not need is never built, so never scanned.
+    fn sbom_scan_stages(&self, reachable: &std::collections::BTreeSet<usize>) -> Vec<super::ScanStage> {
+        const KEY: &str = "BUILDKIT_SBOM_SCAN_STAGE";
+        let mut out = Vec::new();
+        for &i in reachable {
+            let (Some(Some(state)), Some(stage)) = (self.done.get(i), self.df.stages.get(i)) else { continue };
+            let Some(fs) = state.fs.filter(|_| i != self.target) else { continue };
+            let own = state.build_args.iter().rev().find(|a| a.key == KEY).map(|a| a.value.clone());
+            let value = own.unwrap_or_else(|| self.global_args.lookup(KEY).map(str::to_owned)).unwrap_or_default();
+            let wanted = match value.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => true,
+                "" | "false" | "0" => false,
+                list => stage.name.as_deref().is_some_and(|n| list.split(',').any(|s| s.trim() == n)),
+            };
+            if wanted {
+                let name = stage.name.clone().unwrap_or_else(|| format!("stage-{i}"));
+                out.push(super::ScanStage { name, fs });
+            }
+        }
+        out
     }
 
     /// Fails with every use of a feature rbuild cannot build yet in the reachable stages (not

@@ -199,6 +199,19 @@ pub struct BuildDefinition {
     /// other warnings (build args no `ARG` consumed). [`Warning::to_json`] gives each in
     /// BuildKit's lint-result shape, e.g. for a metadata file.
     pub warnings: Vec<Warning>,
+    /// Stages besides the target to describe in SBOMs of their own
+    /// (`BUILDKIT_SBOM_SCAN_STAGE`), in Dockerfile order.
+    pub sbom_stages: Vec<ScanStage>,
+}
+
+/// A stage whose filesystem an SBOM describes besides the image's (`--sbom` with
+/// `BUILDKIT_SBOM_SCAN_STAGE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanStage {
+    /// The stage's name (`AS name`), or `stage-N`.
+    pub name: String,
+    /// Its filesystem.
+    pub fs: Input,
 }
 
 /// One image history entry.

@@ -436,3 +436,29 @@ mod config;
 mod contexts;
 mod copy_add;
 mod run;
+
+#[test]
+fn sbom_scan_stage_selects_built_stages_by_arg() {
+    let df = "ARG BUILDKIT_SBOM_SCAN_STAGE\n\
+              FROM busybox AS deps\nRUN touch /d\n\
+              FROM busybox AS tools\nARG BUILDKIT_SBOM_SCAN_STAGE=false\nRUN touch /t\n\
+              FROM busybox AS unused\nRUN touch /u\n\
+              FROM busybox\nCOPY --from=deps /d /d\nCOPY --from=tools /t /t\n";
+    let names = |def: &BuildDefinition| def.sbom_stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+    // Unset: nothing besides the image.
+    assert!(conv(df).sbom_stages.is_empty());
+    // Global true: every built stage but the one whose own ARG says false; never an unbuilt
+    // one, never the target itself.
+    let global_true = df.replacen("ARG BUILDKIT_SBOM_SCAN_STAGE\n", "ARG BUILDKIT_SBOM_SCAN_STAGE=true\n", 1);
+    assert_eq!(names(&conv(&global_true)), ["deps"]);
+    // A --build-arg sets every declared ARG, the stage's too (as for any ARG).
+    let def = conv_args(df, &[("BUILDKIT_SBOM_SCAN_STAGE", "true")]);
+    assert_eq!(names(&def), ["deps", "tools"]);
+    // A list names stages.
+    let def = conv_args(df, &[("BUILDKIT_SBOM_SCAN_STAGE", "deps,unused")]);
+    assert_eq!(names(&def), ["deps"]);
+    // The scanned stage's filesystem is its own, not the target's.
+    assert_ne!(Some(def.sbom_stages[0].fs), def.target);
+    // Never an environment variable of the steps.
+    assert!(!serde_json::to_string(&def.graph).unwrap().contains("BUILDKIT_SBOM_SCAN_STAGE="));
+}
