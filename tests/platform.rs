@@ -445,7 +445,7 @@ fn manifest_create_merges_single_platform_pushes() {
         // With its default provenance, each push is an index: the image and its attestation.
         let raw = registry().skopeo_inspect(&format!("app:{arch}"), true).unwrap();
         let image = platforms(&raw).remove(0).1;
-        assert_eq!(attested(&raw), [image.clone()], "{raw}");
+        assert_eq!(attested(&raw), std::slice::from_ref(&image), "{raw}");
         digests.push(image);
     }
     let (amd, arm) = (registry().reference("app:amd64"), registry().reference("app:arm64"));
