@@ -11,11 +11,16 @@
 #   qemu-user-static QEMU user emulation, for RUN steps of foreign platforms (linux/arm64 on
 #                    amd64); rbuild registers its binfmt_misc handlers when running as root
 #   uidmap           newuidmap/newgidmap: rootless builds with /etc/subuid ranges (and their test)
+#   debootstrap      a Debian root filesystem with real dpkg data, for the SBOM tests
+#   rpm              rpmbuild and rpm, which make real rpm databases for the SBOM scanner's tests
+# the SPDX validator `pyspdxtools` (PyPI's spdx-tools, linked into /usr/local/bin), which checks
+# the SBOMs independently,
 # and, for multi-platform tests, Debian's busybox-static for the other of amd64/arm64, unpacked
 # (not installed: it would replace the host's) to /usr/local/lib/rbuild-fixtures/ARCH/busybox,
 # where testdata/fixtures/busybox-image.sh finds it.
 set -euo pipefail
-pkgs=(busybox-static docker-registry skopeo umoci jq openssl gcc libc6-dev git openssh-client qemu-user-static uidmap)
+pkgs=(busybox-static docker-registry skopeo umoci jq openssl gcc libc6-dev git openssh-client qemu-user-static uidmap
+  debootstrap rpm)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" && continue
@@ -34,7 +39,9 @@ need_foreign=
 if [ -n "$foreign" ] && [ ! -x "$fixtures_lib/$foreign/busybox" ]; then
   need_foreign=1
 fi
-if [ ${#missing[@]} -eq 0 ] && [ -z "$need_foreign" ]; then
+need_spdx=
+command -v pyspdxtools >/dev/null || need_spdx=1
+if [ ${#missing[@]} -eq 0 ] && [ -z "$need_foreign" ] && [ -z "$need_spdx" ]; then
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
@@ -62,4 +69,9 @@ if [ -n "$need_foreign" ]; then
   bin=$work/root/bin/busybox
   [ -x "$bin" ] || bin=$work/root/usr/bin/busybox
   install -D -m 0755 "$bin" "$fixtures_lib/$foreign/busybox"
+fi
+if [ -n "$need_spdx" ]; then
+  python3 -m pip install -q --disable-pip-version-check spdx-tools==0.8.5
+  scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+  ln -sf "$scripts/pyspdxtools" /usr/local/bin/pyspdxtools
 fi

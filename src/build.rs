@@ -564,6 +564,7 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         .unwrap_or_default()
         .parse()
         .map_err(|e: String| UserError(format!("RBUILD_SNAPSHOTTER: {e}")))?;
+    let sandbox_exe = exe.clone();
     let worker = LocalWorker::new(store.clone(), registry, exe, contexts)
         .with_run_rootfs(run_rootfs)
         .with_secrets(secrets)
@@ -593,6 +594,10 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         }
     }
     let graph = Arc::new(graph);
+    // The sandbox's start-up (seccomp filters, the helpers' zygote) overlaps the pulls.
+    if graph.topological().any(|(_, op)| matches!(op, rbuild_solver::ir::Op::Exec(_))) {
+        drop(tokio::task::spawn_blocking(move || rbuild_executor::warm_up(&sandbox_exe)));
+    }
     // Platforms whose target is an empty filesystem (scratch) need nothing solved.
     let mut targets: Vec<rbuild_solver::ir::Input> = defs.iter().filter_map(|d| d.target).collect();
     // With --sbom, the stages that ask to be scanned too (their results follow the images').

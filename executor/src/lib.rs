@@ -97,4 +97,12 @@ pub use options::{Isolation, Limits, MountKind, MountSpec, Rlimit, RlimitResourc
 pub use protocol::HELPER_ARG;
 pub use rootless::enter_user_namespace;
 pub use run::{cancel_all, run};
+
+/// Does now what the first RUN step would otherwise wait for: compiles the default seccomp
+/// filters and starts the sandbox helpers' zygote for `exe`. Blocking (a few milliseconds);
+/// a build calls it on a blocking thread while its base images are pulled.
+pub fn warm_up(exe: &std::path::Path) {
+    let _ = seccomp::default_filters();
+    zygote::prestart(exe);
+}
 pub use spec::{ExitStatus, Network, OutputStream, SandboxSpec, DEFAULT_HOSTNAME};

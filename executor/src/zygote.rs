@@ -123,6 +123,21 @@ pub(crate) fn fork_helper(
     Err(std::io::Error::other("no zygote"))
 }
 
+/// Starts the zygote of `exe` now, if none runs, so that the first run does not wait for it
+/// (a build calls this while it pulls its base images). A zygote that cannot start makes
+/// `exe` spawn its helpers, as when [`fork_helper`] finds that out.
+pub(crate) fn prestart(exe: &Path) {
+    let mut zygotes = ZYGOTES.lock().unwrap_or_else(PoisonError::into_inner);
+    let Zygotes { running, unusable } = &mut *zygotes;
+    if running.iter().any(|z| z.exe == exe) || unusable.iter().any(|e| e == exe) {
+        return;
+    }
+    match Zygote::start(exe) {
+        Ok(zygote) => running.push(zygote),
+        Err(_) => unusable.push(exe.to_owned()),
+    }
+}
+
 impl Zygote {
     fn start(exe: &Path) -> std::io::Result<Zygote> {
         let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
