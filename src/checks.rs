@@ -363,7 +363,7 @@ fn is_zero(n: &usize) -> bool {
 
 /// A position in a source file (`pb.Position`). BuildKit's Dockerfile frontend only ever
 /// locates whole lines, so its `character` is always 0 and never written.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, serde::Serialize)]
 pub(crate) struct Position {
     /// 1-based line.
     #[serde(skip_serializing_if = "is_zero")]
@@ -371,7 +371,7 @@ pub(crate) struct Position {
 }
 
 /// A range of a source file (`pb.Range`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, serde::Serialize)]
 pub(crate) struct Range {
     start: Position,
     end: Position,
@@ -383,26 +383,22 @@ pub(crate) fn line_ranges(start: usize, end: usize) -> Vec<Range> {
     (start..=end.max(start)).map(|line| Range { start: Position { line }, end: Position { line } }).collect()
 }
 
-/// Where a finding or an error is (`pb.Location`): ranges of `sources[source_index]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Location {
-    /// Always 0: a Dockerfile is the only source (and Go leaves 0 out).
-    #[serde(skip_serializing_if = "is_zero")]
-    source_index: usize,
+/// Where a finding or an error is (`pb.Location`): ranges of the Dockerfile. Its
+/// `sourceIndex` is always 0 (the Dockerfile is the only source), which Go leaves out.
+#[derive(Debug, serde::Serialize)]
+struct Location {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     ranges: Vec<Range>,
 }
 
 impl Location {
     fn of(span: Option<&rbuild_solver::ir::SourceSpan>) -> Location {
-        let ranges = span.map(|s| line_ranges(s.start_line, s.end_line)).unwrap_or_default();
-        Location { source_index: 0, ranges }
+        Location { ranges: span.map(|s| line_ranges(s.start_line, s.end_line)).unwrap_or_default() }
     }
 }
 
 /// A source file (`pb.SourceInfo`): the Dockerfile.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct SourceInfo {
     #[serde(skip_serializing_if = "String::is_empty")]
     filename: String,
