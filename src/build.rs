@@ -530,6 +530,10 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
     .map_err(|error| {
         if show_warnings(args.progress, args.quiet) {
             eprint!("{}", crate::checks::build_summary(error.warnings(), &dockerfile));
+        } else if crate::progress::effective(args.progress, args.quiet) == ProgressMode::Rawjson {
+            if let Ok(lines) = crate::progress::rawjson_warnings(error.warnings(), &filename, &dockerfile) {
+                eprint!("{lines}");
+            }
         }
         FrontendFailure { error, file: filename.clone(), source_text: dockerfile.clone() }
     })?;
@@ -573,6 +577,9 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
         .with_debug(args.debug);
     let mode = crate::progress::effective(args.progress, args.quiet);
     let quiet = mode == ProgressMode::Quiet;
+    if mode == ProgressMode::Rawjson {
+        eprint!("{}", crate::progress::rawjson_warnings(&warnings, &filename, &dockerfile)?);
+    }
     let imported = crate::cache_opts::load_imports(&worker, &args.cache_from, quiet).await?;
     let worker = Arc::new(worker.with_remote_caches(imported));
     let mut solve_opts = SolveOptions { no_cache: args.no_cache, ..SolveOptions::default() };

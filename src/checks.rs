@@ -162,7 +162,7 @@ pub async fn run_call(call: Call, input: CallInput, resolver: RegistryResolver) 
                 .await
                 .context("frontend task")?;
             if call.json {
-                print_out(&format!("{:#}\n", check_json(&report.warnings, report.error.as_ref())));
+                print_out(&check_json(&report.warnings, report.error.as_ref(), &input.filename, &input.dockerfile)?);
             } else {
                 let mut text = check_report(&report.warnings, &input.dockerfile);
                 if report.error.is_none() && report.warnings.is_empty() {
@@ -350,20 +350,151 @@ pub fn check_report(warnings: &[Warning], source: &[u8]) -> String {
     out
 }
 
-/// The `--check` report as JSON (BuildKit's lint result shape).
-pub fn check_json(warnings: &[Warning], error: Option<&rbuild_frontend::Error>) -> serde_json::Value {
-    let mut out = serde_json::json!({ "warnings": warnings.iter().map(Warning::to_json).collect::<Vec<_>>() });
-    if let Some(e) = error {
-        let mut be = serde_json::json!({ "message": e.to_string() });
-        if let Some(s) = e.span() {
-            be["location"] = serde_json::json!({
-                "file": s.file,
-                "ranges": [{"start": {"line": s.start_line}, "end": {"line": s.end_line}}],
-            });
+// BuildKit's JSON for findings, field for field: `solver/pb`'s `Position`, `Range`, `Location`
+// and `SourceInfo`, and the lint subrequest's `LintResults`, `Warning` and `BuildError`
+// (`frontend/subrequests/lint`), as Go's `encoding/json` writes them: fields in declaration
+// order, `omitempty` fields left out when zero, `[]byte` fields in base64. The LLB definition
+// BuildKit puts in a `SourceInfo` (the vertex that loaded the Dockerfile) is left out: rbuild
+// reads the Dockerfile without a build vertex, and the field is optional.
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// A position in a source file (`pb.Position`). BuildKit's Dockerfile frontend only ever
+/// locates whole lines, so its `character` is always 0 and never written.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Position {
+    /// 1-based line.
+    #[serde(skip_serializing_if = "is_zero")]
+    line: usize,
+}
+
+/// A range of a source file (`pb.Range`).
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Range {
+    start: Position,
+    end: Position,
+}
+
+/// The ranges BuildKit gives the lines `start..=end` (its parser's `toRanges`): one range per
+/// line.
+pub(crate) fn line_ranges(start: usize, end: usize) -> Vec<Range> {
+    (start..=end.max(start)).map(|line| Range { start: Position { line }, end: Position { line } }).collect()
+}
+
+/// Where a finding or an error is (`pb.Location`): ranges of the Dockerfile. Its
+/// `sourceIndex` is always 0 (the Dockerfile is the only source), which Go leaves out.
+#[derive(Debug, serde::Serialize)]
+struct Location {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ranges: Vec<Range>,
+}
+
+impl Location {
+    fn of(span: Option<&rbuild_solver::ir::SourceSpan>) -> Location {
+        Location { ranges: span.map(|s| line_ranges(s.start_line, s.end_line)).unwrap_or_default() }
+    }
+}
+
+/// A source file (`pb.SourceInfo`): the Dockerfile.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct SourceInfo {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    filename: String,
+    /// The file's bytes, base64.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    data: String,
+    language: &'static str,
+}
+
+impl SourceInfo {
+    /// The Dockerfile `filename` with the bytes `source`.
+    pub(crate) fn dockerfile(filename: &str, source: &[u8]) -> SourceInfo {
+        use base64::Engine as _;
+        SourceInfo {
+            filename: filename.to_owned(),
+            data: base64::engine::general_purpose::STANDARD.encode(source),
+            language: "Dockerfile",
         }
-        out["buildError"] = be;
+    }
+}
+
+/// One finding of `--call=check,format=json` (the lint subrequest's `Warning`).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LintWarning {
+    rule_name: &'static str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    description: &'static str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    url: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    detail: String,
+    location: Location,
+}
+
+/// Why the Dockerfile cannot be built (`BuildError`).
+#[derive(Debug, serde::Serialize)]
+struct BuildError {
+    message: String,
+    location: Location,
+}
+
+/// The whole `--call=check,format=json` report (`LintResults`).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LintResults {
+    /// `null` without findings: BuildKit's is a Go slice that stays nil.
+    warnings: Option<Vec<LintWarning>>,
+    sources: Vec<SourceInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    build_error: Option<BuildError>,
+}
+
+/// JSON text as Go's `encoding/json` writes it: `<`, `>`, `&`, U+2028 and U+2029 escaped
+/// (they can only occur inside strings, so replacing them in the text is safe).
+pub(crate) fn go_escape(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
     }
     out
+}
+
+/// The `--check` report as JSON, as `docker buildx build --call=check,format=json` prints it:
+/// BuildKit's `LintResults` indented by two spaces, the Dockerfile `filename` (bytes `source`)
+/// as the only source, and a trailing newline.
+pub fn check_json(
+    warnings: &[Warning],
+    error: Option<&rbuild_frontend::Error>,
+    filename: &str,
+    source: &[u8],
+) -> anyhow::Result<String> {
+    let results = LintResults {
+        warnings: (!warnings.is_empty()).then(|| {
+            warnings
+                .iter()
+                .map(|w| LintWarning {
+                    rule_name: w.rule.map_or("", |r| r.name),
+                    description: w.rule.map_or("", |r| r.description),
+                    url: w.rule.and_then(|r| r.url).unwrap_or_default(),
+                    detail: w.message.clone(),
+                    location: Location::of(w.span.as_ref()),
+                })
+                .collect()
+        }),
+        sources: vec![SourceInfo::dockerfile(filename, source)],
+        build_error: error.map(|e| BuildError { message: e.to_string(), location: Location::of(e.span()) }),
+    };
+    Ok(format!("{}\n", go_escape(&serde_json::to_string_pretty(&results)?)))
 }
 
 #[cfg(test)]
@@ -440,6 +571,75 @@ mod tests {
             "TARGET:      app\nDESCRIPTION: the app\n\nBUILD ARG   VALUE   DESCRIPTION\nVERSION     1.2     which release\n\n\
              SECRET   REQUIRED\ntoken    true\n\nSSH       REQUIRED\ndefault   \n\n"
         );
+    }
+
+    #[test]
+    fn check_json_is_buildkits_lint_results() {
+        use base64::Engine as _;
+        let src = b"FROM alpine\n\nCMD echo hi\n";
+        let data = base64::engine::general_purpose::STANDARD.encode(src);
+        let mut multi_line = warning(3);
+        multi_line.span = Some(SourceSpan { file: "Dockerfile".into(), start_line: 3, end_line: 4 });
+        let out = check_json(&[multi_line], None, "Dockerfile", src).unwrap();
+        assert_eq!(
+            out,
+            format!(
+                r#"{{
+  "warnings": [
+    {{
+      "ruleName": "JSONArgsRecommended",
+      "description": "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals",
+      "url": "https://docs.docker.com/go/dockerfile/rule/json-args-recommended/",
+      "detail": "JSON arguments recommended for CMD to prevent unintended behavior related to OS signals",
+      "location": {{
+        "ranges": [
+          {{
+            "start": {{
+              "line": 3
+            }},
+            "end": {{
+              "line": 3
+            }}
+          }},
+          {{
+            "start": {{
+              "line": 4
+            }},
+            "end": {{
+              "line": 4
+            }}
+          }}
+        ]
+      }}
+    }}
+  ],
+  "sources": [
+    {{
+      "filename": "Dockerfile",
+      "data": "{data}",
+      "language": "Dockerfile"
+    }}
+  ]
+}}
+"#
+            )
+        );
+        // No findings: Go's nil slice.
+        let out = check_json(&[], None, "Dockerfile", src).unwrap();
+        assert!(out.starts_with("{\n  \"warnings\": null,\n  \"sources\": ["), "{out}");
+        // Go escapes `<`, `>` and `&` in strings.
+        let w = Warning {
+            span: None,
+            message: "a <b> & c".into(),
+            rule: Some(&rbuild_frontend::lint::rules::INVALID_DEFINITION_DESCRIPTION),
+        };
+        let v: serde_json::Value = serde_json::from_str(&check_json(&[w], None, "Dockerfile", src).unwrap()).unwrap();
+        assert_eq!(v["warnings"][0]["detail"], "a <b> & c");
+        assert_eq!(v["warnings"][0]["location"], serde_json::json!({}), "no lines: an empty location");
+        let out =
+            check_json(&[Warning { span: None, message: "<&>".into(), rule: None }], None, "Dockerfile", b"").unwrap();
+        assert!(out.contains(r#""ruleName": "","#) && out.contains(r#""detail": "\u003c\u0026\u003e","#), "{out}");
+        assert!(!out.contains("\"data\""), "an empty file has no data, as Go omits it: {out}");
     }
 
     #[test]

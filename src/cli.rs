@@ -357,7 +357,8 @@ pub struct BuildArgs {
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
 
-    /// Add `host:ip` to the /etc/hosts of every RUN step (never to the image).
+    /// Add `host:ip` (or `host:host-gateway`: the host, 127.0.0.1 or $RBUILD_HOST_GATEWAY_IP) to
+    /// the /etc/hosts of every RUN step (never to the image).
     #[arg(long = "add-host", value_name = "HOST:IP")]
     pub add_hosts: Vec<String>,
 

@@ -326,25 +326,75 @@ pub fn parse_run_defaults(
         "host" => NetworkMode::Host,
         other => return Err(UserError(format!("invalid --network {other:?}: use default, none or host")).into()),
     };
-    let extra_hosts = add_hosts.iter().map(|h| parse_host(h)).collect::<Result<_>>()?;
+    let mut extra_hosts = Vec::new();
+    for h in add_hosts {
+        extra_hosts.extend(parse_host(h, host_gateway)?);
+    }
     let ulimits = ulimits.iter().map(|u| parse_ulimit(u)).collect::<Result<_>>()?;
     let shm_size = shm_size.map(parse_ram_size).transpose()?;
     Ok(RunDefaults { network, extra_hosts, ulimits, shm_size })
 }
 
-/// `host:ip` or `host=ip` (the address may be IPv6: `host:fd00::1`).
-fn parse_host(s: &str) -> Result<HostEntry> {
-    let bad = |why: &str| UserError(format!("invalid --add-host {s:?}: {why} (use host:ip)"));
-    let (host, ip) = s.split_once('=').or_else(|| s.split_once(':')).ok_or_else(|| bad("no address"))?;
-    let ip = ip.trim_start_matches('[').trim_end_matches(']');
-    if ip == "host-gateway" {
-        return Err(bad("host-gateway is not supported: give the address").into());
+/// The `--add-host` value that stands for the host's address.
+const HOST_GATEWAY: &str = "host-gateway";
+
+/// Sets what `host-gateway` stands for: one address or a comma-separated list.
+const HOST_GATEWAY_ENV: &str = "RBUILD_HOST_GATEWAY_IP";
+
+/// The addresses `host-gateway` stands for: `$RBUILD_HOST_GATEWAY_IP`, else `127.0.0.1`.
+///
+/// Docker resolves `host-gateway` to its daemon's `host-gateway-ip` setting, by default the
+/// address of the `docker0` bridge: the host as its containers, on that bridge, reach it
+/// (buildx asks the docker driver's BuildKit worker for it; other drivers refuse the value).
+/// rbuild's RUN steps are not on a bridge: they share the host's network namespace (with
+/// `--network=none` there is no network to reach anything on), so the host is reached on its
+/// loopback address. That also reaches services that listen on loopback only, needs no
+/// interface or route (offline machines, CI containers), and is the same on every machine:
+/// the entry is part of the step's cache key, so an address that depended on the machine would
+/// keep its cache from being shared. `RBUILD_HOST_GATEWAY_IP` is the daemon setting's
+/// counterpart, for hosts where something else is wanted.
+fn host_gateway() -> Result<Vec<std::net::IpAddr>> {
+    match std::env::var_os(HOST_GATEWAY_ENV).filter(|v| !v.is_empty()) {
+        None => Ok(vec![std::net::Ipv4Addr::LOCALHOST.into()]),
+        Some(value) => parse_gateway(&value.to_string_lossy()),
     }
+}
+
+/// A `RBUILD_HOST_GATEWAY_IP` value: addresses separated by commas.
+fn parse_gateway(value: &str) -> Result<Vec<std::net::IpAddr>> {
+    value
+        .split(',')
+        .map(|ip| {
+            ip.trim().parse().map_err(|_| {
+                UserError(format!("invalid {HOST_GATEWAY_ENV} {value:?}: {ip:?} is not an IP address")).into()
+            })
+        })
+        .collect()
+}
+
+/// `host:ip` or `host=ip` (buildx's syntax): the address may be IPv6 (`host:fd00::1`, in
+/// brackets or not), a comma-separated list of addresses (one entry each), or `host-gateway`
+/// (the host's address, from `gateway`).
+fn parse_host(s: &str, gateway: fn() -> Result<Vec<std::net::IpAddr>>) -> Result<Vec<HostEntry>> {
+    let bad = |why: &str| UserError(format!("invalid --add-host {s:?}: {why} (use host:ip or host:{HOST_GATEWAY})"));
+    let (host, ips) = s.split_once('=').or_else(|| s.split_once(':')).ok_or_else(|| bad("no address"))?;
     if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '#') {
         return Err(bad("invalid host name").into());
     }
-    let addr: std::net::IpAddr = ip.parse().map_err(|_| bad("invalid IP address"))?;
-    Ok(HostEntry { host: host.to_owned(), ip: addr.to_string() })
+    let addrs = if ips == HOST_GATEWAY {
+        gateway()?
+    } else {
+        ips.split(',')
+            .map(|ip| {
+                let ip = ip.strip_prefix('[').and_then(|v| v.strip_suffix(']')).unwrap_or(ip);
+                ip.parse().map_err(|_| bad("invalid IP address"))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    Ok(addrs
+        .into_iter()
+        .map(|addr: std::net::IpAddr| HostEntry { host: host.to_owned(), ip: addr.to_string() })
+        .collect())
 }
 
 /// `name=soft[:hard]`, `-1` for unlimited.
@@ -438,7 +488,7 @@ mod tests {
         assert_eq!(parse_ram_size("64 MiB").unwrap(), 64 << 20);
         assert_eq!(parse_ram_size("2kb").unwrap(), 2048);
         assert!(parse_ram_size("m").is_err() && parse_ram_size("0").is_err() && parse_ram_size("1x").is_err());
-        for bad_host in ["nohost", "x:notanip", "x:host-gateway", "a b:1.2.3.4"] {
+        for bad_host in ["nohost", "x:notanip", "x:1.2.3.4,", "x:[::1", "a b:1.2.3.4", ":1.2.3.4"] {
             assert!(parse_run_defaults(&v(&[bad_host]), &[], None, "").is_err(), "{bad_host}");
         }
         for bad_ulimit in ["nofile", "files=1", "nofile=2:1", "nofile=x"] {
@@ -446,6 +496,24 @@ mod tests {
         }
         assert!(parse_run_defaults(&[], &[], Some("12q"), "").is_err());
         assert!(parse_run_defaults(&[], &[], None, "bridge").is_err());
+    }
+
+    #[test]
+    fn host_gateway_and_address_lists() {
+        let gateway = || parse_gateway("10.0.0.1, fd00::1");
+        let hosts = |s: &str| -> Vec<(String, String)> {
+            parse_host(s, gateway).unwrap().into_iter().map(|h| (h.host, h.ip)).collect()
+        };
+        let pair = |h: &str, ip: &str| (h.to_owned(), ip.to_owned());
+        assert_eq!(hosts("docker:host-gateway"), [pair("docker", "10.0.0.1"), pair("docker", "fd00::1")]);
+        assert_eq!(hosts("multi=10.0.0.2,[fd00::2]"), [pair("multi", "10.0.0.2"), pair("multi", "fd00::2")]);
+        assert_eq!(hosts("v6:[::1]"), [pair("v6", "::1")]);
+        assert!(parse_host("x:host-gateway", || parse_gateway("nope")).is_err());
+        assert!(parse_gateway("10.0.0.1,").is_err() && parse_gateway("").is_err());
+        // Without RBUILD_HOST_GATEWAY_IP (CI does not set it): the host's loopback address.
+        if std::env::var_os(HOST_GATEWAY_ENV).is_none() {
+            assert_eq!(host_gateway().unwrap(), [std::net::IpAddr::from([127, 0, 0, 1])]);
+        }
     }
 
     #[test]

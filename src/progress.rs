@@ -9,7 +9,8 @@
 //!   #4 CACHED
 //!   ```
 //! - `tty`: live lines for the running steps (the tail of their output), finished steps above.
-//! - `rawjson`: one JSON object per event, for tools.
+//! - `rawjson`: one JSON object per event, for tools; the build checks' findings come first,
+//!   one `warning` event each, in BuildKit's `VertexWarning` fields ([`rawjson_warnings`]).
 //! - `quiet`: nothing (errors are still reported by the caller).
 
 use std::collections::HashMap;
@@ -17,10 +18,12 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rbuild_frontend::Warning;
 use rbuild_solver::ir::OpId;
 use rbuild_solver::{LogStream, ProgressEvent};
 use tokio::sync::mpsc;
 
+use crate::checks::{go_escape, line_ranges, Range, SourceInfo};
 use crate::cli::ProgressMode;
 
 /// The renderer actually used for `mode` in this environment.
@@ -235,5 +238,122 @@ async fn render_json(mut rx: mpsc::UnboundedReceiver<ProgressEvent>) {
             _ => continue,
         };
         let _ = writeln!(err, "{v}");
+    }
+}
+
+/// A finding as BuildKit reports it in its status stream (`client.VertexWarning`, the
+/// `warnings` of a `SolveStatus`), with Go's encoding: `short` and `detail` are base64.
+///
+/// BuildKit's `vertex` is the vertex that loaded the Dockerfile; rbuild reads the Dockerfile
+/// without one, so the field (optional in BuildKit's JSON too) is left out.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VertexWarning {
+    /// Always 1: the Dockerfile frontend's level for its findings.
+    level: u8,
+    /// `Rule: message (line N)`, what `docker build` lists after the build.
+    short: String,
+    /// The rule's description.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    detail: Vec<String>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    url: &'static str,
+    source_info: SourceInfo,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    range: Vec<Range>,
+}
+
+impl VertexWarning {
+    fn new(w: &Warning, source: &SourceInfo) -> VertexWarning {
+        use base64::Engine as _;
+        let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+        VertexWarning {
+            level: 1,
+            short: b64(&w.short()),
+            detail: w.rule.map(|r| vec![b64(r.description)]).unwrap_or_default(),
+            url: w.rule.and_then(|r| r.url).unwrap_or_default(),
+            source_info: source.clone(),
+            range: w.span.as_ref().map(|s| line_ranges(s.start_line, s.end_line)).unwrap_or_default(),
+        }
+    }
+}
+
+/// A `--progress=rawjson` line: the event's kind, then its fields.
+#[derive(Debug, serde::Serialize)]
+struct WarningEvent {
+    event: &'static str,
+    #[serde(flatten)]
+    warning: VertexWarning,
+}
+
+/// The `--progress=rawjson` lines of the build's findings: one `{"event":"warning", ...}`
+/// object per finding with the fields of BuildKit's `VertexWarning`, the Dockerfile `filename`
+/// (bytes `source`) as their `sourceInfo`. BuildKit's frontend reports findings while it
+/// converts the Dockerfile, before any step runs: print these before the steps' events. Like
+/// BuildKit's, they carry no time.
+pub fn rawjson_warnings(warnings: &[Warning], filename: &str, source: &[u8]) -> serde_json::Result<String> {
+    let info = SourceInfo::dockerfile(filename, source);
+    let mut out = String::new();
+    for w in warnings {
+        let line = serde_json::to_string(&WarningEvent { event: "warning", warning: VertexWarning::new(w, &info) })?;
+        out.push_str(&go_escape(&line));
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use rbuild_solver::ir::SourceSpan;
+
+    fn b64(s: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn rawjson_warnings_are_buildkits_vertex_warnings() {
+        let src = b"FROM alpine\nCMD echo \\\n  hi\n";
+        let warnings = [
+            Warning {
+                span: Some(SourceSpan { file: "Dockerfile".into(), start_line: 2, end_line: 3 }),
+                message: "JSON arguments recommended for CMD to prevent unintended behavior related to OS signals"
+                    .into(),
+                rule: Some(&rbuild_frontend::lint::rules::JSON_ARGS_RECOMMENDED),
+            },
+            Warning { span: None, message: "One or more build-args [X] were not consumed".into(), rule: None },
+        ];
+        let out = rawjson_warnings(&warnings, "Dockerfile", src).unwrap();
+        let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let source_info = serde_json::json!({"filename": "Dockerfile", "data": b64(src), "language": "Dockerfile"});
+        assert_eq!(
+            lines,
+            [
+                serde_json::json!({
+                    "event": "warning",
+                    "level": 1,
+                    "short": b64(
+                        b"JSONArgsRecommended: JSON arguments recommended for CMD to prevent unintended behavior \
+                          related to OS signals (line 2)"
+                    ),
+                    "detail": [b64(rbuild_frontend::lint::rules::JSON_ARGS_RECOMMENDED.description.as_bytes())],
+                    "url": "https://docs.docker.com/go/dockerfile/rule/json-args-recommended/",
+                    "sourceInfo": source_info,
+                    "range": [
+                        {"start": {"line": 2}, "end": {"line": 2}},
+                        {"start": {"line": 3}, "end": {"line": 3}},
+                    ],
+                }),
+                serde_json::json!({
+                    "event": "warning",
+                    "level": 1,
+                    "short": b64(b"One or more build-args [X] were not consumed"),
+                    "sourceInfo": source_info,
+                }),
+            ]
+        );
+        assert!(out.starts_with("{\"event\":\"warning\",\"level\":1,\"short\":"), "BuildKit's field order: {out}");
+        assert_eq!(rawjson_warnings(&[], "Dockerfile", src).unwrap(), "");
     }
 }

@@ -285,3 +285,122 @@ fn base_image_for_another_platform_is_reported() {
         stderr(&out)
     );
 }
+
+fn base64(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+fn unbase64(v: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    let text = v.as_str().unwrap_or_else(|| panic!("not a string: {v}"));
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(text).expect("base64")).expect("UTF-8")
+}
+
+/// The object's keys, in the order they are written.
+fn keys_in_order(text: &str, object: &serde_json::Value) -> Vec<String> {
+    let mut keys: Vec<(usize, String)> = object
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| (text.find(&format!("\"{k}\":")).unwrap_or(usize::MAX), k.clone()))
+        .collect();
+    keys.sort();
+    keys.into_iter().map(|(_, k)| k).collect()
+}
+
+#[test]
+fn check_json_is_buildkits_lint_results() {
+    if !ready("check_json_is_buildkits_lint_results") {
+        return;
+    }
+    let dockerfile = "ARG BASE=busybox\nFROM $BASE AS Build\nCMD echo \\\n  hi\n";
+    let ctx = Ctx::new(dockerfile, &[]);
+    let out = ctx.rbuild(&["--call=check,format=json"]);
+    assert_eq!(out.status.code(), Some(1), "findings: status 1");
+    let text = stdout(&out);
+    let v: serde_json::Value = serde_json::from_str(&text).expect("JSON report");
+    assert_eq!(keys_in_order(&text, &v), ["warnings", "sources"], "no buildError");
+    assert_eq!(
+        v["sources"],
+        serde_json::json!([{"filename": "Dockerfile", "data": base64(dockerfile.as_bytes()), "language": "Dockerfile"}])
+    );
+    let warnings = v["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 2, "{text}");
+    assert_eq!(keys_in_order(&text, &warnings[0]), ["ruleName", "description", "url", "detail", "location"]);
+    let line = |n: u32| serde_json::json!({"start": {"line": n}, "end": {"line": n}});
+    assert_eq!(
+        warnings[0],
+        serde_json::json!({
+            "ruleName": "StageNameCasing",
+            "description": "Stage names should be lowercase",
+            "url": "https://docs.docker.com/go/dockerfile/rule/stage-name-casing/",
+            "detail": "Stage name 'Build' should be lowercase",
+            // sourceIndex 0 and character 0 are left out, as Go's omitempty does.
+            "location": {"ranges": [line(2)]},
+        })
+    );
+    assert_eq!(
+        warnings[1],
+        serde_json::json!({
+            "ruleName": "JSONArgsRecommended",
+            "description": "JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals",
+            "url": "https://docs.docker.com/go/dockerfile/rule/json-args-recommended/",
+            "detail": CMD_MSG,
+            // An instruction on two lines: one range per line, as BuildKit's parser gives.
+            "location": {"ranges": [line(3), line(4)]},
+        })
+    );
+    assert!(text.starts_with("{\n  \"warnings\": [\n    {\n      \"ruleName\""), "indented as Go does: {text}");
+
+    // Nothing found: BuildKit's nil slice, status 0.
+    let ctx = Ctx::new("ARG BASE=busybox\nFROM $BASE\nCMD [\"sh\"]\n", &[]);
+    let out = ctx.rbuild(&["--call=check,format=json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(v["warnings"], serde_json::Value::Null);
+    assert_eq!(v["sources"][0]["filename"], "Dockerfile");
+
+    // A Dockerfile that cannot be built: the findings so far and the error, status 1.
+    let ctx = Ctx::new("ARG BASE=busybox\nFROM $BASE AS Build\nBOGUS x\n", &[]);
+    let out = ctx.rbuild(&["--call=check,format=json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let v: serde_json::Value = serde_json::from_str(&text).expect("JSON report");
+    assert_eq!(keys_in_order(&text, &v), ["warnings", "sources", "buildError"]);
+    assert_eq!(v["warnings"].as_array().map(Vec::len), Some(1));
+    let error = &v["buildError"];
+    assert!(error["message"].as_str().is_some_and(|m| m.contains("unknown instruction: BOGUS")), "{error}");
+    assert_eq!(error["location"], serde_json::json!({"ranges": [line(3)]}));
+}
+
+#[test]
+fn rawjson_progress_reports_findings_as_vertex_warnings() {
+    if !ready("rawjson_progress_reports_findings_as_vertex_warnings") {
+        return;
+    }
+    let dockerfile = "ARG BASE=busybox\nFROM $BASE\nRUN true\nCMD echo hi\n";
+    let ctx = Ctx::new(dockerfile, &[]);
+    let out = ctx.rbuild(&["--progress=rawjson", "--no-cache", "-t", "checks:rawjson"]);
+    assert!(out.status.success());
+    let err = stderr(&out);
+    let events: Vec<serde_json::Value> = err.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let position = |event: &str| events.iter().position(|e| e["event"] == event);
+    let warnings: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "warning").collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    let w = warnings[0];
+    assert!(position("warning") < position("started"), "findings come before the steps: {err}");
+    assert_eq!(w["level"], 1);
+    assert_eq!(unbase64(&w["short"]), format!("JSONArgsRecommended: {CMD_MSG} (line 4)"));
+    let detail: Vec<String> = w["detail"].as_array().expect("detail").iter().map(unbase64).collect();
+    assert_eq!(
+        detail,
+        ["JSON arguments recommended for ENTRYPOINT/CMD to prevent unintended behavior related to OS signals"]
+    );
+    assert_eq!(w["url"], "https://docs.docker.com/go/dockerfile/rule/json-args-recommended/");
+    assert_eq!(w["sourceInfo"]["filename"], "Dockerfile");
+    assert_eq!(w["sourceInfo"]["language"], "Dockerfile");
+    assert_eq!(unbase64(&w["sourceInfo"]["data"]), dockerfile);
+    assert_eq!(w["range"], serde_json::json!([{"start": {"line": 4}, "end": {"line": 4}}]));
+    assert!(!err.contains("warning found"), "no text summary in rawjson mode: {err}");
+}

@@ -1,8 +1,9 @@
 //! End-to-end tests of where a build's inputs come from: a context (or a Dockerfile alone) on
 //! stdin, a context archive file, git and tarball-URL contexts, `--build-context` named
-//! contexts of every kind, and the build-wide RUN options (`--add-host`, `--ulimit`,
-//! `--shm-size`, `--network`), each observed from inside a RUN and checked absent from the
-//! image. The real binary builds; repositories, archives and an HTTP server are made here.
+//! contexts of every kind, and the build-wide RUN options (`--add-host`, `host-gateway`
+//! included, `--ulimit`, `--shm-size`, `--network`), each observed from inside a RUN and
+//! checked absent from the image. The real binary builds; repositories, archives and an HTTP
+//! server are made here.
 //!
 //! They need root (the store, namespaces); the RUN and image tests also the registry tools.
 //! Without them each test says why it skips. CI runs as root with the packages.
@@ -508,6 +509,50 @@ fn run_options_are_seen_inside_run_and_never_in_the_image() {
     if host_ifaces.len() > 1 {
         assert!(interfaces(&read(&out.join("net-host.txt"))).len() > 1, "RUN --network=host overrides");
     }
+}
+
+#[test]
+fn host_gateway_reaches_the_host() {
+    if !ready_registry("host_gateway_reaches_the_host") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    // A service on the host's loopback only: what host-gateway must reach.
+    let base = serve(HashMap::from([("/hello".to_owned(), b"from the host\n".to_vec())]));
+    let port = base.rsplit(':').next().unwrap().to_owned();
+    let ctx = t.path().join("ctx");
+    write_files(
+        &ctx,
+        &[(
+            "Dockerfile",
+            // The test image has no /etc/hosts, and the sandbox binds over an existing one only.
+            "ARG BASE\nFROM $BASE\nRUN : > /etc/hosts\nARG PORT\n\
+             RUN cat /etc/hosts > /hosts.txt && wget -q -O /fetched.txt http://docker:$PORT/hello\n",
+        )],
+    );
+    let arg = format!("BASE={}", registry().reference("busybox:latest"));
+    let port_arg = format!("PORT={port}");
+    let args = ["--build-arg", &arg, "--build-arg", &port_arg, "--add-host", "docker:host-gateway"];
+    let out = build_local(t.path(), "out", &[&args[..], &[ctx.to_str().unwrap()]].concat(), None);
+    let hosts = read(&out.join("hosts.txt"));
+    assert!(hosts.contains("\n127.0.0.1\tdocker\n"), "{hosts}");
+    assert_eq!(read(&out.join("fetched.txt")), "from the host\n", "the RUN reached the host's service");
+    assert_eq!(read(&out.join("etc/hosts")), "", "the entry never reaches a layer");
+
+    // RBUILD_HOST_GATEWAY_IP sets the addresses (one entry each), like dockerd's host-gateway-ip.
+    write_files(&ctx, &[("Dockerfile", "ARG BASE\nFROM $BASE\nRUN : > /etc/hosts\nRUN cat /etc/hosts > /hosts.txt\n")]);
+    let out_dir = t.path().join("env");
+    let dest = format!("type=local,dest={}", out_dir.display());
+    let gateway = Path::new("10.9.8.7,fd00::7");
+    let build = ["build", "-o", &dest, "--build-arg", &arg, "--add-host", "docker=host-gateway", ctx.to_str().unwrap()];
+    let out = rbuild_env(t.path(), &build, None, &[("RBUILD_HOST_GATEWAY_IP", gateway)]);
+    assert!(out.status.success());
+    let hosts = read(&out_dir.join("hosts.txt"));
+    assert!(hosts.ends_with("\n10.9.8.7\tdocker\nfd00::7\tdocker\n"), "{hosts}");
+
+    let bad = rbuild_env(t.path(), &build, None, &[("RBUILD_HOST_GATEWAY_IP", Path::new("gateway"))]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid RBUILD_HOST_GATEWAY_IP"));
 }
 
 #[test]

@@ -64,8 +64,8 @@ impl Warning {
         out
     }
 
-    /// The warning as JSON, in the shape of BuildKit's lint results (`ruleName`, `description`,
-    /// `url`, `detail`, `location`), for `--call=check,format=json` and metadata files.
+    /// The warning as JSON, with the fields of BuildKit's lint results (`ruleName`,
+    /// `description`, `url`, `detail`, `location`), for metadata files.
     pub fn to_json(&self) -> serde_json::Value {
         let mut out = serde_json::Map::new();
         if let Some(r) = self.rule {
