@@ -174,15 +174,19 @@ fn to_package(
     })
 }
 
-/// The distinct `License:` names of a (machine-readable) Debian copyright file, in order.
+/// The distinct licenses a Debian copyright file names, in order: its `License:` fields
+/// (machine-readable format) and the `/usr/share/common-licenses/<name>` it points to (the
+/// free-form files of e.g. libc6 do only that).
 fn copyright_licenses(text: &str) -> Vec<String> {
+    const COMMON: &str = "/usr/share/common-licenses/";
+    let fields = text.lines().filter_map(|l| l.strip_prefix("License:")).map(str::trim);
+    let pointers = text.match_indices(COMMON).map(|(at, _)| {
+        let rest = &text[at + COMMON.len()..];
+        let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || ".+_-".contains(c))).unwrap_or(rest.len());
+        rest[..end].trim_end_matches('.')
+    });
     let mut seen = BTreeSet::new();
-    text.lines()
-        .filter_map(|l| l.strip_prefix("License:"))
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && seen.insert(l.to_owned()))
-        .map(str::to_owned)
-        .collect()
+    fields.chain(pointers).filter(|l| !l.is_empty() && seen.insert(*l)).map(str::to_owned).collect()
 }
 
 #[cfg(test)]
@@ -209,6 +213,9 @@ mod tests {
     fn copyright_and_md5sums() {
         let text = "Format: x\n\nFiles: *\nLicense: GPL-2+\n\nFiles: a\nLicense: MIT\n text\n\nLicense: GPL-2+\n";
         assert_eq!(copyright_licenses(text), ["GPL-2+", "MIT"]);
+        let free_form = "see /usr/share/common-licenses/LGPL-2.1.\nAnd /usr/share/common-licenses/GPL-2, also\n\
+                         /usr/share/common-licenses/LGPL-2.1 and /usr/share/common-licenses/";
+        assert_eq!(copyright_licenses(free_form), ["LGPL-2.1", "GPL-2"]);
         assert_eq!(md5sums_paths("d41d8  usr/bin/x\nbad\nabc  /etc/y\n"), ["/usr/bin/x", "/etc/y"]);
     }
 }

@@ -41,13 +41,20 @@ pub(super) fn document(
             // The same package listed twice in one database says nothing new.
             continue;
         }
+        let owned: BTreeSet<usize> = p
+            .files
+            .iter()
+            .filter_map(|f| owner.resolve(f))
+            .filter_map(|rel| by_path.get(rel.as_str()).copied())
+            .collect();
         let mut pkg = json!({
             "name": p.name,
             "SPDXID": id,
             "versionInfo": p.version,
             "supplier": p.supplier.as_ref().map_or_else(|| NOASSERTION.to_owned(), super::Party::spdx),
             "downloadLocation": NOASSERTION,
-            "filesAnalyzed": false,
+            // SPDX: a package that CONTAINS files analysed them (and says how, with a code).
+            "filesAnalyzed": !owned.is_empty(),
             "sourceInfo": format!("acquired package info from {} DB: {}", source_kind(p), p.database),
             "licenseConcluded": NOASSERTION,
             "licenseDeclared": licenses.declared(&p.licenses),
@@ -61,14 +68,12 @@ pub(super) fn document(
         if let Some(s) = &p.supplier {
             pkg["originator"] = Value::String(s.spdx());
         }
+        if !owned.is_empty() {
+            let code = verification_code(owned.iter().map(|&i| &files[i]));
+            pkg["packageVerificationCode"] = json!({ "packageVerificationCodeValue": code });
+        }
         spdx_packages.push(pkg);
         relationships.push(relationship(&root_id, "CONTAINS", &id));
-        let owned: BTreeSet<usize> = p
-            .files
-            .iter()
-            .filter_map(|f| owner.resolve(f))
-            .filter_map(|rel| by_path.get(rel.as_str()).copied())
-            .collect();
         contains.extend(owned.into_iter().map(|i| relationship(&id, "CONTAINS", &file_ids[i])));
     }
     relationships.extend(contains);
@@ -129,6 +134,13 @@ pub(super) fn document(
     doc["documentNamespace"] =
         Value::String(format!("https://rbuild.invalid/spdx/{}-{}", uri_segment(name), uuid_from(&digest)));
     doc
+}
+
+/// SPDX 2.3 section 7.9: the SHA-1 of the package's files' SHA-1s (hex), sorted, concatenated.
+fn verification_code<'a>(files: impl Iterator<Item = &'a FileEntry>) -> String {
+    let mut sums: Vec<String> = files.map(|f| hex::encode(f.sha1)).collect();
+    sums.sort();
+    hex::encode(<sha1::Sha1 as sha1::Digest>::digest(sums.concat().as_bytes()))
 }
 
 fn relationship(a: &str, kind: &str, b: &str) -> Value {
@@ -310,18 +322,17 @@ fn to_spdx_expression(raw: &str) -> Option<String> {
         return None;
     }
     let joined = words.join(" ").replace("( ", "(").replace(" )", ")");
-    let canonical = match ::spdx::Expression::canonicalize(&joined) {
-        Ok(Some(c)) => c,
-        Ok(None) => joined,
-        Err(_) => return None,
-    };
-    ::spdx::Expression::parse(&canonical).ok().map(|_| canonical)
+    // Strict: the spdx crate's lax mode guesses versions (`gpl` as GPL-2.0-only), which an
+    // SBOM must not do; what the mapping below does not pin down becomes a LicenseRef.
+    ::spdx::Expression::parse(&joined).ok().map(|_| joined)
 }
 
 /// One license name mapped to an SPDX id where the mapping is certain.
 fn normalize_id(word: &str) -> String {
+    // (`license_id` ignores a trailing `+`: keep it, it is SPDX's "or later".)
+    let plus = if word.ends_with('+') { "+" } else { "" };
     if let Some(id) = ::spdx::license_id(word).filter(|id| !id.is_deprecated()) {
-        return id.name.to_owned();
+        return format!("{}{plus}", id.name);
     }
     let lower = word.to_ascii_lowercase();
     match lower.as_str() {
@@ -337,6 +348,9 @@ fn normalize_id(word: &str) -> String {
             Some(v) => (v, true),
             None => (rest, false),
         };
+        if !version.starts_with(|c: char| c.is_ascii_digit()) {
+            continue;
+        }
         let version = if version.contains('.') { version.to_owned() } else { format!("{version}.0") };
         let id = format!("{}-{version}-{}", family.to_ascii_uppercase(), if plus { "or-later" } else { "only" });
         if ::spdx::license_id(&id).is_some() {
@@ -346,8 +360,10 @@ fn normalize_id(word: &str) -> String {
     // Case-insensitive match of a listed id (BSD-3-clause).
     ::spdx::identifiers::LICENSES
         .iter()
-        .find(|l| l.name.eq_ignore_ascii_case(word) && l.flags & ::spdx::flags::IS_DEPRECATED == 0)
-        .map_or_else(|| word.to_owned(), |l| l.name.to_owned())
+        .find(|l| {
+            l.name.eq_ignore_ascii_case(word.trim_end_matches('+')) && l.flags & ::spdx::flags::IS_DEPRECATED == 0
+        })
+        .map_or_else(|| word.to_owned(), |l| format!("{}{plus}", l.name))
 }
 
 #[cfg(test)]
@@ -367,6 +383,12 @@ mod tests {
             ("LGPL-3+ or GPL-2+", Some("LGPL-3.0-or-later OR GPL-2.0-or-later")),
             ("MIT AND (BSD-2-Clause OR Apache-2.0)", Some("MIT AND (BSD-2-Clause OR Apache-2.0)")),
             ("public-domain", None),
+            ("GPL", None),
+            ("gnu gpl v2", None),
+            ("bsd", None),
+            ("GPL-2.0+ WITH Classpath-exception-2.0", Some("GPL-2.0-or-later WITH Classpath-exception-2.0")),
+            ("Apache-2.0+", Some("Apache-2.0+")),
+            ("mit or apache-2.0", Some("MIT OR Apache-2.0")),
             ("GPL-3+ with Bison exception", None),
             ("", None),
             ("(((", None),
