@@ -145,14 +145,22 @@ fn debootstrap_bookworm_matches_dpkg_query() {
     validate(&doc, "debootstrap");
 }
 
-#[test]
-fn rpm_sqlite_database_written_by_rpm() {
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Debian's rpm keeps its own database under ~/.rpmdb: say where a Fedora's is, and that it is sqlite.
+const RPM_DEFINES: [&str; 4] = ["--define", "_db_backend sqlite", "--define", "_dbpath /var/lib/rpm"];
+
+/// A root in `dir` with a Fedora os-release and an rpm package installed by rpm (into a sqlite
+/// database); `None` (after saying why) without root or rpm's tools.
+fn rpm_root(dir: &Path) -> Option<PathBuf> {
     if !is_root() || !have("rpm") || !have("rpmbuild") {
         eprintln!("skipping: needs root, rpm and rpmbuild (apt-get install rpm)");
-        return;
+        return None;
     }
-    let t = tempfile::tempdir().unwrap();
-    let top = t.path().join("rpmbuild");
+    let top = dir.join("rpmbuild");
     std::fs::create_dir_all(top.join("SPECS")).unwrap();
     let spec = top.join("SPECS/hello.spec");
     std::fs::write(
@@ -163,34 +171,97 @@ fn rpm_sqlite_database_written_by_rpm() {
          %files\n/usr/share/rbuild-hello/hello.txt\n",
     )
     .unwrap();
-    let run = |cmd: &mut Command| {
-        let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
     run(Command::new("rpmbuild").arg("--define").arg(format!("_topdir {}", top.display())).arg("-bb").arg(&spec));
     let rpm = top.join("RPMS/noarch/rbuild-hello-1.2-3.noarch.rpm");
-    let root = t.path().join("root");
+    let root = dir.join("root");
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(root.join("etc/os-release"), "ID=fedora\nVERSION_ID=39\n").unwrap();
-    // Debian's rpm keeps its own database under ~/.rpmdb: say where a Fedora's is, and that it is sqlite.
-    let defines = ["--define", "_db_backend sqlite", "--define", "_dbpath /var/lib/rpm"];
-    run(Command::new("rpm").args(defines).arg("--root").arg(&root).arg("--initdb"));
-    run(Command::new("rpm").args(defines).arg("--root").arg(&root).args(["-i", "--nodeps", "--noscripts"]).arg(&rpm));
+    run(Command::new("rpm").args(RPM_DEFINES).arg("--root").arg(&root).arg("--initdb"));
+    run(Command::new("rpm")
+        .args(RPM_DEFINES)
+        .arg("--root")
+        .arg(&root)
+        .args(["-i", "--nodeps", "--noscripts"])
+        .arg(&rpm));
     assert!(root.join("var/lib/rpm/rpmdb.sqlite").is_file(), "rpm wrote no sqlite database");
+    Some(root)
+}
 
-    let doc = scan(&MergedView::new(vec![root]), &opts("fedora")).unwrap();
-    let got = packages(&doc);
+fn check_hello(doc: &Value) {
+    let got = packages(doc);
     let (version, purl) = &got["rbuild-hello"];
     assert_eq!(version, "2:1.2-3");
     assert_eq!(
         purl,
         "pkg:rpm/fedora/rbuild-hello@1.2-3?arch=noarch&epoch=2&upstream=rbuild-hello-1.2-3.src.rpm&distro=fedora-39"
     );
-    assert_eq!(owned_files(&doc, "rbuild-hello"), ["usr/share/rbuild-hello/hello.txt"]);
+    assert_eq!(owned_files(doc, "rbuild-hello"), ["usr/share/rbuild-hello/hello.txt"]);
     let pkg = doc["packages"].as_array().unwrap().iter().find(|p| p["name"] == "rbuild-hello").unwrap();
     assert_eq!(pkg["supplier"], "Organization: rbuild tests");
     assert_eq!(pkg["licenseDeclared"], "MIT AND GPL-2.0-or-later");
+}
+
+#[test]
+fn rpm_sqlite_database_written_by_rpm() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(root) = rpm_root(t.path()) else { return };
+    let doc = scan(&MergedView::new(vec![root]), &opts("fedora")).unwrap();
+    assert_eq!(packages(&doc).len(), 1);
+    check_hello(&doc);
     validate(&doc, "rpm");
+}
+
+/// The same package in a BerkeleyDB `Packages` file (CentOS 7's format) made by Berkeley DB's
+/// own `db_load` from the headers rpm wrote, with pages small enough that each header spans an
+/// overflow chain; rpm's read-only bdb backend must read that file too.
+#[test]
+fn rpm_berkeley_db_made_by_db_load() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(sqlite_root) = rpm_root(t.path()) else { return };
+    let Some(db_load) = ["db_load", "db5.3_load"].into_iter().find(|t| have(t)) else {
+        eprintln!("skipping: needs db_load (apt-get install db5.3-util)");
+        return;
+    };
+    let conn = rusqlite::Connection::open(sqlite_root.join("var/lib/rpm/rpmdb.sqlite")).unwrap();
+    let mut stmt = conn.prepare("SELECT hnum, blob FROM Packages").unwrap();
+    let rows: Vec<(u32, Vec<u8>)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(rows.len(), 1);
+    // rpm's keys are native-endian instance numbers; key 0 holds the next one.
+    let mut dump = String::from("VERSION=3\nformat=bytevalue\ntype=hash\ndb_pagesize=512\nHEADER=END\n");
+    let next = rows.len() as u32 + 1;
+    for (key, value) in std::iter::once((0u32, next.to_ne_bytes().to_vec())).chain(rows) {
+        dump.push_str(&format!(" {}\n {}\n", hex::encode(key.to_ne_bytes()), hex::encode(value)));
+    }
+    dump.push_str("DATA=END\n");
+    let root = t.path().join("bdb-root");
+    std::fs::create_dir_all(root.join("var/lib/rpm")).unwrap();
+    std::fs::copy(sqlite_root.join("etc/os-release"), {
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        root.join("etc/os-release")
+    })
+    .unwrap();
+    std::fs::create_dir_all(root.join("usr/share/rbuild-hello")).unwrap();
+    std::fs::copy(sqlite_root.join("usr/share/rbuild-hello/hello.txt"), root.join("usr/share/rbuild-hello/hello.txt"))
+        .unwrap();
+    let dump_file = t.path().join("dump");
+    std::fs::write(&dump_file, dump).unwrap();
+    run(Command::new(db_load).arg("-f").arg(&dump_file).arg(root.join("var/lib/rpm/Packages")));
+
+    // rpm itself reads it.
+    let q = Command::new("rpm")
+        .args(["--define", "_db_backend bdb_ro", "--dbpath"])
+        .arg(root.join("var/lib/rpm"))
+        .args(["-qa", "--qf", "%{NAME}-%{VERSION}\n"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&q.stdout).trim(), "rbuild-hello-1.2", "{}", String::from_utf8_lossy(&q.stderr));
+
+    let doc = scan(&MergedView::new(vec![root]), &opts("centos")).unwrap();
+    assert_eq!(packages(&doc).len(), 1, "the bookkeeping record 0 is not a package");
+    assert!(doc["creationInfo"]["comment"].is_null(), "{}", doc["creationInfo"]["comment"]);
+    check_hello(&doc);
+    validate(&doc, "rpm bdb");
 }
 
 #[test]

@@ -4,7 +4,6 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use sha1::Digest as _;
 
@@ -29,37 +28,34 @@ pub(super) fn hash_all(view: &MergedView) -> Result<Vec<FileEntry>, SbomError> {
     let mut found = Vec::new();
     walk(view, &mut PathBuf::new(), &mut found)?;
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<FileEntry, SbomError>>>> =
-        Mutex::new(std::iter::repeat_with(|| None).take(found.len()).collect());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_THREADS);
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(found.len()) {
-            s.spawn(|| {
-                let mut buf = vec![0u8; BUF];
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((rel, host)) = found.get(i) else { break };
-                    let r = hash(host, &mut buf)
-                        .map(|(sha1, sha256)| FileEntry { path: rel.clone(), sha1, sha256 })
-                        .map_err(|source| SbomError::Io { path: rel.clone(), source });
-                    let failed = r.is_err();
-                    if let Ok(mut all) = results.lock() {
-                        all[i] = Some(r);
-                    }
-                    if failed {
-                        // Stop handing out work: the scan fails anyway.
-                        next.store(found.len(), Ordering::Relaxed);
-                    }
+    let worker = || -> Result<Vec<FileEntry>, SbomError> {
+        let mut buf = vec![0u8; BUF];
+        let mut done = Vec::new();
+        while let Some((rel, host)) = found.get(next.fetch_add(1, Ordering::Relaxed)) {
+            match hash(host, &mut buf) {
+                Ok((sha1, sha256)) => done.push(FileEntry { path: rel.clone(), sha1, sha256 }),
+                Err(source) => {
+                    // Stop handing out work: the scan fails anyway.
+                    next.store(found.len(), Ordering::Relaxed);
+                    return Err(SbomError::Io { path: rel.clone(), source });
                 }
-            });
+            }
         }
+        Ok(done)
+    };
+    let per_thread: Vec<Result<Vec<FileEntry>, SbomError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.min(found.len())).map(|_| s.spawn(worker)).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     });
-    let results = results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut out = Vec::with_capacity(results.len());
-    for r in results.into_iter().flatten() {
-        out.push(r?);
+    let mut out = Vec::with_capacity(found.len());
+    for r in per_thread {
+        out.extend(r?);
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
+    // Names that are not UTF-8 are shown lossily: two may look alike (then they also need
+    // the same content to be merged, and so to share an SPDX id).
+    out.dedup_by(|a, b| a.path == b.path && a.sha256 == b.sha256);
     Ok(out)
 }
 

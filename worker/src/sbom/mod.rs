@@ -2,7 +2,8 @@
 //! `--sbom=true` (syft) attaches.
 //!
 //! [`scan`] reads the package databases of a [`MergedView`] (dpkg's `status` and distroless
-//! `status.d`, apk's `installed`, rpm's sqlite `rpmdb.sqlite`), walks its regular files
+//! `status.d`, apk's `installed`, rpm's sqlite `rpmdb.sqlite` or BerkeleyDB `Packages`), walks
+//! its regular files
 //! (hashing them with SHA-1 and SHA-256, in parallel) and writes a document in the shape of
 //! syft's: a root package for the image that contains every package, each package containing
 //! the files its database says it installed.
@@ -12,18 +13,18 @@
 //! the image's `/etc/shadow`, never the host's); a final file is opened with `O_NOFOLLOW`.
 //!
 //! Malformed databases: a text database (dpkg, apk) cannot fail to parse as a whole; a record
-//! in it without a name or version is skipped, and so is an rpm header blob that does not
-//! parse. Each skip is counted in the document's `creationInfo.comment`, so the document says
-//! it is incomplete instead of the build failing on one damaged record of an image it did not
-//! make. An rpm database that sqlite cannot read at all is an error ([`SbomError::RpmDatabase`]):
-//! a document listing no rpm packages for an rpm-based image would be a wrong answer, not a
-//! partial one. A BerkeleyDB rpm database (`/var/lib/rpm/Packages`, before rpm 4.16) is not
-//! read; the comment says so.
+//! in it without a name or version is skipped, and so is an rpm header blob (or BerkeleyDB
+//! record) that does not parse. Each skip is counted in the document's `creationInfo.comment`,
+//! so the document says it is incomplete instead of the build failing on one damaged record of
+//! an image it did not make. An rpm database that cannot be read at all is an error
+//! ([`SbomError::RpmDatabase`], [`SbomError::RpmBerkeleyDb`]): a document listing no rpm
+//! packages for an rpm-based image would be a wrong answer, not a partial one.
 //!
 //! The output is deterministic: packages and files are sorted, SPDX ids are derived from
 //! content, and the document namespace from a hash of the whole document and its name.
 
 mod apk;
+mod bdb;
 mod dpkg;
 mod files;
 mod rpm;
@@ -35,6 +36,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::merged::MergedView;
+
+pub use bdb::BerkeleyDbError;
 
 /// What the document is called and when it was made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +77,15 @@ pub enum SbomError {
         /// What sqlite said.
         #[source]
         source: rusqlite::Error,
+    },
+    /// A BerkeleyDB rpm database (`Packages`, rpm before 4.16) could not be read.
+    #[error("rpm database /{path} in the image cannot be read: {source}")]
+    RpmBerkeleyDb {
+        /// The path in the image.
+        path: String,
+        /// What is wrong with it.
+        #[source]
+        source: BerkeleyDbError,
     },
 }
 

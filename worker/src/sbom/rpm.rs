@@ -1,5 +1,6 @@
 //! rpm: the sqlite database (`rpmdb.sqlite`, rpm 4.16 and later: Fedora 33+, RHEL 9+), whose
-//! `Packages` table holds each package's header blob, parsed here.
+//! `Packages` table holds each package's header blob, or the older BerkeleyDB `Packages` file
+//! (see `bdb`) holding the same blobs; the blobs are parsed here.
 //!
 //! A header blob (as rpm stores it, without the lead magic): `il` and `dl` (big-endian u32),
 //! `il` index entries of 16 bytes (tag, type, offset, count; big-endian), then `dl` bytes of
@@ -7,7 +8,7 @@
 
 use std::io;
 
-use super::{open_regular, Kind, OsRelease, Package, Party, SbomError};
+use super::{bdb, open_regular, Kind, OsRelease, Package, Party, SbomError};
 use crate::merged::MergedView;
 
 const SQLITE_DBS: [&str; 2] = ["/var/lib/rpm/rpmdb.sqlite", "/usr/lib/sysimage/rpm/rpmdb.sqlite"];
@@ -35,35 +36,49 @@ const TYPE_STRING: u32 = 6;
 const TYPE_STRING_ARRAY: u32 = 8;
 const TYPE_I18NSTRING: u32 = 9;
 
-/// The packages of the image's rpm databases.
+/// The packages of the image's rpm database: the sqlite one, else a BerkeleyDB one.
 pub(super) fn scan(
     view: &MergedView,
     release: Option<&OsRelease>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Package>, SbomError> {
-    let mut out = Vec::new();
+    // Both paths are one database on systems where one links to the other: the first found
+    // is the database.
     for db in SQLITE_DBS {
-        // Both paths are one database on systems where one links to the other.
         if let Some(headers) = read_sqlite(view, db)? {
-            let mut skipped = 0;
-            for blob in headers {
-                match Header::parse(&blob).and_then(|h| h.to_package(release, db)) {
-                    Some(p) => out.push(p),
-                    None => skipped += 1,
-                }
-            }
-            if skipped > 0 {
-                warnings.push(format!("{db}: skipped {skipped} malformed package headers"));
-            }
-            return Ok(out);
+            return Ok(from_headers(&headers, 0, release, db, warnings));
         }
     }
     for db in BDB_DBS {
-        if open_regular(view, db)?.is_some() {
-            warnings.push(format!("{db}: BerkeleyDB rpm databases are not read; its packages are not listed"));
+        if let Some((file, _)) = open_regular(view, db)? {
+            let values = bdb::read_values(&file)
+                .map_err(|source| SbomError::RpmBerkeleyDb { path: db.trim_start_matches('/').to_owned(), source })?;
+            return Ok(from_headers(&values.values, values.unreadable, release, db, warnings));
         }
     }
-    Ok(out)
+    Ok(Vec::new())
+}
+
+/// The packages of a database's header blobs; `unreadable` records were lost already.
+fn from_headers(
+    headers: &[Vec<u8>],
+    unreadable: usize,
+    release: Option<&OsRelease>,
+    db: &str,
+    warnings: &mut Vec<String>,
+) -> Vec<Package> {
+    let mut skipped = unreadable;
+    let mut out = Vec::with_capacity(headers.len());
+    for blob in headers {
+        match Header::parse(blob).and_then(|h| h.to_package(release, db)) {
+            Some(p) => out.push(p),
+            None => skipped += 1,
+        }
+    }
+    if skipped > 0 {
+        warnings.push(format!("{db}: skipped {skipped} malformed package headers"));
+    }
+    out
 }
 
 /// The header blobs of the sqlite database at `db` in the image, `None` when there is none.
