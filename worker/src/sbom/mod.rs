@@ -61,6 +61,9 @@ pub enum SbomError {
         #[source]
         source: io::Error,
     },
+    /// [`ScanOptions::created`] is not the `YYYY-MM-DDThh:mm:ssZ` SPDX requires.
+    #[error("SBOM creation time {0:?} is not YYYY-MM-DDThh:mm:ssZ")]
+    Created(String),
     /// A package database is larger than any real one.
     #[error("/{path} in the image is larger than {limit} bytes: not a package database")]
     TooLarge {
@@ -94,6 +97,9 @@ const TEXT_DB_LIMIT: u64 = 256 << 20;
 
 /// Scans the filesystem `view` into an SPDX 2.3 JSON document named `opts.name`.
 pub fn scan(view: &MergedView, opts: &ScanOptions) -> Result<serde_json::Value, SbomError> {
+    if !is_spdx_time(&opts.created) {
+        return Err(SbomError::Created(opts.created.clone()));
+    }
     let release = OsRelease::read(view)?;
     let mut warnings = Vec::new();
     let mut packages = dpkg::scan(view, release.as_ref(), &mut warnings)?;
@@ -101,6 +107,12 @@ pub fn scan(view: &MergedView, opts: &ScanOptions) -> Result<serde_json::Value, 
     packages.extend(rpm::scan(view, release.as_ref(), &mut warnings)?);
     let files = files::hash_all(view)?;
     Ok(spdx::document(view, opts, packages, &files, &warnings))
+}
+
+/// Is `t` an SPDX creation time, `YYYY-MM-DDThh:mm:ssZ`?
+fn is_spdx_time(t: &str) -> bool {
+    const SHAPE: &[u8] = b"dddd-dd-ddTdd:dd:ddZ";
+    t.len() == SHAPE.len() && t.bytes().zip(SHAPE).all(|(c, &s)| if s == b'd' { c.is_ascii_digit() } else { c == s })
 }
 
 /// Which package manager a package comes from.

@@ -304,3 +304,12 @@ fn empty_filesystem_is_a_valid_empty_document() {
     assert_eq!(doc["creationInfo"]["created"], "2024-01-01T00:00:00Z");
     assert!(doc["creationInfo"]["comment"].is_null());
 }
+
+#[test]
+fn creation_time_must_be_spdx_shaped() {
+    let view = MergedView::new(Vec::<PathBuf>::new());
+    for bad in ["", "2024-01-01", "2024-01-01T00:00:00+00:00", "2024-01-01T00:00:00.5Z", "2024-01-01 00:00:00Z"] {
+        let o = ScanOptions { name: "x".into(), created: bad.into() };
+        assert!(matches!(scan(&view, &o), Err(SbomError::Created(_))), "{bad:?}");
+    }
+}
