@@ -313,3 +313,20 @@ fn creation_time_must_be_spdx_shaped() {
         assert!(matches!(scan(&view, &o), Err(SbomError::Created(_))), "{bad:?}");
     }
 }
+
+#[test]
+fn opaque_directory_in_upper_layer_hides_lower_database() {
+    let t = tempfile::tempdir().unwrap();
+    let (lo, up) = (t.path().join("lo"), t.path().join("up"));
+    write(&lo, "lib/apk/db/installed", "P:old\nV:1-r0\n");
+    write(&up, "lib/apk/db/other", "");
+    if let Err(e) =
+        rustix::fs::lsetxattr(up.join("lib/apk/db"), "user.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())
+    {
+        eprintln!("skipping: this filesystem takes no user xattrs ({e})");
+        return;
+    }
+    let doc = scan(&MergedView::new(vec![up, lo.clone()]), &opts("img")).unwrap();
+    assert!(packages(&doc).is_empty(), "{:#}", doc["packages"]);
+    assert_eq!(packages(&scan(&MergedView::new(vec![lo]), &opts("img")).unwrap()).len(), 1);
+}
