@@ -84,7 +84,7 @@ mod tests {
                     F:lib\nR:ld-musl-x86_64.so.1\nR:libc.musl-x86_64.so.1\n\n\
                     P:nover\n\n\
                     P:ssl_client\nV:3.1.4-r0\nA:x86_64\no:openssl\nR:top\nF:usr/bin\nR:ssl_client\n";
-        let release = OsRelease { id: "alpine".into(), id_like: vec![], version_id: "3.18.4".into() };
+        let release = OsRelease { id: "alpine".into(), version_id: "3.18.4".into() };
         let mut warnings = Vec::new();
         let got = parse(text, Some(&release), &mut warnings);
         assert_eq!(got.len(), 2);

@@ -189,7 +189,6 @@ struct Package {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct OsRelease {
     id: String,
-    id_like: Vec<String>,
     version_id: String,
 }
 
@@ -210,7 +209,6 @@ impl OsRelease {
             let value = unquote(value.trim());
             match key {
                 "ID" => r.id = value,
-                "ID_LIKE" => r.id_like = value.split_whitespace().map(str::to_owned).collect(),
                 "VERSION_ID" => r.version_id = value,
                 _ => {}
             }
@@ -228,7 +226,7 @@ impl OsRelease {
     }
 
     /// The purl namespace for packages of a distribution of `family` (`debian`, `alpine`):
-    /// its own id when it is one or like one (ubuntu, wolfi), else `family`.
+    /// the image's distribution id (`debian`, `ubuntu`, `wolfi`) when it has one, else `family`.
     fn namespace(release: Option<&OsRelease>, family: &str) -> String {
         match release {
             Some(r) if !r.id.is_empty() => r.id.clone(),

@@ -310,7 +310,7 @@ mod tests {
     #[test]
     fn header_fields_and_files() {
         let blob = bash();
-        let release = OsRelease { id: "rhel".into(), id_like: vec![], version_id: "9.3".into() };
+        let release = OsRelease { id: "rhel".into(), version_id: "9.3".into() };
         let p = Header::parse(&blob).unwrap().to_package(Some(&release), "/db").unwrap();
         assert_eq!((p.name.as_str(), p.version.as_str()), ("bash", "1:5.1.8-6.el9"));
         assert_eq!(
