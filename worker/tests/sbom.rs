@@ -25,23 +25,22 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Validates `doc` with pyspdxtools; false (after saying why) when it is not installed.
-fn validate(doc: &Value, what: &str) -> bool {
+/// Validates `doc` with pyspdxtools; says so when it is not installed.
+fn validate(doc: &Value, what: &str) {
     if !have("pyspdxtools") {
         eprintln!("not validating {what}: pyspdxtools missing (python3 -m pip install spdx-tools==0.8.5)");
-        return false;
+        return;
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("doc.spdx.json");
     std::fs::write(&path, serde_json::to_vec_pretty(doc).unwrap()).unwrap();
     let out = Command::new("pyspdxtools").arg("-i").arg(&path).output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "pyspdxtools rejects the {what} document:\n{stdout}\n{stderr}");
+    // It exits 1 and logs "The document is invalid" with the issues; a valid one prints nothing.
     assert!(
-        !stdout.to_lowercase().contains("validation") || stdout.contains("The document is valid"),
-        "pyspdxtools complains about the {what} document:\n{stdout}\n{stderr}"
+        out.status.success() && !stderr.contains("invalid"),
+        "pyspdxtools rejects the {what} document:\n{stdout}\n{stderr}"
     );
-    true
 }
 
 /// name -> (versionInfo, purl) of the document's packages (not the image's root package).
