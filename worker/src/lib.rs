@@ -27,6 +27,7 @@ pub mod oci_layout;
 mod pull;
 pub mod remote;
 mod remote_cache;
+pub mod sbom;
 mod treediff;
 mod users;
 
