@@ -12,7 +12,8 @@
 #                    amd64); rbuild registers its binfmt_misc handlers when running as root
 #   uidmap           newuidmap/newgidmap: rootless builds with /etc/subuid ranges (and their test)
 #   debootstrap      a Debian root filesystem with real dpkg data, for the SBOM tests
-#   rpm              rpmbuild and rpm, which make real rpm databases for the SBOM scanner's tests
+#   rpm, db5.3-util  rpmbuild, rpm and db5.3_load make real rpm databases (sqlite, BerkeleyDB)
+#                    for the SBOM scanner's tests
 # the SPDX validator `pyspdxtools` (PyPI's spdx-tools, linked into /usr/local/bin), which checks
 # the SBOMs independently,
 # and, for multi-platform tests, Debian's busybox-static for the other of amd64/arm64, unpacked
@@ -20,7 +21,7 @@
 # where testdata/fixtures/busybox-image.sh finds it.
 set -euo pipefail
 pkgs=(busybox-static docker-registry skopeo umoci jq openssl gcc libc6-dev git openssh-client qemu-user-static uidmap
-  debootstrap rpm)
+  debootstrap rpm db5.3-util)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" && continue

@@ -635,10 +635,10 @@ pub async fn attach(
         }
         if opts.sbom {
             let name = names.first().map_or("image", String::as_str);
-            let doc = sbom(worker, &s.image.snapshot, name, sbom_created).await?;
+            let doc = sbom(worker, &s.image.snapshot, name, sbom_created, Some(manifest.layers())).await?;
             statements.push(statement(SPDX, doc, names, platform, &image.manifest)?);
             for (stage, snapshot) in s.stages {
-                let doc = sbom(worker, snapshot, stage, sbom_created).await?;
+                let doc = sbom(worker, snapshot, stage, sbom_created, None).await?;
                 statements.push(statement(SPDX, doc, names, platform, &image.manifest)?);
             }
         }
@@ -659,15 +659,46 @@ pub async fn attach(
     Ok(out)
 }
 
-/// The SPDX document of a filesystem (scanned on a blocking thread).
+/// The SPDX document of a filesystem (scanned on a blocking thread). With the image's layers
+/// (`layers`, bottom first, one per snapshot of the chain), each file's comment names the layer
+/// that made it, `layerID: sha256:...`, as BuildKit adds to the scanner's document.
 async fn sbom(
     worker: &rbuild_worker::LocalWorker,
     snapshot: &rbuild_worker::Snapshot,
     name: &str,
     created: &str,
+    layers: Option<&[Descriptor]>,
 ) -> anyhow::Result<Value> {
-    let _ = (worker, snapshot, name, created);
-    anyhow::bail!("SBOM scanning is not available yet")
+    use anyhow::Context as _;
+    let dirs = worker.lower_dirs(snapshot);
+    // A chain and a manifest of different lengths cannot be matched layer for layer.
+    let layers: Option<Vec<String>> =
+        layers.filter(|l| l.len() == dirs.len()).map(|l| l.iter().rev().map(|d| d.digest().to_string()).collect());
+    let opts = rbuild_worker::sbom::ScanOptions { name: name.to_owned(), created: created.to_owned() };
+    let shown = name.to_owned();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Value> {
+        let view = rbuild_worker::MergedView::new(dirs.clone());
+        let mut doc =
+            rbuild_worker::sbom::scan(&view, &opts).with_context(|| format!("scanning {shown} for its SBOM"))?;
+        if let (Some(layers), Some(files)) = (layers, doc["files"].as_array_mut()) {
+            for file in files {
+                let Some(path) = file["fileName"].as_str().map(|p| p.trim_start_matches(['/', '.']).to_owned()) else {
+                    continue;
+                };
+                if file.get("comment").is_some() {
+                    continue;
+                }
+                // The topmost layer holding the file made it.
+                let Ok(Some(found)) = view.lstat(std::path::Path::new(&path)) else { continue };
+                if let Some(i) = dirs.iter().position(|d| found.host_path.starts_with(d)) {
+                    file["comment"] = Value::String(format!("layerID: {}", layers[i]));
+                }
+            }
+        }
+        Ok(doc)
+    })
+    .await
+    .context("SBOM task")?
 }
 
 #[cfg(test)]

@@ -386,3 +386,121 @@ fn push_defaults_to_min_provenance_and_false_or_docker_media_types_drop_it() {
     let (ok, out) = rbuild(&root, &config, &["inspect", "local:1", "--provenance"], "");
     assert!(!ok && out.contains("has no provenance attestation"), "{out}");
 }
+
+/// The debootstrap'ed Debian root filesystem (made once by the fixture script), or why not.
+fn debian_rootfs(test: &str) -> Option<PathBuf> {
+    if !support::require_tool(test, "debootstrap", "debootstrap") {
+        return None;
+    }
+    let out = Command::new(support::fixture("debian-rootfs.sh")).stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "debian-rootfs.sh: {}", String::from_utf8_lossy(&out.stderr));
+    Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+#[test]
+fn sbom_of_a_debian_image_lists_dpkg_packages_and_passes_an_spdx_validator() {
+    let test = "sbom_of_a_debian_image_lists_dpkg_packages_and_passes_an_spdx_validator";
+    if !ready(test) || !support::require_tool(test, "pyspdxtools", "python3 -m pip install spdx-tools") {
+        return;
+    }
+    let Some(rootfs) = debian_rootfs(test) else { return };
+    let reg = support::busybox_registry();
+    let t = tempfile::tempdir().unwrap();
+    let (root, config) = (t.path().join("store"), t.path().join("docker"));
+    let ctx = t.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    // A Debian image (the rootfs as a named context), and a busybox stage that asks for an SBOM
+    // of its own.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM scratch AS debian\nCOPY --from=rootfs / /\n\
+             FROM {} AS tools\nARG BUILDKIT_SBOM_SCAN_STAGE=true\nRUN echo tool > /tool\n\
+             FROM debian\nCOPY --from=tools /tool /usr/local/bin/tool\n\
+             RUN dpkg-query -W -f '${{Version}}' bash > /bash-version\n",
+            reg.reference("busybox")
+        ),
+    )
+    .unwrap();
+    let name = reg.reference("debian-sbom:1");
+    let rootfs_context = format!("rootfs={}", rootfs.display());
+    let (ok, out) = rbuild(
+        &root,
+        &config,
+        &[
+            "build",
+            "--push",
+            "-t",
+            &name,
+            "--sbom=true",
+            "--provenance=mode=max",
+            "--build-context",
+            &rootfs_context,
+            "-o",
+            &format!("type=local,dest={}", t.path().join("fs").display()),
+            ctx.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(ok, "{out}");
+    let bash_version = std::fs::read_to_string(t.path().join("fs/bash-version")).unwrap();
+
+    let remote = Remote { reg, repo: "debian-sbom".into(), seen: Default::default() };
+    let found = attestations(&remote, &remote.manifest(":1"));
+    let (_, _, statements) = &found[0];
+    let kinds: Vec<&str> = statements.iter().map(|s| s["predicateType"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["https://slsa.dev/provenance/v0.2", "https://spdx.dev/Document", "https://spdx.dev/Document"]);
+
+    // The image's SBOM: every package dpkg knows, at the version dpkg reports inside the image.
+    let image_sbom = &statements[1]["predicate"];
+    assert_eq!(image_sbom["spdxVersion"], "SPDX-2.3");
+    let packages = image_sbom["packages"].as_array().unwrap();
+    let bash = packages.iter().find(|p| p["name"] == "bash").unwrap_or_else(|| panic!("no bash package"));
+    assert_eq!(bash["versionInfo"], bash_version.as_str());
+    let listed = Command::new("dpkg-query")
+        .arg(format!("--admindir={}", rootfs.join("var/lib/dpkg").display()))
+        .args(["-W", "-f", "${Package}\n"])
+        .output()
+        .unwrap();
+    let dpkg_names: Vec<String> = String::from_utf8_lossy(&listed.stdout).lines().map(str::to_owned).collect();
+    assert!(dpkg_names.len() > 50, "{dpkg_names:?}");
+    for n in &dpkg_names {
+        assert!(packages.iter().any(|p| p["name"] == n.as_str()), "package {n} missing from the SBOM");
+    }
+    let purl = bash["externalRefs"].as_array().unwrap().iter().find(|r| r["referenceType"] == "purl").unwrap();
+    assert!(purl["referenceLocator"].as_str().unwrap().starts_with("pkg:deb/debian/bash@"), "{purl}");
+    // Files: the one this build added is there, with its checksums and, as BuildKit adds, the
+    // layer that made it (the COPY's, the second of three).
+    let files = image_sbom["files"].as_array().unwrap();
+    let tool = files
+        .iter()
+        .find(|f| f["fileName"].as_str().is_some_and(|n| n.ends_with("usr/local/bin/tool")))
+        .unwrap_or_else(|| panic!("no tool file in the SBOM"));
+    assert!(tool["checksums"].as_array().unwrap().iter().any(|c| c["algorithm"] == "SHA256"));
+    let image_manifest = remote.manifest(&format!("@{}", found[0].1));
+    let layers = image_manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "{image_manifest}");
+    assert_eq!(tool["comment"], format!("layerID: {}", layers[1]["digest"].as_str().unwrap()));
+
+    // The stage's SBOM describes the busybox stage, not the image.
+    let stage_sbom = &statements[2]["predicate"];
+    let stage_files = stage_sbom["files"].as_array().unwrap();
+    assert!(stage_files.iter().any(|f| f["fileName"].as_str().is_some_and(|n| n.ends_with("bin/busybox"))));
+    assert!(!stage_sbom["packages"].as_array().unwrap().iter().any(|p| p["name"] == "bash"));
+
+    // An independent validator accepts both documents.
+    for (n, doc) in [image_sbom, stage_sbom].iter().enumerate() {
+        let path = t.path().join(format!("sbom-{n}.spdx.json"));
+        std::fs::write(&path, serde_json::to_vec(doc).unwrap()).unwrap();
+        let out = Command::new("pyspdxtools").arg("-i").arg(&path).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && !text.contains("invalid"), "pyspdxtools on {}: {text}", path.display());
+    }
+
+    // `rbuild inspect --sbom` shows the image's document and the stage's.
+    let (ok, out) = rbuild(&root, &config, &["inspect", &name, "--sbom"], "");
+    assert!(ok);
+    let shown: Value = serde_json::from_str(&out[..out.rfind('}').unwrap() + 1]).unwrap();
+    assert_eq!(shown["SPDX"]["spdxVersion"], "SPDX-2.3");
+    assert_eq!(shown["AdditionalSPDXs"].as_array().map(Vec::len), Some(1));
+}
