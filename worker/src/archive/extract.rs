@@ -152,7 +152,7 @@ impl Extractor<'_> {
         let comps = components(&raw).ok_or_else(|| ArchiveError::PathEscape { entry: name.clone() })?;
         // `./` itself: Docker leaves the existing destination alone.
         let Some((&last, parents)) = comps.split_last() else { return Ok(()) };
-        let parent_rel = self.resolve(parents, &name, false)?;
+        let parent_rel = self.resolve(parents, &name)?;
         let parent = self.open_dir(&self.dest.join(&parent_rel), true, &name)?;
         let rel = parent_rel.join(OsStr::from_bytes(last));
         match kind {
@@ -218,7 +218,7 @@ impl Extractor<'_> {
 
     /// Resolves `comps` (relative to `dest`) inside `dest`, following the image's symlinks
     /// (also a final one) but never one this archive planted.
-    fn resolve(&self, comps: &[&[u8]], name: &str, hardlink: bool) -> Result<PathBuf, ArchiveError> {
+    fn resolve(&self, comps: &[&[u8]], name: &str) -> Result<PathBuf, ArchiveError> {
         let p: PathBuf = comps.iter().map(|c| OsStr::from_bytes(c)).collect();
         let mut planted = None;
         let resolved = resolve_scoped(&p, true, |rel| match self.readlink(rel)? {
@@ -231,9 +231,6 @@ impl Extractor<'_> {
         });
         match (resolved, planted) {
             (Ok(p), _) => Ok(p),
-            (Err(_), Some(link)) if hardlink => {
-                Err(ArchiveError::HardlinkOutside { entry: name.to_owned(), target: link.display().to_string() })
-            }
             (Err(_), Some(link)) => {
                 Err(ArchiveError::SymlinkParent { entry: name.to_owned(), parent: link.display().to_string() })
             }
@@ -312,7 +309,10 @@ impl Extractor<'_> {
         let target = link_target(entry).map_err(meta_err(name))?;
         let link_err = link_err(name, &target);
         let (tparents, tlast) = split_link_target(&target).map_err(&link_err)?;
-        let tparent_rel = self.resolve(&tparents, name, true)?;
+        let tparent_rel = match self.resolve(&tparents, name) {
+            Err(ArchiveError::SymlinkParent { .. }) => return Err(link_err(LinkError::Outside)),
+            resolved => resolved?,
+        };
         if tparent_rel.join(OsStr::from_bytes(tlast)) == rel {
             return Ok(()); // a link to itself changes nothing
         }
