@@ -27,27 +27,25 @@ pub struct MetaPolicy {
 }
 
 /// Which piece of metadata could not be set, and why.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("setting {what}")]
 pub struct SetMetaError {
     /// `owner`, `mode`, `xattr <name>` or `times`.
     pub what: String,
     /// The cause.
+    #[source]
     pub source: io::Error,
 }
 
 /// Creating an entry, or applying its metadata, failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum CreateError {
     /// Making the directory, file, link or node failed.
-    Create(io::Error),
+    #[error("creating the entry")]
+    Create(#[source] io::Error),
     /// Applying its metadata failed.
-    SetMeta(SetMetaError),
-}
-
-impl From<SetMetaError> for CreateError {
-    fn from(e: SetMetaError) -> Self {
-        CreateError::SetMeta(e)
-    }
+    #[error(transparent)]
+    SetMeta(#[from] SetMetaError),
 }
 
 fn failed(what: &str) -> impl FnOnce(Errno) -> SetMetaError + '_ {

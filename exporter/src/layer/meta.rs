@@ -25,13 +25,15 @@ pub struct Meta {
 }
 
 /// An entry's header or PAX records could not be read.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum MetaError {
     /// A field is unusable (bad number, id out of range, link without
     /// target); names the field.
+    #[error("invalid {0}")]
     Invalid(&'static str),
     /// Reading the entry's PAX records from the archive failed.
-    Read(io::Error),
+    #[error("reading the entry's PAX records")]
+    Read(#[source] io::Error),
 }
 
 /// Reads an entry's owner, mode, mtime (PAX `mtime` wins) and

@@ -14,16 +14,20 @@ use rustix::io::Errno;
 
 /// Why a directory path could not be reached; each carries the offending
 /// prefix of the path, `/`-joined.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     /// A component does not exist (and was not to be created).
+    #[error("{0} does not exist")]
     Missing(String),
     /// A component is a symlink.
+    #[error("{0} is a symlink")]
     Symlink(String),
     /// A component exists and is not a directory.
+    #[error("{0} is not a directory")]
     NotDir(String),
     /// A system call failed.
-    Io(io::Error),
+    #[error("opening a directory")]
+    Io(#[source] io::Error),
 }
 
 /// The extraction destination, with a one-entry cache of the last parent
@@ -154,16 +158,20 @@ impl Confined {
 }
 
 /// Why a hardlink's target cannot be linked.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     /// The target leaves the destination (`..`, or through a symlink).
+    #[error("the hardlink target is outside the destination")]
     Outside,
     /// The target is not an entry extracted earlier.
+    #[error("the hardlink target does not exist")]
     Missing,
     /// The target is a directory (or the destination itself).
+    #[error("the hardlink target is a directory")]
     Directory,
     /// A system call failed.
-    Io(io::Error),
+    #[error("reaching the hardlink target")]
+    Io(#[source] io::Error),
 }
 
 /// A hardlink target's parent components and final name (`..` is outside,
