@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Mutex, OnceLock};
 
 use globset::{GlobBuilder, GlobMatcher};
 use sha2::{Digest as _, Sha256};
@@ -125,59 +125,6 @@ fn clean(p: &str) -> String {
         }
     }
     out.join("/")
-}
-
-/// What the last [`ContextDir::content_digest`] with an index learnt about a context's files:
-/// COPY uses it to link files it copied before instead of copying them again (`copy::reuse`).
-#[derive(Debug)]
-pub(crate) struct DigestedContext {
-    /// The context's index file in the store (COPY's memos live beside it).
-    pub index: PathBuf,
-    /// Each regular file's path relative to the root, stamp when digested, and digest.
-    files: Vec<(PathBuf, Stamp, [u8; 32])>,
-    /// Path → position in `files`, built on first use (a no-op build never needs it).
-    by_path: std::sync::OnceLock<HashMap<PathBuf, usize>>,
-    /// When the digests were taken (seconds since the epoch).
-    pub now: i64,
-}
-
-impl DigestedContext {
-    /// Each regular file's path relative to the root and digest.
-    pub(crate) fn file_digests(&self) -> impl Iterator<Item = (&Path, &[u8; 32])> {
-        self.files.iter().map(|(p, _, d)| (p.as_path(), d))
-    }
-
-    /// The stamp `rel` had when it was digested, and its digest.
-    pub fn get(&self, rel: &Path) -> Option<(Stamp, [u8; 32])> {
-        let map =
-            self.by_path.get_or_init(|| self.files.iter().enumerate().map(|(i, (p, _, _))| (p.clone(), i)).collect());
-        let (_, st, d) = &self.files[*map.get(rel)?];
-        Some((*st, *d))
-    }
-}
-
-/// The last digest of each context root, in this process.
-static DIGESTED: Mutex<Option<HashMap<PathBuf, Arc<DigestedContext>>>> = Mutex::new(None);
-
-/// What the last indexed digest of the context at `root` found, if one ran in this process.
-pub(crate) fn digested(root: &Path) -> Option<Arc<DigestedContext>> {
-    DIGESTED.lock().ok()?.as_ref()?.get(root).cloned()
-}
-
-/// Tests: treat the last digest of `root` as taken long after every file was written (files a
-/// test just wrote are otherwise too fresh to be vouched for).
-#[cfg(test)]
-pub(crate) fn pretend_settled(root: &Path) {
-    let mut map = DIGESTED.lock().unwrap();
-    let map = map.as_mut().unwrap();
-    let old = map.get(root).unwrap();
-    let moved = DigestedContext {
-        index: old.index.clone(),
-        files: old.files.clone(),
-        by_path: Default::default(),
-        now: i64::MAX / 2,
-    };
-    map.insert(root.to_owned(), Arc::new(moved));
 }
 
 /// The build context: a directory and its ignore rules.
@@ -362,15 +309,15 @@ impl ContextDir {
         let started = now_secs();
         // The index is rewritten only when something had to be read.
         let (digests, _hashed) = digest_files(&files, &old, index)?;
-        if let Some(path) = index {
-            let files = files.into_iter().zip(&digests).map(|((rel, _, st), d)| (rel, st, *d)).collect();
-            let seen = DigestedContext { index: path.to_owned(), files, by_path: Default::default(), now: started };
-            if let Ok(mut map) = DIGESTED.lock() {
-                map.get_or_insert_with(HashMap::new).insert(self.root.clone(), Arc::new(seen));
-            }
-        }
+        let mut out = ContextEntries {
+            entries: Vec::with_capacity(items.len()),
+            symlinks: HashSet::new(),
+            files: files.into_iter().zip(&digests).map(|((rel, _, st), d)| (rel, st, *d)).collect(),
+            by_path: OnceLock::new(),
+            index: index.map(Path::to_owned),
+            now: started,
+        };
         let mut digests = digests.into_iter();
-        let mut out = ContextEntries { entries: Vec::with_capacity(items.len()), symlinks: HashSet::new() };
         for Item { rel, kind, mode, size, link } in items {
             let mut record = Vec::with_capacity(64);
             let rel_bytes = rel.as_os_str().as_encoded_bytes();
@@ -399,16 +346,58 @@ impl ContextDir {
     }
 }
 
-/// A context's included entries in path order (depth first, names sorted), each with the bytes
-/// its digest covers: path, type, permission bits, and size and content digest (files) or
-/// target (symlinks).
+/// One walk of a context: its included entries in path order (depth first, names sorted), each
+/// with the bytes its digest covers (path, type, permission bits, and size and content digest
+/// for files or target for symlinks), and what was learnt about its regular files. Cache keys
+/// take digests of it; COPY from the context uses it to link files it copied before instead of
+/// copying them again (`copy::reuse`); `--explain` names the files that changed.
 #[derive(Debug, Default)]
 pub struct ContextEntries {
     entries: Vec<(PathBuf, Vec<u8>)>,
     symlinks: HashSet<PathBuf>,
+    /// Each regular file's path relative to the root, stamp when digested, and digest.
+    files: Vec<(PathBuf, Stamp, [u8; 32])>,
+    /// Path → position in `files`, built on first use (a no-op build never needs it).
+    by_path: OnceLock<HashMap<PathBuf, usize>>,
+    /// The index file the digests were checked against and saved to (COPY's memos live
+    /// beside it), when the walk had one.
+    index: Option<PathBuf>,
+    /// When the digests were taken (seconds since the epoch).
+    now: i64,
 }
 
 impl ContextEntries {
+    /// Each regular file's path relative to the root and digest.
+    pub(crate) fn file_digests(&self) -> impl Iterator<Item = (&Path, &[u8; 32])> {
+        self.files.iter().map(|(p, _, d)| (p.as_path(), d))
+    }
+
+    /// The stamp the regular file `rel` had when it was digested, and its digest.
+    pub(crate) fn file(&self, rel: &Path) -> Option<(Stamp, [u8; 32])> {
+        let map =
+            self.by_path.get_or_init(|| self.files.iter().enumerate().map(|(i, (p, _, _))| (p.clone(), i)).collect());
+        let (_, st, d) = &self.files[*map.get(rel)?];
+        Some((*st, *d))
+    }
+
+    /// The context's index file in the store, when the walk used one.
+    pub(crate) fn index(&self) -> Option<&Path> {
+        self.index.as_deref()
+    }
+
+    /// When the file digests were taken (seconds since the epoch).
+    pub(crate) fn digested_at(&self) -> i64 {
+        self.now
+    }
+
+    /// Tests: the walk as if taken long after every file was written (files a test just wrote
+    /// are otherwise too fresh to be vouched for).
+    #[cfg(test)]
+    pub(crate) fn settled(mut self) -> Self {
+        self.now = i64::MAX / 2;
+        self
+    }
+
     /// The digest of the whole context.
     pub fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();

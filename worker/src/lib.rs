@@ -101,8 +101,9 @@ pub struct LocalWorker {
     git_commits: Mutex<HashMap<OpId, String>>,
     /// sha256 of what each `Http` source without a checksum downloaded (kept for provenance).
     http_digests: Mutex<HashMap<OpId, [u8; 32]>>,
-    /// Each local context's entries, walked (and digested) once per build, by context name.
-    context_entries: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<ContextEntries>>>>>,
+    /// Each local context's walk (entries and file digests), taken once per build, by root
+    /// directory: cache keys, COPY's reuse of earlier copies and `--explain` all read it.
+    context_entries: Mutex<HashMap<PathBuf, Arc<tokio::sync::OnceCell<Arc<ContextEntries>>>>>,
     /// Caches imported with `--cache-from`, asked in order when the store misses.
     remote_caches: Vec<RemoteCache>,
     /// Problems with imported caches that cost a hit but not the build.
@@ -216,13 +217,13 @@ impl LocalWorker {
     /// The entries of the local context `name`, walked once per build (with the store's stat
     /// index, so an unchanged file is not read again).
     async fn context_entries(&self, name: &str) -> Result<Arc<ContextEntries>, WorkerError> {
+        let ctx = self.context(name)?;
         let cell = {
             let mut map = self.context_entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            map.entry(name.to_owned()).or_default().clone()
+            map.entry(ctx.root.clone()).or_default().clone()
         };
         let entries = cell
             .get_or_try_init(|| async {
-                let ctx = self.context(name)?;
                 let root = ctx.root.clone();
                 let index = self.context_index(&root);
                 let entries = tokio::task::spawn_blocking(move || ctx.entries(Some(&index)))
@@ -233,6 +234,12 @@ impl LocalWorker {
             })
             .await?;
         Ok(entries.clone())
+    }
+
+    /// The walk of the context directory `root`, if this build took one.
+    fn walked(&self, root: &std::path::Path) -> Option<Arc<ContextEntries>> {
+        let map = self.context_entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(root)?.get().cloned()
     }
 
     /// The index of the context directory `root` in the store: one per directory, so that a
@@ -255,11 +262,10 @@ impl LocalWorker {
     }
 
     /// The digest (hex) of each regular file of the named context, by path relative to its
-    /// root, as its cache key was computed in this process (`None` before that).
+    /// root, as this worker walked it for cache keys (`None` before that).
     pub fn context_file_digests(&self, name: &str) -> Option<Vec<(String, String)>> {
-        let ctx = self.contexts.get(name)?;
-        let digested = context::digested(&ctx.root)?;
-        Some(digested.file_digests().map(|(p, d)| (p.to_string_lossy().into_owned(), hex::encode(d))).collect())
+        let walk = self.walked(&self.contexts.get(name)?.root)?;
+        Some(walk.file_digests().map(|(p, d)| (p.to_string_lossy().into_owned(), hex::encode(d))).collect())
     }
 
     /// The overlay lower dirs of a chain, topmost first.
@@ -563,7 +569,10 @@ impl Worker for LocalWorker {
                 let source_views: Vec<Option<SourceHandle>> = sources
                     .into_iter()
                     .map(|o| match o {
-                        Some(Output::Context(c)) => Some(SourceHandle::Context(c)),
+                        Some(Output::Context(c)) => {
+                            let walk = self.walked(&c.root);
+                            Some(SourceHandle::Context(c, walk))
+                        }
                         Some(Output::Fs(s)) => Some(SourceHandle::Fs(self.view(&s))),
                         None => None,
                     })
@@ -573,7 +582,9 @@ impl Worker for LocalWorker {
                     let writer = copy::FileWriter { base: &view, diff: &diff, limits };
                     for (action, src) in actions.iter().zip(&source_views) {
                         let src = src.as_ref().map(|s| match s {
-                            SourceHandle::Context(c) => copy::CopySource::Context(c),
+                            SourceHandle::Context(dir, walk) => {
+                                copy::CopySource::Context { dir, walk: walk.as_deref() }
+                            }
                             SourceHandle::Fs(v) => copy::CopySource::Fs(v.clone()),
                         });
                         writer.apply(action, src.as_ref())?;
@@ -599,7 +610,8 @@ impl Worker for LocalWorker {
 }
 
 enum SourceHandle {
-    Context(Arc<ContextDir>),
+    /// A context and the walk that gave the step its key.
+    Context(Arc<ContextDir>, Option<Arc<ContextEntries>>),
     Fs(MergedView),
 }
 

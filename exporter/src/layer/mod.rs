@@ -25,10 +25,35 @@ pub use pack::{pack, pack_with, PackOptions, PackedBlob, PackedLayer};
 pub use unpack::{unpack, UnpackOptions, UnpackedLayer};
 
 // For the root filesystem outputs (`crate::rootfs`).
-pub(crate) use apply::{set_meta_at, set_meta_fd, SetMetaError};
-pub(crate) use meta::Meta;
 pub(crate) use pack::{children, read_xattrs, Kind, Node, Walker};
-pub(crate) use resolve::{is_dir, lstat_at, remove_at, Confined, ResolveError, DIR_FLAGS};
+pub(crate) use untar::{
+    is_dir, lstat_at, remove_at, set_meta_at, set_meta_fd, Confined, Meta, MetaPolicy, ResolveError, SetMetaError,
+    DIR_FLAGS,
+};
+
+/// The confined extraction core that [`unpack`] is built on, shared with
+/// `ADD` of a local archive and the root filesystem outputs: tar paths are
+/// split into normal components (`..` refused), every directory is reached
+/// from the destination's fd without following a symlink ([`Confined`]),
+/// entries are created with `*at` calls relative to their parent's fd, and
+/// owner, mode, xattrs and times are read from the entry ([`read_meta`]) and
+/// applied ([`set_meta_fd`], [`set_meta_at`]).
+///
+/// [`read_meta`]: untar::read_meta
+/// [`Confined`]: untar::Confined
+/// [`set_meta_fd`]: untar::set_meta_fd
+/// [`set_meta_at`]: untar::set_meta_at
+pub mod untar {
+    pub use super::apply::{
+        finish_file, make_dir, make_file, make_node, make_symlink, set_meta_at, set_meta_fd, CreateError, MetaPolicy,
+        SetMetaError,
+    };
+    pub use super::meta::{link_target, read_meta, Meta, MetaError, NodeSpec};
+    pub use super::resolve::{
+        components, is_dir, join, link_at, lstat_at, remove_at, split_link_target, Confined, LinkError, ResolveError,
+        DIR_FLAGS,
+    };
+}
 
 /// Prefix of a whiteout entry name in a layer tar.
 pub const WHITEOUT_PREFIX: &str = ".wh.";

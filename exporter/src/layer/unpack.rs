@@ -4,20 +4,21 @@
 //! earlier entries inside the destination.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::rc::Rc;
 
 use oci_spec::image::Digest;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps, XattrFlags};
+use rustix::fs::{AtFlags, FileType, Mode, Timestamps, XattrFlags};
 use tar::EntryType;
 
-use super::apply;
 use super::error::UnpackError;
-use super::meta::{invalid, link_target, read_meta, Meta};
-use super::resolve::{components, is_dir, join, lstat_at, remove_at, Confined, ResolveError, DIR_FLAGS};
+use super::untar::{
+    components, finish_file, join, link_at, link_target, make_dir, make_file, make_node, make_symlink, read_meta,
+    set_meta_fd, split_link_target, Confined, CreateError, LinkError, MetaError, MetaPolicy, NodeSpec, ResolveError,
+    SetMetaError,
+};
 use super::{OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_PREFIX};
 use crate::hash::{ExactReader, HashingReader};
 
@@ -88,7 +89,8 @@ pub fn unpack<R: Read>(reader: R, dest: &Path, opts: &UnpackOptions) -> Result<U
                 Format::Tar => Box::new(&mut buffered),
             };
             let mut tar_stream = HashingReader::new(decoded);
-            let mut applier = Applier { confined, opts, dir_times: BTreeMap::new(), entries: 0 };
+            let policy = MetaPolicy { chown: opts.chown, best_effort_xattrs: false };
+            let mut applier = Applier { confined, policy, dir_times: BTreeMap::new(), entries: 0 };
             {
                 let mut archive = tar::Archive::new(&mut tar_stream);
                 for entry in archive.entries().map_err(read_err)? {
@@ -131,15 +133,15 @@ fn sniff(head: &[u8]) -> Result<Format, UnpackError> {
     Ok(Format::Tar)
 }
 
-struct Applier<'a> {
+struct Applier {
     confined: Confined,
-    opts: &'a UnpackOptions,
+    policy: MetaPolicy,
     /// Directory mtimes, applied deepest first once everything is written.
     dir_times: BTreeMap<Vec<Vec<u8>>, Timestamps>,
     entries: usize,
 }
 
-impl Applier<'_> {
+impl Applier {
     fn apply<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), UnpackError> {
         let raw_path = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw_path).into_owned();
@@ -174,7 +176,7 @@ impl Applier<'_> {
                 b"." | b".." => return Err(UnpackError::PathEscape { entry: name }),
                 _ => {}
             }
-            let meta = read_meta(&mut entry, &name)?;
+            let meta = read_meta(&mut entry).map_err(meta_err(&name))?;
             self.clear(&parent, target, &name, false)?;
             rustix::fs::mknodat(&*parent, target, FileType::CharacterDevice, Mode::empty(), 0)
                 .map_err(|e| create_err(&name, e.into()))?;
@@ -185,24 +187,16 @@ impl Applier<'_> {
         let parent = self.dir(&name, parents, true)?;
         match kind {
             EntryType::Directory => {
-                let meta = read_meta(&mut entry, &name)?;
-                if !self.clear(&parent, last, &name, true)? {
-                    rustix::fs::mkdirat(&*parent, last, Mode::from_raw_mode(0o700))
-                        .map_err(|e| create_err(&name, e.into()))?;
-                }
-                let fd = rustix::fs::openat(&*parent, last, DIR_FLAGS, Mode::empty())
-                    .map_err(|e| create_err(&name, e.into()))?;
-                self.set_meta_fd(fd.as_fd(), &meta, &name)?;
+                let meta = read_meta(&mut entry).map_err(meta_err(&name))?;
+                let exists = self.clear(&parent, last, &name, true)?;
+                make_dir(parent.as_fd(), last, exists, &meta, self.policy).map_err(entry_err(&name))?;
                 self.dir_times.insert(comps.iter().map(|c| c.to_vec()).collect(), meta.times);
                 Ok(())
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                let meta = read_meta(&mut entry, &name)?;
+                let meta = read_meta(&mut entry).map_err(meta_err(&name))?;
                 self.clear(&parent, last, &name, false)?;
-                let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                let fd = rustix::fs::openat(&*parent, last, flags, Mode::from_raw_mode(0o600))
-                    .map_err(|e| create_err(&name, e.into()))?;
-                let mut file = File::from(fd);
+                let mut file = make_file(parent.as_fd(), last).map_err(|e| create_err(&name, e))?;
                 let size = entry.size();
                 let mut data = ExactReader::new(&mut entry, size);
                 if let Err(source) = io::copy(&mut data, &mut file) {
@@ -212,36 +206,20 @@ impl Applier<'_> {
                         UnpackError::WriteFile { entry: name, source }
                     });
                 }
-                self.set_meta_fd(file.as_fd(), &meta, &name)?;
-                rustix::fs::futimens(&file, &meta.times).map_err(|e| set_err(&name, "times", e.into()))
+                finish_file(&file, &meta, self.policy).map_err(|e| set_meta_err(&name, e))
             }
             EntryType::Symlink => {
-                let meta = read_meta(&mut entry, &name)?;
-                let target = link_target(&entry, &name)?;
+                let meta = read_meta(&mut entry).map_err(meta_err(&name))?;
+                let target = link_target(&entry).map_err(meta_err(&name))?;
                 self.clear(&parent, last, &name, false)?;
-                rustix::fs::symlinkat(target.as_slice(), &*parent, last).map_err(|e| create_err(&name, e.into()))?;
-                self.set_meta_at(&parent, last, &meta, &name, false)
+                make_symlink(&parent, last, &target, &meta, self.policy).map_err(entry_err(&name))
             }
-            EntryType::Link => self.hardlink(&entry, &name, &comps, &parent),
+            EntryType::Link => self.hardlink(&entry, &name, (parents, last), &parent),
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let meta = read_meta(&mut entry, &name)?;
-                let (file_type, dev) = match kind {
-                    EntryType::Fifo => (FileType::Fifo, 0),
-                    _ => {
-                        let number = |v: io::Result<Option<u32>>| {
-                            v.ok().flatten().ok_or_else(|| invalid(&name, "device number"))
-                        };
-                        let major = number(entry.header().device_major())?;
-                        let minor = number(entry.header().device_minor())?;
-                        let ft =
-                            if kind == EntryType::Char { FileType::CharacterDevice } else { FileType::BlockDevice };
-                        (ft, rustix::fs::makedev(major, minor))
-                    }
-                };
+                let meta = read_meta(&mut entry).map_err(meta_err(&name))?;
+                let node = NodeSpec::read(entry.header()).map_err(meta_err(&name))?;
                 self.clear(&parent, last, &name, false)?;
-                rustix::fs::mknodat(&*parent, last, file_type, Mode::from_raw_mode(meta.mode), dev)
-                    .map_err(|e| create_err(&name, e.into()))?;
-                self.set_meta_at(&parent, last, &meta, &name, true)
+                make_node(&parent, last, &node, &meta, self.policy).map_err(entry_err(&name))
             }
             other => Err(UnpackError::UnsupportedEntry { entry: name, kind: char::from(other.as_byte()) }),
         }
@@ -255,11 +233,11 @@ impl Applier<'_> {
         kind: EntryType,
     ) -> Result<(), UnpackError> {
         if kind != EntryType::Directory {
-            return Err(invalid(name, "path (a non-directory names the root)"));
+            return Err(meta_err(name)(MetaError::Invalid("path (a non-directory names the root)")));
         }
-        let meta = read_meta(entry, name)?;
+        let meta = read_meta(entry).map_err(meta_err(name))?;
         let root = self.confined.root();
-        self.set_meta_fd(root.as_fd(), &meta, name)?;
+        set_meta_fd(root.as_fd(), &meta, self.policy).map_err(|e| set_meta_err(name, e))?;
         self.dir_times.insert(Vec::new(), meta.times);
         Ok(())
     }
@@ -268,36 +246,18 @@ impl Applier<'_> {
         &mut self,
         entry: &tar::Entry<'_, R>,
         name: &str,
-        comps: &[&[u8]],
+        (parents, last): (&[&[u8]], &[u8]),
         parent: &Rc<OwnedFd>,
     ) -> Result<(), UnpackError> {
-        let target = link_target(entry, name)?;
-        let target_name = String::from_utf8_lossy(&target).into_owned();
-        let outside = || UnpackError::HardlinkOutside { entry: name.to_owned(), target: target_name.clone() };
-        let missing = || UnpackError::HardlinkTargetMissing { entry: name.to_owned(), target: target_name.clone() };
-        let tcomps = components(&target).ok_or_else(outside)?;
-        let Some((&tlast, tparents)) = tcomps.split_last() else {
-            return Err(UnpackError::HardlinkToDirectory { entry: name.to_owned(), target: target_name });
-        };
-        if tcomps == comps {
+        let target = link_target(entry).map_err(meta_err(name))?;
+        let link_err = link_err(name, &target);
+        let (tparents, tlast) = split_link_target(&target).map_err(&link_err)?;
+        if (tparents.as_slice(), tlast) == (parents, last) {
             return Ok(()); // a link to itself changes nothing
         }
-        let tdir = self.confined.dir(tparents, false).map_err(|e| match e {
-            ResolveError::Symlink(_) => outside(),
-            ResolveError::Missing(_) | ResolveError::NotDir(_) => missing(),
-            ResolveError::Io(source) => create_err(name, source),
-        })?;
-        match lstat_at(&*tdir, tlast).map_err(|e| create_err(name, e))? {
-            None => return Err(missing()),
-            Some(st) if is_dir(&st) => {
-                return Err(UnpackError::HardlinkToDirectory { entry: name.to_owned(), target: target_name })
-            }
-            Some(_) => {}
-        }
-        let last = comps[comps.len() - 1];
+        let tdir = self.confined.link_source(&tparents, tlast).map_err(&link_err)?;
         self.clear(parent, last, name, false)?;
-        // No AT_SYMLINK_FOLLOW: linking a symlink links the symlink itself.
-        rustix::fs::linkat(&*tdir, tlast, &**parent, last, AtFlags::empty()).map_err(|e| create_err(name, e.into()))
+        link_at(&tdir, tlast, parent, last).map_err(|e| create_err(name, e))
     }
 
     fn dir(&mut self, name: &str, comps: &[&[u8]], create: bool) -> Result<Rc<OwnedFd>, UnpackError> {
@@ -313,31 +273,9 @@ impl Applier<'_> {
     /// Removes whatever is at `last` in `parent`, unless it is a directory and
     /// `keep_dir` is set; returns whether a directory was kept.
     fn clear(&mut self, parent: &OwnedFd, last: &[u8], name: &str, keep_dir: bool) -> Result<bool, UnpackError> {
-        let replace_err = |source| UnpackError::Replace { entry: name.to_owned(), source };
-        let Some(st) = lstat_at(parent, last).map_err(replace_err)? else {
-            return Ok(false);
-        };
-        if keep_dir && is_dir(&st) {
-            return Ok(true);
-        }
-        self.confined.invalidate();
-        remove_at(parent, last, &st).map_err(replace_err)?;
-        Ok(false)
-    }
-
-    fn set_meta_fd(&self, fd: BorrowedFd<'_>, meta: &Meta, name: &str) -> Result<(), UnpackError> {
-        apply::set_meta_fd(fd, meta, self.opts.chown).map_err(|e| set_err(name, &e.what, e.source))
-    }
-
-    fn set_meta_at(
-        &self,
-        parent: &OwnedFd,
-        last: &[u8],
-        meta: &Meta,
-        name: &str,
-        chmod: bool,
-    ) -> Result<(), UnpackError> {
-        apply::set_meta_at(parent, last, meta, self.opts.chown, chmod).map_err(|e| set_err(name, &e.what, e.source))
+        self.confined
+            .clear(parent, last, keep_dir)
+            .map_err(|source| UnpackError::Replace { entry: name.to_owned(), source })
     }
 
     /// Sets directory mtimes, children before parents; directories a later
@@ -361,6 +299,40 @@ impl Applier<'_> {
 
 fn create_err(entry: &str, source: io::Error) -> UnpackError {
     UnpackError::Create { entry: entry.to_owned(), source }
+}
+
+fn set_meta_err(entry: &str, e: SetMetaError) -> UnpackError {
+    set_err(entry, &e.what, e.source)
+}
+
+/// Maps a failure to create an entry or apply its metadata.
+fn entry_err(entry: &str) -> impl Fn(CreateError) -> UnpackError + '_ {
+    move |e| match e {
+        CreateError::Create(source) => create_err(entry, source),
+        CreateError::SetMeta(e) => set_meta_err(entry, e),
+    }
+}
+
+/// Maps a failure to read an entry's header or PAX records.
+fn meta_err(entry: &str) -> impl Fn(MetaError) -> UnpackError + '_ {
+    move |e| match e {
+        MetaError::Invalid(field) => UnpackError::InvalidHeader { entry: entry.to_owned(), field },
+        MetaError::Read(source) => UnpackError::ReadArchive { source },
+    }
+}
+
+/// Maps a hardlink whose target cannot be linked.
+fn link_err<'a>(entry: &'a str, target: &[u8]) -> impl Fn(LinkError) -> UnpackError + 'a {
+    let target = String::from_utf8_lossy(target).into_owned();
+    move |e| {
+        let (entry, target) = (entry.to_owned(), target.clone());
+        match e {
+            LinkError::Outside => UnpackError::HardlinkOutside { entry, target },
+            LinkError::Missing => UnpackError::HardlinkTargetMissing { entry, target },
+            LinkError::Directory => UnpackError::HardlinkToDirectory { entry, target },
+            LinkError::Io(source) => UnpackError::Create { entry, source },
+        }
+    }
 }
 
 fn set_err(entry: &str, what: &str, source: io::Error) -> UnpackError {

@@ -17,8 +17,8 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use super::merge::{walk_merged, Merged};
 use super::{dest_path, RootfsError};
 use crate::layer::{
-    is_dir, lstat_at, read_xattrs, remove_at, set_meta_at, set_meta_fd, Confined, Kind, Meta, PackError, ResolveError,
-    SetMetaError, DIR_FLAGS,
+    is_dir, lstat_at, read_xattrs, remove_at, set_meta_at, set_meta_fd, Confined, Kind, Meta, MetaPolicy, PackError,
+    ResolveError, SetMetaError, DIR_FLAGS,
 };
 
 /// Writes the merged filesystem of `layers_top_first` (overlay-format diff
@@ -35,7 +35,7 @@ pub fn write_rootfs_dir(layers_top_first: &[PathBuf], dest: &Path) -> Result<(),
     let mut writer = DirWriter {
         dest,
         confined: Confined::open(dest).map_err(open_err)?,
-        chown: rustix::process::geteuid().is_root(),
+        policy: MetaPolicy { chown: rustix::process::geteuid().is_root(), best_effort_xattrs: false },
         links: HashMap::new(),
         dir_times: BTreeMap::new(),
     };
@@ -46,7 +46,7 @@ pub fn write_rootfs_dir(layers_top_first: &[PathBuf], dest: &Path) -> Result<(),
 struct DirWriter<'a> {
     dest: &'a Path,
     confined: Confined,
-    chown: bool,
+    policy: MetaPolicy,
     /// (dev, ino) of multiply-linked source inodes → components of the first path written.
     links: HashMap<(u64, u64), Vec<Vec<u8>>>,
     /// Directory times, applied deepest first at the end.
@@ -86,7 +86,7 @@ impl DirWriter<'_> {
                 }
                 let fd =
                     rustix::fs::openat(&*parent, last, DIR_FLAGS, Mode::empty()).map_err(|e| write_err(e.into()))?;
-                set_meta_fd(fd.as_fd(), &meta, self.chown).map_err(set_err)?;
+                set_meta_fd(fd.as_fd(), &meta, self.policy).map_err(set_err)?;
                 self.dir_times.insert(comps.iter().map(|c| c.to_vec()).collect(), meta.times);
                 Ok(())
             }
@@ -102,7 +102,7 @@ impl DirWriter<'_> {
                     .map_err(|e| write_err(e.into()))?;
                 let mut file = File::from(fd);
                 io::copy(&mut source, &mut file).map_err(write_err)?;
-                set_meta_fd(file.as_fd(), &meta, self.chown).map_err(set_err)?;
+                set_meta_fd(file.as_fd(), &meta, self.policy).map_err(set_err)?;
                 rustix::fs::futimens(&file, &meta.times)
                     .map_err(|e| set_err(SetMetaError { what: "times".into(), source: e.into() }))
             }
@@ -112,7 +112,7 @@ impl DirWriter<'_> {
                 self.clear(&parent, last, false).map_err(write_err)?;
                 rustix::fs::symlinkat(target.as_os_str().as_bytes(), &*parent, last)
                     .map_err(|e| write_err(e.into()))?;
-                set_meta_at(&parent, last, &meta, self.chown, false).map_err(set_err)
+                set_meta_at(&parent, last, &meta, self.policy, false).map_err(set_err)
             }
             Kind::Char | Kind::Block | Kind::Fifo => {
                 let file_type = match node.kind {
@@ -123,7 +123,7 @@ impl DirWriter<'_> {
                 self.clear(&parent, last, false).map_err(write_err)?;
                 rustix::fs::mknodat(&*parent, last, file_type, Mode::from_raw_mode(meta.mode), node.meta.rdev())
                     .map_err(|e| write_err(e.into()))?;
-                set_meta_at(&parent, last, &meta, self.chown, true).map_err(set_err)
+                set_meta_at(&parent, last, &meta, self.policy, true).map_err(set_err)
             }
             // Whiteouts are resolved by the merge and never reach here.
             Kind::Whiteout => Ok(()),

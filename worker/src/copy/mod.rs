@@ -74,7 +74,7 @@ struct Plan<'a> {
     /// Files and directory attributes the walk left to write ([`FileWriter::flush`]).
     jobs: RefCell<jobs::Jobs>,
     /// Linking unchanged files from the previous run of this COPY (context sources only).
-    reuse: Option<reuse::Reuse>,
+    reuse: Option<reuse::Reuse<'a>>,
 }
 
 impl<'a> Plan<'a> {
@@ -102,8 +102,8 @@ impl FileWriter<'_> {
                 };
                 spread_hint(self.diff);
                 let mut plan = Plan::new(owner, *chmod, src.is_context(), matcher.as_ref());
-                if let CopySource::Context(ctx) = src {
-                    plan.reuse = reuse::Reuse::for_copy(ctx, action);
+                if let CopySource::Context { walk: Some(walk), .. } = src {
+                    plan.reuse = reuse::Reuse::for_copy(walk, action);
                 }
                 self.copy(src, src_paths, dest, &plan, *parents, *unpack_archives)?;
                 if let Some(r) = &plan.reuse {

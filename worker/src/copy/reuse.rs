@@ -28,13 +28,12 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use rbuild_solver::ir::FileAction;
 use sha2::{Digest as _, Sha256};
 
 use super::jobs::FileJob;
-use crate::context::{digested, ContextDir, DigestedContext};
+use crate::context::ContextEntries;
 use crate::context_index::Stamp;
 use crate::fsmeta::Attrs;
 
@@ -60,8 +59,9 @@ pub(crate) struct Remember {
 
 /// Reuse state for one COPY action from the context.
 #[derive(Debug)]
-pub(super) struct Reuse {
-    digests: Arc<DigestedContext>,
+pub(super) struct Reuse<'a> {
+    /// The walk of the context that gave the COPY its cache key.
+    walk: &'a ContextEntries,
     memo: PathBuf,
     /// The earlier run's published diff and its memo entries by path in the diff.
     old: Option<(PathBuf, HashMap<PathBuf, MemoEntry>)>,
@@ -71,20 +71,20 @@ pub(super) struct Reuse {
     written: RefCell<Vec<(PathBuf, MemoEntry)>>,
 }
 
-impl Reuse {
-    /// Reuse for `action` copying from `ctx`, when this process digested the context with an
-    /// index (else `None`: plain copies).
-    pub(super) fn for_copy(ctx: &ContextDir, action: &FileAction) -> Option<Reuse> {
-        let digests = digested(&ctx.root)?;
+impl<'a> Reuse<'a> {
+    /// Reuse for `action` copying from a context walked (`walk`) with the store's index (else
+    /// `None`: plain copies).
+    pub(super) fn for_copy(walk: &'a ContextEntries, action: &FileAction) -> Option<Reuse<'a>> {
+        let index = walk.index()?;
         let key = hex::encode(Sha256::digest(format!("{action:?}").as_bytes()));
-        let mut dir = digests.index.clone().into_os_string();
+        let mut dir = index.as_os_str().to_owned();
         dir.push(".copies");
         let memo = PathBuf::from(dir).join(key);
         let old = load(&memo).and_then(|(dev, ino, entries)| {
-            let snapshots = digests.index.parent()?.parent()?.join("snapshots");
+            let snapshots = index.parent()?.parent()?.join("snapshots");
             find_diff(&snapshots, dev, ino).map(|d| (d, entries))
         });
-        Some(Reuse { digests, memo, old, used: RefCell::default(), written: RefCell::default() })
+        Some(Reuse { walk, memo, old, used: RefCell::default(), written: RefCell::default() })
     }
 
     /// Decides how `job` (the context file `src_rel`, stat `meta`, going to `target` in the
@@ -92,13 +92,13 @@ impl Reuse {
     /// when its digest can be trusted.
     pub(super) fn plan(&self, job: &mut FileJob, src_rel: &Path, meta: &Metadata, target: &Path) {
         let stamp = Stamp::of(meta);
-        let Some((seen, digest)) = self.digests.get(src_rel) else { return };
+        let Some((seen, digest)) = self.walk.file(src_rel) else { return };
         if seen != stamp {
             return; // changed since it was digested
         }
         // A file modified within the racy window could change again unseen: copy it, and
         // never vouch for it.
-        if !stamp.is_settled(self.digests.now) {
+        if !stamp.is_settled(self.walk.digested_at()) {
             return;
         }
         let size = meta.size();

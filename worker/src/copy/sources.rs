@@ -8,7 +8,7 @@ use std::ffi::OsString;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use crate::context::ContextDir;
+use crate::context::{ContextDir, ContextEntries};
 use crate::error::WorkerError;
 use crate::merged::{Found, MergedView};
 
@@ -16,7 +16,13 @@ use crate::merged::{Found, MergedView};
 #[derive(Debug)]
 pub enum CopySource<'a> {
     /// The build context (owners become root unless `--chown`).
-    Context(&'a ContextDir),
+    Context {
+        /// The context directory.
+        dir: &'a ContextDir,
+        /// The walk of it that gave the step its cache key, if any: with it, a COPY links
+        /// files an earlier run of the same COPY wrote instead of copying them again.
+        walk: Option<&'a ContextEntries>,
+    },
     /// Another stage's or image's filesystem (owners kept unless `--chown`).
     Fs(MergedView),
 }
@@ -24,27 +30,27 @@ pub enum CopySource<'a> {
 impl CopySource<'_> {
     pub(crate) fn lstat(&self, rel: &Path) -> io::Result<Option<Found>> {
         match self {
-            CopySource::Context(c) => c.lstat(rel),
+            CopySource::Context { dir, .. } => dir.lstat(rel),
             CopySource::Fs(v) => v.lstat(rel),
         }
     }
 
     pub(crate) fn read_dir(&self, rel: &Path) -> io::Result<Vec<(OsString, Found)>> {
         match self {
-            CopySource::Context(c) => c.read_dir(rel),
+            CopySource::Context { dir, .. } => dir.read_dir(rel),
             CopySource::Fs(v) => v.read_dir(rel),
         }
     }
 
     pub(crate) fn resolve(&self, p: &Path, follow_last: bool) -> io::Result<PathBuf> {
         match self {
-            CopySource::Context(c) => c.resolve(p, follow_last),
+            CopySource::Context { dir, .. } => dir.resolve(p, follow_last),
             CopySource::Fs(v) => v.resolve(p, follow_last),
         }
     }
 
     pub(crate) fn is_context(&self) -> bool {
-        matches!(self, CopySource::Context(_))
+        matches!(self, CopySource::Context { .. })
     }
 }
 
@@ -85,7 +91,7 @@ fn io_err(path: &str, source: io::Error) -> WorkerError {
 
 fn not_found(src: &CopySource<'_>, written: &str, rel: &Path) -> WorkerError {
     let hint = match src {
-        CopySource::Context(c) => c
+        CopySource::Context { dir, .. } => dir
             .ignore
             .excluded_by(&rel.to_string_lossy())
             .map(|pat| format!("the path is excluded by the .dockerignore pattern {pat:?}")),
@@ -195,7 +201,7 @@ mod tests {
         std::fs::write(t.path().join("a/b/c/f.txt"), "1").unwrap();
         std::fs::write(t.path().join("a/x/c/f.txt"), "2").unwrap();
         let c = ctx(t.path());
-        let src = CopySource::Context(&c);
+        let src = CopySource::Context { dir: &c, walk: None };
         let kept = |v: Vec<Selected>| -> Vec<String> {
             v.into_iter().map(|s| s.keep.unwrap().1.display().to_string()).collect()
         };
@@ -219,7 +225,7 @@ mod tests {
         std::fs::create_dir_all(root.join("etc")).unwrap();
         symlink(&outside, root.join("link")).unwrap();
         let c = ctx(&root);
-        let src = CopySource::Context(&c);
+        let src = CopySource::Context { dir: &c, walk: None };
         // `link` points at an absolute host path: inside the context it means `/outside`,
         // which does not exist there.
         assert!(select(&src, "link/*", false).is_err());

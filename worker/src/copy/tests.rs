@@ -33,7 +33,7 @@ impl Fx {
     fn apply(&self, action: &FileAction) -> Result<(), WorkerError> {
         let view = MergedView::new(vec![self.base.clone()]);
         let w = FileWriter { base: &view, diff: &self.diff, limits: ArchiveLimits::default() };
-        w.apply(action, Some(&CopySource::Context(&self.ctx)))
+        w.apply(action, Some(&CopySource::Context { dir: &self.ctx, walk: None }))
     }
 
     /// Every path in the diff, sorted.
@@ -208,10 +208,9 @@ fn a_second_copy_links_unchanged_files_and_packs_the_same() {
     }
     let view = MergedView::new(vec![base.clone()]);
     let run = |diff: &Path| {
-        ctx.content_digest(Some(&index)).unwrap();
-        crate::context::pretend_settled(&ctx_dir);
+        let walk = ctx.entries(Some(&index)).unwrap().settled();
         let w = FileWriter { base: &view, diff, limits: ArchiveLimits::default() };
-        w.apply(&copy(&["."], "/app/"), Some(&CopySource::Context(&ctx))).unwrap();
+        w.apply(&copy(&["."], "/app/"), Some(&CopySource::Context { dir: &ctx, walk: Some(&walk) })).unwrap();
     };
     run(&diff1);
     // One file changes content, one only its mtime.
@@ -230,11 +229,7 @@ fn a_second_copy_links_unchanged_files_and_packs_the_same() {
     // The layer is exactly what a plain copy gives: sharing inodes with another snapshot
     // never turns into tar hardlinks.
     let w = FileWriter { base: &view, diff: &fresh, limits: ArchiveLimits::default() };
-    w.apply(
-        &copy(&["."], "/app/"),
-        Some(&CopySource::Context(&ContextDir { root: ctx_dir.clone(), ignore: IgnoreMatcher::default() })),
-    )
-    .unwrap();
+    w.apply(&copy(&["."], "/app/"), Some(&CopySource::Context { dir: &ctx, walk: None })).unwrap();
     let (linked, plain) = (tar_of(&diff2), tar_of(&fresh));
     assert!(linked == plain, "a linked copy packs to the same bytes");
     let mut ar = tar::Archive::new(&linked[..]);

@@ -174,7 +174,7 @@ mod tests {
         std::fs::create_dir_all(ctx_dir.join("seed/sub")).unwrap();
         std::fs::write(ctx_dir.join("seed/sub/f"), "seeded").unwrap();
         let ctx = ContextDir { root: ctx_dir, ignore: IgnoreMatcher::default() };
-        let src = CopySource::Context(&ctx);
+        let src = CopySource::Context { dir: &ctx, walk: None };
         let store = t.path().join("store");
         // Giving the directory another owner needs root; otherwise keep our own ids.
         let root = nix::unistd::geteuid().is_root();

@@ -46,7 +46,8 @@ pub(crate) enum MountSource {
 impl MountSource {
     fn as_copy_source(&self) -> CopySource<'_> {
         match self {
-            MountSource::Context(c) => CopySource::Context(c),
+            // Copies for mounts never link files of earlier runs (see `copy::reuse`).
+            MountSource::Context(c) => CopySource::Context { dir: c, walk: None },
             MountSource::Fs(v) => CopySource::Fs(v.clone()),
         }
     }
