@@ -242,6 +242,38 @@ fn changes_of_content_metadata_and_links() {
 }
 
 #[test]
+fn mount_stub_parents_are_no_change_but_a_changed_directory_is() {
+    // The cache mount's stub is made in data/sub (copied up), then removed and data/sub's
+    // times restored: data/sub is no change and, as in BuildKit, not in the layer. The chmod'ed
+    // empty-in-the-diff directory is a change and stays.
+    let step = "--mount=type=cache,target=/data/sub/cache --mount=type=tmpfs,target=/data/sub/deep/t \
+                touch /data/new && chmod 700 /data/c && mkdir -p /data/sub2 && chmod 700 /data/sub2";
+    let Some((entries, _)) = same_with_both("mount_stub_parents_are_no_change_but_a_changed_directory_is", step) else {
+        return;
+    };
+    assert_eq!(entries, ["d data/", "f data/c", "f data/new", "d data/sub2/"]);
+}
+
+#[test]
+fn a_run_that_changes_nothing_makes_no_layer() {
+    let test = "a_run_that_changes_nothing_makes_no_layer";
+    if !ready(test) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    // Mount stubs in existing directories, /etc/hosts and /etc/resolv.conf (which busybox has
+    // not: the sandbox binds them over stubs, as BuildKit does), a chmod back to the same mode:
+    // nothing changes.
+    let dockerfile = "ARG BASE\nFROM $BASE\n\
+                      RUN --mount=type=cache,target=/root/.cache --mount=type=tmpfs,target=/etc/x/y \
+                      chmod 755 /bin && grep -q localhost /etc/hosts && test -f /etc/resolv.conf\n";
+    for snapshotter in ["overlayfs", "native"] {
+        let layers = build_layers(t.path(), snapshotter, dockerfile);
+        assert_eq!(layers.len(), 1, "{snapshotter}: only busybox's layer: {layers:?}");
+    }
+}
+
+#[test]
 fn recreated_tree_with_a_deleted_and_recreated_subdirectory() {
     // A whole tree replaced, deeper entries included: one opaque marker at the top suffices.
     let step = "rm -rf /data && mkdir -p /data/sub/deep && echo again > /data/sub/deep/d";

@@ -520,7 +520,8 @@ impl Worker for LocalWorker {
                         let result =
                             run(lower.clone(), upper.clone(), scratch.clone(), rbuild_executor::Rootfs::Overlay);
                         let Some(cause) = result.as_ref().err().and_then(exec::overlay_refused) else {
-                            return result;
+                            result?;
+                            return treediff::prune_unchanged_dirs(&upper, &lower);
                         };
                         if mode != RunRootfs::Auto {
                             return result;
@@ -540,7 +541,8 @@ impl Worker for LocalWorker {
                     std::fs::create_dir(&sandbox)
                         .map_err(|source| WorkerError::Io { path: sandbox.clone(), source })?;
                     run(Vec::new(), rootfs.clone(), sandbox, rbuild_executor::Rootfs::Copied)?;
-                    treediff::diff_into(&rootfs, &before, &upper)
+                    treediff::diff_into(&rootfs, &before, &upper)?;
+                    treediff::prune_unchanged_dirs(&upper, &lower)
                 })
                 .await
                 .map_err(|err| WorkerError::Internal(err.to_string()))??;

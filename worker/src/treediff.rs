@@ -248,13 +248,44 @@ fn apply(rootfs: &Path, diff_dir: &Path, actions: Vec<Action>) -> Result<(), Wor
     }
     // Deepest first, after everything inside them is in place.
     for (path, meta) in dir_times.iter().rev() {
-        let times = Timestamps {
-            last_access: Timespec { tv_sec: meta.atime(), tv_nsec: meta.atime_nsec() as _ },
-            last_modification: Timespec { tv_sec: meta.mtime(), tv_nsec: meta.mtime_nsec() as _ },
-        };
-        rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_at(path)(e.into()))?;
+        rustix::fs::utimensat(CWD, path, &times_of(meta), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| io_at(path)(e.into()))?;
     }
     Ok(())
+}
+
+/// The access and modification times of `meta`, for `utimensat`.
+fn times_of(meta: &std::fs::Metadata) -> Timestamps {
+    Timestamps {
+        last_access: Timespec { tv_sec: meta.atime(), tv_nsec: meta.atime_nsec() as _ },
+        last_modification: Timespec { tv_sec: meta.mtime(), tv_nsec: meta.mtime_nsec() as _ },
+    }
+}
+
+/// The extended attributes of `path` (not following a symlink), by name.
+fn xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut names = vec![0u8; 4096];
+    let len = loop {
+        match rustix::fs::llistxattr(path, &mut names) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => names.resize(names.len() * 4, 0),
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut out = Vec::new();
+    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let mut value = vec![0u8; 64 * 1024];
+        let n = match rustix::fs::lgetxattr(path, name, &mut value) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::NODATA) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        value.truncate(n);
+        out.push((name.to_vec(), value));
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Creates `to` with the owner, mode and xattrs of the directory `from` (times come last).
@@ -262,23 +293,70 @@ fn make_dir_like(from: &Path, to: &Path, meta: &std::fs::Metadata) -> io::Result
     std::fs::DirBuilder::new().mode(0o700).create(to)?;
     std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))?;
     rustix::fs::chmod(to, Mode::from_raw_mode(meta.mode() & 0o7777))?;
-    let mut names = vec![0u8; 4096];
-    let len = loop {
-        match rustix::fs::llistxattr(from, &mut names) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => names.resize(names.len() * 4, 0),
-            Err(rustix::io::Errno::NOTSUP) => return Ok(()),
-            Err(e) => return Err(e.into()),
+    for (name, value) in xattrs(from)? {
+        rustix::fs::lsetxattr(to, name.as_slice(), &value, rustix::fs::XattrFlags::empty())?;
+    }
+    Ok(())
+}
+
+/// Overlay's own xattrs (opaque, origin, impure, ...), which say how the upper dir came to
+/// be, not what the directory is.
+fn is_overlay_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
+/// Removes from a RUN's diff (`diff_dir`, over `lowers_top_first`) the directories that are no
+/// change: empty, and with the same mode, owner, mtime and xattrs as the directory below. They
+/// are there only because the step created and removed something in them (a mount stub, whose
+/// parent's times the executor restores) or copied them up without changing them. BuildKit's
+/// differ leaves such directories out, so an unchanged directory never makes a layer entry and
+/// a step that changes nothing makes no layer. Removed deepest first, so that a chain of them
+/// goes; an opaque directory (the step replaced a directory by a new one) always stays.
+pub(crate) fn prune_unchanged_dirs(diff_dir: &Path, lowers_top_first: &[PathBuf]) -> Result<(), WorkerError> {
+    let lower = crate::MergedView::new(lowers_top_first.to_vec());
+    let walk = walkdir::WalkDir::new(diff_dir).min_depth(1).follow_links(false).contents_first(true);
+    for entry in walk {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(diff_dir).to_owned();
+            WorkerError::Io { path, source: e.into() }
+        })?;
+        if !entry.file_type().is_dir() {
+            continue;
         }
-    };
-    for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let mut value = vec![0u8; 64 * 1024];
-        let n = match rustix::fs::lgetxattr(from, name, &mut value) {
-            Ok(n) => n,
-            Err(rustix::io::Errno::NODATA) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        rustix::fs::lsetxattr(to, name, &value[..n], rustix::fs::XattrFlags::empty())?;
+        let path = entry.path();
+        if std::fs::read_dir(path).map_err(io_at(path))?.next().is_some() {
+            continue;
+        }
+        let Ok(rel) = path.strip_prefix(diff_dir) else { continue };
+        let Some(below) = lower.lstat(rel).map_err(io_at(path))? else { continue };
+        let here = std::fs::symlink_metadata(path).map_err(io_at(path))?;
+        let same_meta = below.meta.is_dir()
+            && here.mode() == below.meta.mode()
+            && (here.uid(), here.gid()) == (below.meta.uid(), below.meta.gid())
+            && (here.mtime(), here.mtime_nsec()) == (below.meta.mtime(), below.meta.mtime_nsec());
+        if !same_meta {
+            continue;
+        }
+        let ours = xattrs(path).map_err(io_at(path))?;
+        if ours.iter().any(|(n, v)| is_overlay_xattr(n) && n.ends_with(b".opaque") && v == b"y") {
+            continue;
+        }
+        let theirs = xattrs(&below.host_path).map_err(io_at(&below.host_path))?;
+        let plain =
+            |x: Vec<(Vec<u8>, Vec<u8>)>| x.into_iter().filter(|(n, _)| !is_overlay_xattr(n)).collect::<Vec<_>>();
+        if plain(ours) != plain(theirs) {
+            continue;
+        }
+        // Removing it changes its parent's times: the parent keeps those it had.
+        let parent = path.parent().unwrap_or(diff_dir);
+        let parent_meta = std::fs::symlink_metadata(parent).map_err(io_at(parent))?;
+        match std::fs::remove_dir(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_at(path)(e)),
+        }
+        rustix::fs::utimensat(CWD, parent, &times_of(&parent_meta), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| io_at(parent)(e.into()))?;
     }
     Ok(())
 }

@@ -2,10 +2,15 @@
 //!
 //! The files are written to a small tmpfs staged at `/dev/.rbuild-etc` before `pivot_root`
 //! (the host's `/etc/resolv.conf` is read while the host root is still reachable), then
-//! bind-mounted after `pivot_root`, when paths (and symlinks) resolve inside the rootfs. A
-//! file is bound only over a regular file the image already has: nothing is ever created in
-//! `/etc`, so none of this lands in the layer, and writes by the command go to the tmpfs copy,
-//! never to the host's files. The staging tmpfs is then detached; the binds keep it alive.
+//! bind-mounted after `pivot_root`, when paths (and symlinks) resolve inside the rootfs.
+//! Writes by the command go to the tmpfs copy, never to the host's files. The staging tmpfs is
+//! then detached; the binds keep it alive.
+//!
+//! `hosts` and `resolv.conf` are there in every RUN, as BuildKit binds them: an image without
+//! them gets an empty stub (and `/etc` if it has none) to bind over, recorded in [`Stubs`] so
+//! that the host removes it from the upper dir afterwards and nothing lands in the layer.
+//! `hostname`, which BuildKit does not bind, is bound only over a file the image has. Where a
+//! stub cannot be made (`/etc` a dangling symlink or not a directory), the file is left out.
 //!
 //! - `hostname`: the spec's hostname;
 //! - `hosts`: `127.0.0.1 localhost <hostname>`, the IPv6 loopback names and the spec's extra
@@ -19,6 +24,7 @@ use std::path::Path;
 use nix::mount::{MntFlags, MsFlags};
 
 use super::mounts::{mkdir, mount, MountError};
+use super::stubs::Stubs;
 use crate::spec::{Network, SandboxSpec};
 
 /// The staging directory, relative to the rootfs.
@@ -74,13 +80,30 @@ fn read_host_file(path: &Path) -> Result<Option<Vec<u8>>, MountError> {
     Ok(Some(content))
 }
 
-/// After `pivot_root`: binds each staged file over `/etc/<name>` when that is an existing
-/// regular file, then detaches and removes the staging directory.
-pub(crate) fn bind_staged(names: &[&str]) -> Result<(), MountError> {
+/// Whether the sandbox gets `/etc/<name>` even when the image has none (BuildKit's binds).
+fn always_present(name: &str) -> bool {
+    matches!(name, "hosts" | "resolv.conf")
+}
+
+/// After `pivot_root`: binds each staged file over `/etc/<name>` (a regular file of the image,
+/// or a stub made in `stubs` for those [`always_present`]), then detaches and removes the
+/// staging directory.
+pub(crate) fn bind_staged(names: &[&str], stubs: &mut Stubs) -> Result<(), MountError> {
     let staging = Path::new("/").join(STAGING);
     for name in names {
         let target = Path::new("/etc").join(name);
-        if !std::fs::metadata(&target).is_ok_and(|meta| meta.is_file()) {
+        let present = match std::fs::symlink_metadata(&target) {
+            Ok(_) => std::fs::metadata(&target).is_ok_and(|meta| meta.is_file()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && always_present(name) => {
+                match stubs.create(Path::new("/"), &target, false) {
+                    Ok(()) => true,
+                    Err(MountError::DanglingSymlink { .. } | MountError::NotADirectory { .. }) => false,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(_) => false,
+        };
+        if !present {
             continue;
         }
         let source = staging.join(name);

@@ -130,9 +130,8 @@ fn build_rootfs(spec: &SandboxSpec, channel: &UnixStream) -> Result<(), SetupErr
         Isolation::Namespaces => mounts::pivot(&layout.merged)?,
         Isolation::Chroot => mounts::chroot(&layout.merged)?,
     }
-    etc_files::bind_staged(&staged)?;
     let mut stubs = stubs::Stubs::new(Path::new("/"))?;
-    let applied = extra_mounts::apply(extra, &mut stubs);
+    let applied = etc_files::bind_staged(&staged, &mut stubs).and_then(|()| extra_mounts::apply(extra, &mut stubs));
     // Reported even when a later mount failed: the stubs exist either way.
     report_created(channel, stubs.take())?;
     applied?;
