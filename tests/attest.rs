@@ -17,26 +17,10 @@ const SECRET: &str = "s3cr3t-value-never-in-an-attestation";
 const PASSWORD: &str = "hunter2-attest-password";
 const USER: &str = "attester";
 
-/// Runs rbuild with its own store and docker config; returns success and the output.
+/// Runs rbuild with its own store and docker config (attestation defaults as buildx's: no
+/// `BUILDX_NO_DEFAULT_ATTESTATIONS`); returns success and the output.
 fn rbuild(root: &Path, docker_config: &Path, args: &[&str], stdin: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rbuild"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env("RBUILD_NO_PROGRESS", "1")
-        .env("DOCKER_CONFIG", docker_config)
-        .env_remove("BUILDX_NO_DEFAULT_ATTESTATIONS")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    eprintln!("rbuild {args:?} -> {}\n{text}", out.status);
-    (out.status.success(), text)
+    support::rbuild_with_config(Path::new(env!("CARGO_BIN_EXE_rbuild")), root, docker_config, args, stdin)
 }
 
 fn sh(dir: &Path, args: &[&str]) -> String {

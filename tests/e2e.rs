@@ -503,26 +503,9 @@ fn run_confinement_blocks_keyctl_and_gives_a_non_root_user_what_runc_gives() {
     }
 }
 
-/// Runs rbuild on the store `root` with docker's config in `docker_config`, writing `stdin`
-/// to it; returns whether it succeeded and its stdout and stderr.
+/// [`support::rbuild_with_config`] with the rbuild under test.
 fn rbuild_with_config(root: &Path, docker_config: &Path, args: &[&str], stdin: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rbuild"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env("RBUILD_NO_PROGRESS", "1")
-        .env("DOCKER_CONFIG", docker_config)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    eprintln!("rbuild {args:?} -> {}\n{text}", out.status);
-    (out.status.success(), text)
+    support::rbuild_with_config(Path::new(env!("CARGO_BIN_EXE_rbuild")), root, docker_config, args, stdin)
 }
 
 #[test]

@@ -238,6 +238,33 @@ pub fn require_registry_with(test: &str, options: &RegistryOptions) -> bool {
     require_tools(test, &tools)
 }
 
+/// Runs `exe` (the rbuild under test: `env!("CARGO_BIN_EXE_rbuild")`) on the store `root` with
+/// docker's config in `docker_config`, writing `stdin` to it, without progress and with
+/// buildx's attestation defaults (`BUILDX_NO_DEFAULT_ATTESTATIONS` unset); returns whether it
+/// succeeded and its stdout and stderr (also printed, for failures).
+pub fn rbuild_with_config(exe: &Path, root: &Path, docker_config: &Path, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new(exe)
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .env("RBUILD_NO_PROGRESS", "1")
+        .env("DOCKER_CONFIG", docker_config)
+        .env_remove("BUILDX_NO_DEFAULT_ATTESTATIONS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting rbuild");
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes()).expect("writing rbuild's stdin");
+    }
+    let out = child.wait_with_output().expect("waiting for rbuild");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("rbuild {args:?} -> {}\n{text}", out.status);
+    (out.status.success(), text)
+}
+
 /// How to start a [`Registry`].
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
