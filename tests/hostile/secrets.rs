@@ -101,7 +101,6 @@ fn secret_missing_is_refused_naming_the_id() {
 }
 
 #[test]
-#[ignore = "needs the SecretsUsedInArgOrEnv warning (the frontend has no lint rules yet)"]
 fn secret_in_a_build_arg_warns_secrets_used_in_arg_or_env() {
     let test = "secret_in_a_build_arg_warns_secrets_used_in_arg_or_env";
     if !ready(test) {
