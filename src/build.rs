@@ -469,7 +469,11 @@ pub async fn run(root: PathBuf, args: BuildArgs) -> Result<()> {
             filename,
             build_args: parse_build_args(&args.build_args),
             target: args.target.clone(),
-            platform: rbuild_solver::ir::Platform::host(),
+            // Checked for the first target platform (`InvalidBaseImagePlatform` compares it).
+            platform: crate::platforms::parse(&args.platforms)?
+                .into_iter()
+                .next()
+                .unwrap_or_else(rbuild_solver::ir::Platform::host),
             context_excludes: excludes,
             named_contexts: named_contexts.clone(),
         };

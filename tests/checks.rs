@@ -404,3 +404,98 @@ fn rawjson_progress_reports_findings_as_vertex_warnings() {
     assert_eq!(w["range"], serde_json::json!([{"start": {"line": 4}, "end": {"line": 4}}]));
     assert!(!err.contains("warning found"), "no text summary in rawjson mode: {err}");
 }
+
+/// `(rule, line)` of each finding `--call=check,format=json` reports.
+fn json_findings(out: &Output) -> Vec<(String, u64)> {
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)));
+    report["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            let line = w["location"]["ranges"][0]["start"]["line"].as_u64().unwrap_or(0);
+            (w["ruleName"].as_str().unwrap_or_default().to_owned(), line)
+        })
+        .collect()
+}
+
+#[test]
+fn every_rule_fires_on_its_case_and_not_on_the_fixed_one() {
+    let test = "every_rule_fires_on_its_case_and_not_on_the_fixed_one";
+    if !ready(test) {
+        return;
+    }
+    let bb = registry().reference("busybox:latest");
+    let bare = registry().reference("busybox");
+    // (rule, Dockerfile that triggers it, the line, the same fixed, extra flags); `BB` is the
+    // registry's busybox, `BARE` the same without a tag. The context has app.log (ignored by
+    // its .dockerignore) and app.txt.
+    let cases: &[(&str, &str, u64, &str, &[&str])] = &[
+        ("StageNameCasing", "FROM BB AS Build\n", 1, "FROM BB AS build\n", &[]),
+        ("FromAsCasing", "FROM BB as build\n", 1, "FROM BB AS build\n", &[]),
+        ("NoEmptyContinuation", "FROM BB\nRUN a \\\n\n  b\n", 4, "FROM BB\nRUN a \\\n  b\n", &[]),
+        ("ConsistentInstructionCasing", "FROM BB\nrun true\nRUN x\nCOPY app.txt /\n", 2, "FROM BB\nRUN true\n", &[]),
+        ("DuplicateStageName", "FROM BB AS b\nFROM BB AS B\n", 2, "FROM BB AS b1\nFROM BB AS b2\n", &[]),
+        ("ReservedStageName", "FROM BB AS context\n", 1, "FROM BB AS ctx\n", &[]),
+        ("JSONArgsRecommended", "FROM BB\nENTRYPOINT my-app\n", 2, "FROM BB\nENTRYPOINT [\"my-app\"]\n", &[]),
+        ("MaintainerDeprecated", "FROM BB\nMAINTAINER me@example.org\n", 2, "FROM BB\nLABEL a=me\n", &[]),
+        ("UndefinedArgInFrom", "ARG tag=latest\nFROM BB${version}\n", 2, "ARG version\nFROM BB${version}\n", &[]),
+        ("WorkdirRelativePath", "FROM BB\nWORKDIR app/\n", 2, "FROM BB\nWORKDIR /app\n", &[]),
+        ("UndefinedVar", "FROM BB\nENV PATH=$PAHT:/tmp/bin\n", 2, "FROM BB\nENV PATH=$PATH:/tmp/bin\n", &[]),
+        (
+            "MultipleInstructionsDisallowed",
+            "FROM BB\nCMD [\"a\"]\nRUN x\nCMD [\"b\"]\n",
+            2,
+            "FROM BB\nRUN x\nCMD [\"b\"]\n",
+            &[],
+        ),
+        ("LegacyKeyValueFormat", "FROM BB\nENV key value\n", 2, "FROM BB\nENV key=value\n", &[]),
+        (
+            "InvalidDefaultArgInFrom",
+            "ARG TAG\nFROM BARE:$TAG\n",
+            2,
+            "ARG TAG=latest\nFROM BARE:$TAG\n",
+            &["--build-arg", "TAG=latest"],
+        ),
+        (
+            "FromPlatformFlagConstDisallowed",
+            "FROM --platform=linux/amd64 BB\n",
+            1,
+            "FROM --platform=linux/amd64 BB AS build_amd64\n",
+            &[],
+        ),
+        ("CopyIgnoredFile", "FROM BB\nCOPY ./app.log /\n", 2, "FROM BB\nCOPY ./app.txt /\n", &[]),
+        (
+            "RedundantTargetPlatform",
+            "FROM --platform=${TARGETPLATFORM} BB\n",
+            1,
+            "FROM --platform=$BUILDPLATFORM BB\n",
+            &[],
+        ),
+        ("SecretsUsedInArgOrEnv", "FROM BB\nARG GITHUB_TOKEN\n", 2, "FROM BB\nARG PUBLIC_KEY\n", &[]),
+        ("ExposeProtoCasing", "FROM BB\nEXPOSE 80/TcP\n", 2, "FROM BB\nEXPOSE 80/tcp\n", &[]),
+        ("ExposeInvalidFormat", "FROM BB\nEXPOSE 127.0.0.1:80:8080\n", 2, "FROM BB\nEXPOSE 8080\n", &[]),
+    ];
+    for (rule, bad, line, good, flags) in cases {
+        for (dockerfile, fires) in [(bad, true), (good, false)] {
+            let text = dockerfile.replace("BARE", &bare).replace("BB", &bb);
+            let ctx = Ctx::new(&text, &[("app.log", "log\n"), ("app.txt", "txt\n"), (".dockerignore", "*.log\n")]);
+            let out = ctx.run(&[&["build", "--call=check,format=json"], *flags].concat(), false);
+            let found = json_findings(&out);
+            if fires {
+                assert!(found.contains(&(rule.to_string(), *line)), "{rule} at line {line} for {text:?}: {found:?}");
+                assert_eq!(out.status.code(), Some(1), "{rule}: findings make the check fail");
+            } else {
+                assert!(!found.iter().any(|(r, _)| r == rule), "{rule} fired on the fixed {text:?}: {found:?}");
+            }
+        }
+    }
+    // InvalidBaseImagePlatform: the registry's busybox is amd64 only.
+    let ctx = Ctx::new(&format!("FROM {bb}\n"), &[]);
+    let other = if cfg!(target_arch = "x86_64") { "linux/arm64" } else { "linux/amd64" };
+    let found = json_findings(&ctx.run(&["build", "--call=check,format=json", "--platform", other], false));
+    assert!(found.contains(&("InvalidBaseImagePlatform".to_owned(), 1)), "{found:?}");
+    let found = json_findings(&ctx.run(&["build", "--call=check,format=json"], false));
+    assert!(!found.iter().any(|(r, _)| r == "InvalidBaseImagePlatform"), "{found:?}");
+}
