@@ -8,6 +8,7 @@
 //! any URL (git or tarball contexts, named contexts, `ADD` sources).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::time::SystemTime;
 
 use base64::Engine as _;
@@ -605,8 +606,32 @@ pub struct Subject<'a> {
     pub stages: &'a [(String, rbuild_worker::Snapshot)],
 }
 
+/// One attestation of one image: its predicate, and the file name BuildKit gives it where
+/// attestations are written as files (`provenance.json`, `sbom.spdx.json`,
+/// `sbom-<stage>.spdx.json`).
+#[derive(Debug, Clone)]
+pub struct Predicate {
+    /// The file name.
+    pub file: String,
+    /// The predicate type.
+    pub predicate_type: &'static str,
+    /// The predicate.
+    pub predicate: Value,
+}
+
+/// What [`attach`] made: the attestation manifests to list in the index after the images, and
+/// each image's predicates (in the images' order), for outputs that write them as files.
+#[derive(Debug, Default)]
+pub struct Attached {
+    /// The attestation manifests' descriptors.
+    pub manifests: Vec<Descriptor>,
+    /// Each image's predicates.
+    pub predicates: Vec<Vec<Predicate>>,
+}
+
 /// Makes each image's attestation manifest (provenance and SBOM statements), writes its blobs
-/// to the store and returns the descriptors to list in the index after the images.
+/// to the store and returns the descriptors to list in the index after the images, with the
+/// predicates.
 pub async fn attach(
     worker: &rbuild_worker::LocalWorker,
     opts: &AttestOptions,
@@ -614,34 +639,37 @@ pub async fn attach(
     names: &[String],
     subjects: &[Subject<'_>],
     sbom_created: &str,
-) -> anyhow::Result<Vec<Descriptor>> {
+) -> anyhow::Result<Attached> {
     use anyhow::Context as _;
     let store = worker.store();
-    let mut out = Vec::with_capacity(subjects.len());
+    let mut out = Attached::default();
     for s in subjects {
         let image = &s.image.image;
         let manifest: rbuild_exporter::oci_spec::image::ImageManifest =
             serde_json::from_slice(&image.manifest_json).context("reading the image manifest to attest")?;
-        let platform = &s.image.platform;
-        let mut statements = Vec::new();
+        let mut predicates = Vec::new();
         if let Some(p) = &opts.provenance {
             let build = PlatformBuild { graph: &s.def.graph, target: s.def.target, layers: manifest.layers() };
-            let predicate = provenance(p, inv, &build, worker);
-            let kind = match p.version {
+            let predicate_type = match p.version {
                 SlsaVersion::V02 => SLSA_V02,
                 SlsaVersion::V1 => SLSA_V1,
             };
-            statements.push(statement(kind, predicate, names, platform, &image.manifest)?);
+            let predicate = provenance(p, inv, &build, worker);
+            predicates.push(Predicate { file: "provenance.json".into(), predicate_type, predicate });
         }
         if opts.sbom {
             let name = names.first().map_or("image", String::as_str);
-            let doc = sbom(worker, &s.image.snapshot, name, sbom_created, Some(manifest.layers())).await?;
-            statements.push(statement(SPDX, doc, names, platform, &image.manifest)?);
+            let predicate = sbom(worker, &s.image.snapshot, name, sbom_created, Some(manifest.layers())).await?;
+            predicates.push(Predicate { file: "sbom.spdx.json".into(), predicate_type: SPDX, predicate });
             for (stage, snapshot) in s.stages {
-                let doc = sbom(worker, snapshot, stage, sbom_created, None).await?;
-                statements.push(statement(SPDX, doc, names, platform, &image.manifest)?);
+                let predicate = sbom(worker, snapshot, stage, sbom_created, None).await?;
+                predicates.push(Predicate { file: format!("sbom-{stage}.spdx.json"), predicate_type: SPDX, predicate });
             }
         }
+        let statements = predicates
+            .iter()
+            .map(|p| statement(p.predicate_type, p.predicate.clone(), names, &s.image.platform, &image.manifest))
+            .collect::<Result<Vec<_>, _>>()?;
         let built = rbuild_exporter::oci::build_attestation(&image.manifest, &statements)
             .context("making the attestation manifest")?;
         for (desc, bytes) in built
@@ -654,9 +682,59 @@ pub async fn attach(
                 store.put_blob(bytes, Some(desc.digest()))?;
             }
         }
-        out.push(built.manifest);
+        out.manifests.push(built.manifest);
+        out.predicates.push(predicates);
     }
     Ok(out)
+}
+
+/// Writes `predicates` into `dir` (an exported filesystem) as in-toto statement files, as
+/// BuildKit's local exporter does: the subjects are every regular file of `dir` (path relative
+/// to it, sha256), hashed before the statements are added; files are indented JSON, mode 0600.
+pub fn write_files(dir: &std::path::Path, predicates: &[Predicate]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use sha2::Digest as _;
+    use std::io::Write as _;
+    if predicates.is_empty() {
+        return Ok(());
+    }
+    let mut subjects = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).min_depth(1).follow_links(false).sort_by_file_name() {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let mut file =
+            std::fs::File::open(entry.path()).with_context(|| format!("reading {}", entry.path().display()))?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf)
+                .with_context(|| format!("reading {}", entry.path().display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let name = entry.path().strip_prefix(dir).unwrap_or(entry.path()).to_string_lossy().into_owned();
+        subjects.push(json!({ "name": name, "digest": { "sha256": hex::encode(hasher.finalize()) } }));
+    }
+    for p in predicates {
+        let doc = json!({
+            "_type": STATEMENT_TYPE,
+            "predicateType": p.predicate_type,
+            "subject": subjects,
+            "predicate": p.predicate,
+        });
+        // A new file or nothing: never through a symlink the image put there.
+        let path = dir.join(&p.file);
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).with_context(|| {
+                format!("writing the attestation {} (the image has a file of that name?)", path.display())
+            })?;
+        f.write_all(&serde_json::to_vec_pretty(&doc)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// The SPDX document of a filesystem (scanned on a blocking thread). With the image's layers

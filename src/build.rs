@@ -331,12 +331,12 @@ impl Delivery {
             }
             attest = crate::attest::AttestOptions::default();
         }
-        let image_output = outputs.is_empty()
-            || outputs.iter().any(|o| matches!(o, OutputSpec::Image | OutputSpec::Registry | OutputSpec::Oci { .. }));
-        if !attest.is_empty() && !image_output && !args.quiet {
+        let carried = outputs.is_empty()
+            || outputs.iter().any(|o| !matches!(o, OutputSpec::Tar { .. } | OutputSpec::Docker { .. }));
+        if !attest.is_empty() && !carried && !args.quiet {
             eprintln!(
-                "WARNING: attestations are attached to images (the store, a registry, an OCI archive): \
-                 this build's outputs get none"
+                "WARNING: attestations go to images (the store, a registry, an OCI archive) and, as files, \
+                 to type=local outputs: this build's outputs get none"
             );
         }
         Ok(Delivery {
@@ -387,7 +387,7 @@ async fn deliver(
                 .await?;
         images.push(export::PlatformImage { platform: platform.clone(), image, snapshot });
     }
-    let mut attestations = Vec::new();
+    let mut attestations = crate::attest::Attached::default();
     if let Some(inv) = d.invocation.as_ref().filter(|_| !d.attest.is_empty()) {
         let inv = crate::attest::Invocation { finished: std::time::SystemTime::now(), ..inv.clone() };
         let subjects: Vec<crate::attest::Subject<'_>> = defs
@@ -401,8 +401,8 @@ async fn deliver(
             .await
             .context("attesting the build")?;
     }
-    let built = export::BuildResult::new(worker, images, attestations, d.layer_opts.oci_mediatypes)?;
-    export::write_outputs(worker, &built, &d.tags, &d.outputs, quiet).await?;
+    let built = export::BuildResult::new(worker, images, attestations.manifests, d.layer_opts.oci_mediatypes)?;
+    export::write_outputs(worker, &built, &d.tags, &d.outputs, &attestations.predicates, quiet).await?;
     if d.outputs.contains(&OutputSpec::Registry) {
         for name in &d.tags {
             crate::push::push(push_client, worker.store(), &built.top(), name, quiet).await?;

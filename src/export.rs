@@ -214,6 +214,7 @@ pub async fn write_outputs(
     built: &BuildResult,
     tags: &[String],
     outputs: &[Output],
+    attested: &[Vec<crate::attest::Predicate>],
     quiet: bool,
 ) -> Result<()> {
     let store = worker.store();
@@ -256,6 +257,7 @@ pub async fn write_outputs(
         // before they start; a single image's attestations are left out).
         let image_manifest = built.images[0].image.manifest.clone();
         let filesystems = filesystems.clone();
+        let attested = attested.to_vec();
         let out2 = out.clone();
         let names = tags.to_vec();
         let what = tokio::task::spawn_blocking(move || -> Result<Option<String>> {
@@ -272,10 +274,12 @@ pub async fn write_outputs(
                     Some(format!("exporting to docker image format {}", dest.display()))
                 }
                 Output::Local { dest } => {
-                    for (subdir, layers) in &filesystems {
+                    for (i, (subdir, layers)) in filesystems.iter().enumerate() {
                         let dest = subdir.as_ref().map_or_else(|| dest.clone(), |d| dest.join(d));
                         rbuild_exporter::rootfs::write_rootfs_dir(layers, &dest)
                             .with_context(|| format!("writing {}", dest.display()))?;
+                        // As BuildKit's local exporter: the attestations as files beside them.
+                        crate::attest::write_files(&dest, attested.get(i).map_or(&[][..], Vec::as_slice))?;
                     }
                     Some(format!("copying files to {}", dest.display()))
                 }

@@ -428,6 +428,27 @@ fn sbom_of_a_debian_image_lists_dpkg_packages_and_passes_an_spdx_validator() {
     );
     assert!(ok, "{out}");
     let bash_version = std::fs::read_to_string(t.path().join("fs/bash-version")).unwrap();
+    // The local output gets the attestations as files (BuildKit's local exporter): each a
+    // statement about every file of the output.
+    for (file, kind) in [
+        ("provenance.json", "https://slsa.dev/provenance/v0.2"),
+        ("sbom.spdx.json", "https://spdx.dev/Document"),
+        ("sbom-tools.spdx.json", "https://spdx.dev/Document"),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let path = t.path().join("fs").join(file);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "{file}");
+        let s: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(s["predicateType"], kind, "{file}");
+        let subjects = s["subject"].as_array().unwrap();
+        let own = subjects.iter().find(|x| x["name"] == "bash-version").unwrap_or_else(|| panic!("{file}: no subject"));
+        let digest = {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(bash_version.as_bytes()))
+        };
+        assert_eq!(own["digest"]["sha256"], digest.as_str());
+        assert!(!subjects.iter().any(|x| x["name"].as_str().is_some_and(|n| n.ends_with(".spdx.json"))));
+    }
 
     let remote = Remote { reg, repo: "debian-sbom".into(), seen: Default::default() };
     let found = attestations(&remote, &remote.manifest(":1"));
@@ -487,4 +508,28 @@ fn sbom_of_a_debian_image_lists_dpkg_packages_and_passes_an_spdx_validator() {
     let shown: Value = serde_json::from_str(&out[..out.rfind('}').unwrap() + 1]).unwrap();
     assert_eq!(shown["SPDX"]["spdxVersion"], "SPDX-2.3");
     assert_eq!(shown["AdditionalSPDXs"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn local_output_attestation_files_never_go_through_the_image_s_symlinks() {
+    let test = "local_output_attestation_files_never_go_through_the_image_s_symlinks";
+    if !ready(test) {
+        return;
+    }
+    let reg = support::busybox_registry();
+    let t = tempfile::tempdir().unwrap();
+    let (root, config) = (t.path().join("store"), t.path().join("docker"));
+    let outside = t.path().join("outside-target");
+    let ctx = t.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}\nRUN ln -s {} /provenance.json\n", reg.reference("busybox"), outside.display()),
+    )
+    .unwrap();
+    let dest = format!("type=local,dest={}", t.path().join("fs").display());
+    let (ok, out) = rbuild(&root, &config, &["build", "--provenance=true", "-o", &dest, ctx.to_str().unwrap()], "");
+    assert!(!ok, "{out}");
+    assert!(out.contains("the image has a file of that name"), "{out}");
+    assert!(!outside.exists(), "the attestation was written through the image's symlink");
 }
