@@ -254,13 +254,18 @@ pub fn statement(
     platform: &Platform,
     manifest: &Descriptor,
 ) -> Result<Statement, serde_json::Error> {
-    let doc = json!({
+    let doc = statement_json(predicate_type, subjects(names, platform, manifest), &predicate);
+    Ok(Statement { predicate_type: predicate_type.to_owned(), json: serde_json::to_vec(&doc)? })
+}
+
+/// The in-toto statement document.
+fn statement_json(predicate_type: &str, subjects: Value, predicate: &Value) -> Value {
+    json!({
         "_type": STATEMENT_TYPE,
         "predicateType": predicate_type,
-        "subject": subjects(names, platform, manifest),
+        "subject": subjects,
         "predicate": predicate,
-    });
-    Ok(Statement { predicate_type: predicate_type.to_owned(), json: serde_json::to_vec(&doc)? })
+    })
 }
 
 /// Where the build definition came from (`invocation.configSource`).
@@ -693,7 +698,6 @@ pub async fn attach(
 /// to it, sha256), hashed before the statements are added; files are indented JSON, mode 0600.
 pub fn write_files(dir: &std::path::Path, predicates: &[Predicate]) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    use sha2::Digest as _;
     use std::io::Write as _;
     if predicates.is_empty() {
         return Ok(());
@@ -704,28 +708,13 @@ pub fn write_files(dir: &std::path::Path, predicates: &[Predicate]) -> anyhow::R
         if !entry.file_type().is_file() {
             continue;
         }
-        let mut file =
-            std::fs::File::open(entry.path()).with_context(|| format!("reading {}", entry.path().display()))?;
-        let mut hasher = sha2::Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = std::io::Read::read(&mut file, &mut buf)
-                .with_context(|| format!("reading {}", entry.path().display()))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
+        let digest =
+            rbuild_worker::sha256_file(entry.path()).with_context(|| format!("reading {}", entry.path().display()))?;
         let name = entry.path().strip_prefix(dir).unwrap_or(entry.path()).to_string_lossy().into_owned();
-        subjects.push(json!({ "name": name, "digest": { "sha256": hex::encode(hasher.finalize()) } }));
+        subjects.push(json!({ "name": name, "digest": { "sha256": hex::encode(digest) } }));
     }
     for p in predicates {
-        let doc = json!({
-            "_type": STATEMENT_TYPE,
-            "predicateType": p.predicate_type,
-            "subject": subjects,
-            "predicate": p.predicate,
-        });
+        let doc = statement_json(p.predicate_type, Value::Array(subjects.clone()), &p.predicate);
         // A new file or nothing: never through a symlink the image put there.
         let path = dir.join(&p.file);
         let mut f =

@@ -154,14 +154,6 @@ pub fn inspect(root: PathBuf, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// `os/arch[/variant]`.
-fn platform_string(p: &rbuild_exporter::oci_spec::image::Platform) -> String {
-    match p.variant() {
-        Some(v) => format!("{}/{}/{v}", p.os(), p.architecture()),
-        None => format!("{}/{}", p.os(), p.architecture()),
-    }
-}
-
 /// `rbuild inspect NAME --provenance|--sbom`: the predicates of the image's attestations of that
 /// kind, `{"SLSA": ...}` / `{"SPDX": ..., "AdditionalSPDXs": [...]}` (stage SBOMs), keyed by
 /// platform when the image has several, as buildx's imagetools shows them.
@@ -181,7 +173,7 @@ pub fn inspect_attestation(root: PathBuf, name: &str, provenance: bool) -> Resul
         .manifests()
         .iter()
         .filter(|d| !is_attestation(d))
-        .filter_map(|d| d.platform().as_ref().map(|p| (d.digest().to_string(), platform_string(p))))
+        .filter_map(|d| d.platform().as_ref().map(|p| (d.digest().to_string(), crate::manifest::platform_text(p))))
         .collect();
     let mut per_platform = serde_json::Map::new();
     for d in index.manifests().iter().filter(|d| is_attestation(d)) {

@@ -123,7 +123,8 @@ pub async fn create(root: PathBuf, args: ManifestCreateArgs) -> Result<()> {
     Ok(())
 }
 
-fn platform_text(p: &Platform) -> String {
+/// `os/arch[/variant]`.
+pub(crate) fn platform_text(p: &Platform) -> String {
     let mut s = format!("{}/{}", p.os(), p.architecture());
     if let Some(v) = p.variant() {
         s.push('/');

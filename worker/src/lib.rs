@@ -44,6 +44,8 @@ use mounts::{MountEnv, MountSource};
 
 pub use archive::{ArchiveError, ArchiveLimits};
 pub use context::{literal_prefix as source_prefix, ContextDir, ContextEntries, IgnoreMatcher, PatternError};
+/// sha256 of a file's content, read in chunks.
+pub use context_index::hash_file as sha256_file;
 pub use error::WorkerError;
 pub use exec::RunRootfs;
 pub use image::{HistoryEntry, ImageSpec};
